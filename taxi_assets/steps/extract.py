@@ -1,0 +1,169 @@
+"""extract: download one month's .csv.gz, verify it, and describe it.
+
+The file appears under its published name only once it is complete and verified (temp file,
+fsync, rename), so a crash or a truncated transfer never leaves a file that looks whole. A
+sidecar `<file>.json` records size, sha256 and data-line count; a file matching its sidecar is
+not downloaded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import requests
+
+from taxi_assets.config import Settings
+from taxi_assets.datasets import TaxiDataset
+from taxi_assets.errors import BadFileError, DownloadError, NotPublishedError
+from taxi_assets.months import Month, published_range
+from taxi_assets.rows import data_lines
+
+log = logging.getLogger(__name__)
+
+_RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+_BUFFER = 1 << 20
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A verified local month file."""
+
+    taxi: str
+    month: str
+    path: str
+    url: str
+    bytes: int
+    sha256: str
+    data_lines: int
+    header: list[str]
+    downloaded: bool = False  # False when a valid local copy was reused
+
+    @property
+    def filename(self) -> str:
+        return Path(self.path).name
+
+
+def local_path(settings: Settings, dataset: TaxiDataset, month: Month) -> Path:
+    return settings.download_dir / dataset.taxi / dataset.file_name(month)
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_BUFFER):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(path: Path, dataset: TaxiDataset) -> tuple[list[str], int]:
+    """Check gzip integrity and header; return (header, data lines). Raises BadFileError."""
+    header, blocks = data_lines(path, dataset)
+    return header, sum(len(lines) for lines, _ in blocks)
+
+
+def cached(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo | None:
+    """The local file's description if it exists and still matches its sidecar."""
+    path = local_path(settings, dataset, month)
+    try:
+        info = FileInfo(**json.loads(_sidecar(path).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    if not path.exists() or path.stat().st_size != info.bytes or _sha256(path) != info.sha256:
+        log.warning("local %s does not match its record; downloading it again", path.name)
+        return None
+    return FileInfo(**{**asdict(info), "path": str(path), "downloaded": False})
+
+
+def _progress(total: int | None, name: str):
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, leave=False)
+
+
+def _fetch(url: str, dest: Path, settings: Settings, what: str) -> str:
+    """Stream `url` into `dest`; return its sha256. Retries network errors and 5xx."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            with requests.get(url, stream=True, timeout=(10, settings.http_timeout)) as resp:
+                if resp.status_code == 404:
+                    raise NotPublishedError(f"{what} is not published ({url} returned 404); months available {published_range()}")
+                if resp.status_code in _RETRY_STATUS:
+                    raise requests.HTTPError(f"HTTP {resp.status_code}", response=resp)
+                if resp.status_code != 200:
+                    raise DownloadError(f"{what}: {url} returned HTTP {resp.status_code}")
+                expected = int(resp.headers["Content-Length"]) if "Content-Length" in resp.headers else None
+                digest, size = hashlib.sha256(), 0
+                bar = _progress(expected, dest.name.split(".part")[0])
+                with open(dest, "wb") as out:
+                    for chunk in resp.iter_content(_BUFFER):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        size += len(chunk)
+                        if bar is not None:
+                            bar.update(len(chunk))
+                    out.flush()
+                    os.fsync(out.fileno())
+                if bar is not None:
+                    bar.close()
+                if expected is not None and size != expected:
+                    raise requests.ConnectionError(f"connection closed after {size} of {expected} bytes")
+                return digest.hexdigest()
+        except (requests.ConnectionError, requests.Timeout, requests.HTTPError) as exc:
+            if attempt > settings.http_retries:
+                raise DownloadError(f"{what}: download failed after {attempt} attempts: {exc}") from None
+            wait = settings.http_backoff * 2 ** (attempt - 1)
+            log.warning("%s: attempt %d failed (%s); retrying in %.1fs", what, attempt, exc, wait)
+            time.sleep(wait)
+
+
+def extract(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo:
+    """Make sure a verified copy of the month's file is on disk and describe it."""
+    if info := cached(settings, dataset, month):
+        log.info("%s is already downloaded and verified (%d data lines)", info.filename, info.data_lines)
+        return info
+    what = f"{dataset.taxi} {month}"
+    path = local_path(settings, dataset, month)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    url = dataset.url(settings.source_url, month)
+    tmp = path.with_name(f"{path.name}.part-{os.getpid()}")
+    try:
+        started = time.monotonic()
+        sha256 = _fetch(url, tmp, settings, what)
+        try:
+            header, lines = verify(tmp, dataset)
+        except BadFileError as exc:
+            raise BadFileError(f"{what}: downloaded file rejected, nothing kept: {exc}") from None
+        info = FileInfo(
+            taxi=dataset.taxi,
+            month=str(month),
+            path=str(path),
+            url=url,
+            bytes=tmp.stat().st_size,
+            sha256=sha256,
+            data_lines=lines,
+            header=header,
+            downloaded=True,
+        )
+        os.replace(tmp, path)  # the published name appears only now, complete and verified
+        sidecar_tmp = tmp.with_name(tmp.name + ".json")
+        sidecar_tmp.write_text(json.dumps(asdict(info), indent=1))
+        os.replace(sidecar_tmp, _sidecar(path))
+        log.info("downloaded %s: %d bytes, %d data lines in %.1fs", path.name, info.bytes, lines, time.monotonic() - started)
+        return info
+    finally:
+        tmp.unlink(missing_ok=True)
