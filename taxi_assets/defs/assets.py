@@ -1,0 +1,121 @@
+"""One chain of assets per taxi type, built by one factory: raw CSV -> Postgres table.
+
+Assets are thin: they call the steps in `taxi_assets.steps` and describe the result.
+"""
+
+
+from pathlib import Path
+
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableSchema,
+    asset,
+)
+
+from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
+from taxi_assets.defs.partitions import monthly_partitions
+from taxi_assets.defs.resources import TaxiPostgresResource, TaxiSourceResource
+from taxi_assets.months import Month
+from taxi_assets.rows import data_lines
+from taxi_assets.steps.extract import extract
+from taxi_assets.steps.postgres import load_postgres, partition_name
+
+PREVIEW_ROWS = 5
+
+
+def csv_key(dataset: TaxiDataset) -> str:
+    return f"{dataset.taxi}_trips_csv"
+
+
+def postgres_key(dataset: TaxiDataset) -> str:
+    return f"{dataset.taxi}_trips_postgres"
+
+
+def group(dataset: TaxiDataset) -> str:
+    return f"{dataset.taxi}_taxi"
+
+
+def markdown_table(columns: list[str], rows: list) -> str:
+    def cell(value) -> str:
+        return "" if value is None else str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def column_schema(dataset: TaxiDataset) -> TableSchema:
+    columns = (ROW_ID_COLUMN, FILENAME_COLUMN, *dataset.columns)
+    return TableSchema(columns=[TableColumn(c.sql_name, c.pg_type) for c in columns])
+
+
+def _file_preview(path: Path, dataset: TaxiDataset) -> str:
+    header, blocks = data_lines(path, dataset)
+    first, _ = next(blocks, ([], False))
+    rows = [line.decode(errors="replace").split(",") for line in first[:PREVIEW_ROWS]]
+    return markdown_table(header, rows)
+
+
+def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
+    taxi = dataset.taxi
+
+    @asset(
+        name=csv_key(dataset),
+        partitions_def=monthly_partitions,
+        group_name=group(dataset),
+        kinds={"csv"},
+        description=f"The published {taxi} month file ({dataset.file_name(Month(2019, 1)).replace('2019-01', 'YYYY-MM')}), verified and kept locally.",
+    )
+    def trips_csv(context: AssetExecutionContext, source: TaxiSourceResource) -> MaterializeResult:
+        info = extract(source.settings(), dataset, Month.parse(context.partition_key))
+        return MaterializeResult(
+            metadata={
+                "dagster/row_count": info.data_lines,
+                "path": MetadataValue.path(info.path),
+                "url": MetadataValue.url(info.url),
+                "size_bytes": info.bytes,
+                "sha256": info.sha256,
+                "downloaded": info.downloaded,
+                "preview": MetadataValue.md(_file_preview(Path(info.path), dataset)),
+            }
+        )
+
+    @asset(
+        name=postgres_key(dataset),
+        deps=[trips_csv],
+        partitions_def=monthly_partitions,
+        group_name=group(dataset),
+        kinds={"postgres"},
+        description=f"The month's rows in Postgres table `{dataset.table}` (one partition per file; a re-run replaces it).",
+        metadata={"dagster/table_name": dataset.table, "dagster/column_schema": column_schema(dataset)},
+    )
+    def trips_postgres(
+        context: AssetExecutionContext, source: TaxiSourceResource, postgres: TaxiPostgresResource
+    ) -> MaterializeResult:
+        month = Month.parse(context.partition_key)
+        info = extract(source.settings(), dataset, month)  # the verified local copy (re-fetched if gone)
+        with postgres.connect() as conn:
+            report = load_postgres(conn, dataset, month, Path(info.path), expected_rows=info.data_lines)
+            cur = conn.execute(f'SELECT * FROM "{partition_name(dataset, month)}" LIMIT {PREVIEW_ROWS}')
+            preview = markdown_table([d.name for d in cur.description], cur.fetchall())
+        return MaterializeResult(
+            metadata={
+                "dagster/row_count": report.rows_loaded,
+                "dagster/column_schema": column_schema(dataset),
+                "partition_table": report.partition,
+                "file_size_bytes": info.bytes,
+                "file_sha256": info.sha256,
+                "duplicate_rows": report.duplicate_rows,
+                "out_of_month_rows": report.out_of_month_rows,
+                "null_keys": MetadataValue.json(report.null_keys),
+                "replaced_previous": report.replaced_previous,
+                "load_seconds": report.seconds,
+                "preview": MetadataValue.md(preview),
+            }
+        )
+
+    return [trips_csv, trips_postgres]
