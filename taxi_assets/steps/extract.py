@@ -123,7 +123,7 @@ def _fetch(url: str, dest: Path, settings: Settings, what: str) -> str:
                 if expected is not None and size != expected:
                     raise requests.ConnectionError(f"connection closed after {size} of {expected} bytes")
                 return digest.hexdigest()
-        except (requests.ConnectionError, requests.Timeout, requests.HTTPError) as exc:
+        except (requests.ConnectionError, requests.Timeout, requests.HTTPError, requests.exceptions.ChunkedEncodingError) as exc:
             if attempt > settings.http_retries:
                 raise DownloadError(f"{what}: download failed after {attempt} attempts: {exc}") from None
             wait = settings.http_backoff * 2 ** (attempt - 1)

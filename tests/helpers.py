@@ -1,0 +1,30 @@
+"""Helpers the tests share (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def gzip_fixture(name: str, dest: Path, *, crlf: bool = False) -> Path:
+    """A fixture CSV gzipped under `dest` (with CRLF line endings if asked)."""
+    data = (FIXTURES / name).read_bytes()
+    if crlf:
+        data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(dest, "wb") as out:
+        out.write(data)
+    return dest
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "taxi_assets", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})},
+    )

@@ -1,0 +1,132 @@
+"""The dataset facts and the row reader: headers, line endings, row ids, duplicates."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+
+import pytest
+from helpers import FIXTURES, gzip_fixture
+
+from taxi_assets.datasets import DATASETS, FHV, GREEN, YELLOW, dataset
+from taxi_assets.errors import BadFileError
+from taxi_assets.months import Month, published_months
+from taxi_assets.rows import DuplicateCounter, data_lines, row_id, with_row_ids
+from taxi_assets.sample_data import header
+
+# Published headers, verbatim (../shared/reference/data.md).
+YELLOW_HEADER = "VendorID,tpep_pickup_datetime,tpep_dropoff_datetime,passenger_count,trip_distance,RatecodeID,store_and_fwd_flag,PULocationID,DOLocationID,payment_type,fare_amount,extra,mta_tax,tip_amount,tolls_amount,improvement_surcharge,total_amount,congestion_surcharge"
+GREEN_HEADER = "VendorID,lpep_pickup_datetime,lpep_dropoff_datetime,store_and_fwd_flag,RatecodeID,PULocationID,DOLocationID,passenger_count,trip_distance,fare_amount,extra,mta_tax,tip_amount,tolls_amount,ehail_fee,improvement_surcharge,total_amount,payment_type,trip_type,congestion_surcharge"
+FHV_2019_HEADER = "dispatching_base_num,pickup_datetime,dropOff_datetime,PUlocationID,DOlocationID,SR_Flag,Affiliated_base_number"
+FHV_2020_HEADER = "dispatching_base_num,pickup_datetime,dropoff_datetime,PULocationID,DOLocationID,SR_Flag,Affiliated_base_number"
+
+
+@pytest.mark.parametrize(
+    "ds, published",
+    [(YELLOW, YELLOW_HEADER), (GREEN, GREEN_HEADER), (FHV, FHV_2019_HEADER), (FHV, FHV_2020_HEADER)],
+)
+def test_published_headers_match_case_insensitively(ds, published):
+    assert ds.header_problem(published.split(",")) is None
+
+
+def test_a_header_of_another_taxi_type_is_refused_with_the_difference():
+    problem = GREEN.header_problem(YELLOW_HEADER.split(","))
+    assert "tpep_pickup_datetime" in problem and "lpep_pickup_datetime" in problem
+
+
+def test_sql_names_are_lower_case_and_tables_follow_the_course():
+    assert YELLOW.sql_names[:3] == ("vendorid", "tpep_pickup_datetime", "tpep_dropoff_datetime")
+    assert {d.table for d in DATASETS.values()} == {"green_tripdata", "yellow_tripdata", "fhv_tripdata"}
+    assert GREEN.file_name(Month(2019, 1)) == "green_tripdata_2019-01.csv.gz"
+    assert GREEN.url("https://x/releases/download/", Month(2021, 7)) == "https://x/releases/download/green/green_tripdata_2021-07.csv.gz"
+
+
+def test_published_months_are_2019_01_to_2021_07():
+    months = [str(m) for m in published_months()]
+    assert (months[0], months[-1], len(months)) == ("2019-01", "2021-07", 31)
+    with pytest.raises(ValueError, match="YYYY-MM"):
+        Month.parse("2019-13")
+    with pytest.raises(ValueError, match="unknown taxi type"):
+        dataset("blue")
+
+
+def test_generated_fhv_2019_files_use_the_2019_header_casing():
+    assert ",".join(header(FHV, Month(2019, 5))) == FHV_2019_HEADER
+    assert ",".join(header(FHV, Month(2020, 5))) == FHV_2020_HEADER
+
+
+def _ids(path, ds):
+    _, blocks = data_lines(path, ds)
+    payload = b"".join(p for p, _ in with_row_ids(blocks, normalize_integer_floats=False, duplicates=DuplicateCounter()))
+    return [line.split(b",", 1)[0].decode() for line in payload.splitlines()]
+
+
+def test_row_id_is_the_md5_of_the_published_fields(tmp_path):
+    path = gzip_fixture("yellow_tripdata_2020-07_head266.csv", tmp_path / "yellow_tripdata_2020-07.csv.gz")
+    lines = (FIXTURES / "yellow_tripdata_2020-07_head266.csv").read_text().splitlines()[1:]
+    ids = _ids(path, YELLOW)
+    assert len(ids) == 266
+    assert ids == [hashlib.md5(line.encode()).hexdigest() for line in lines]
+    assert ids[0] == row_id(lines[0].split(","))
+
+
+def test_crlf_and_lf_files_give_the_same_rows_and_ids(tmp_path):
+    lf = gzip_fixture("yellow_tripdata_2020-07_head266.csv", tmp_path / "lf" / "y.csv.gz")
+    crlf = gzip_fixture("yellow_tripdata_2020-07_head266.csv", tmp_path / "crlf" / "y.csv.gz", crlf=True)
+    assert b"\r\n" in gzip.decompress(crlf.read_bytes())
+    assert _ids(lf, YELLOW) == _ids(crlf, YELLOW)
+
+
+def test_quoted_fields_hash_like_their_unquoted_values(tmp_path):
+    plain = tmp_path / "plain.csv.gz"
+    quoted = tmp_path / "quoted.csv.gz"
+    row = ["1", "2020-07-01 00:25:32", "2020-07-01 00:33:39", "1", "1.50", "1", "N", "238", "75", "2", "8", "0.5", "0.5", "0", "0", "0.3", "9.3", "0"]
+    plain.write_bytes(gzip.compress((YELLOW_HEADER + "\n" + ",".join(row) + "\n").encode()))
+    quoted.write_bytes(gzip.compress((YELLOW_HEADER + "\n" + ",".join(f'"{v}"' for v in row) + "\n").encode()))
+    assert _ids(plain, YELLOW) == _ids(quoted, YELLOW) == [row_id(row)]
+
+
+def test_integer_floats_are_normalized_but_hashed_as_published(tmp_path):
+    path = tmp_path / "fhv_tripdata_2020-01.csv.gz"
+    line = "B00001,2020-01-01 00:15:00,2020-01-01 00:30:00,264.0,7,1.0,B00001"
+    path.write_bytes(gzip.compress(f"{FHV_2020_HEADER}\n{line}\n".encode()))
+    _, blocks = data_lines(path, FHV)
+    payload = b"".join(p for p, _ in with_row_ids(blocks, normalize_integer_floats=True, duplicates=DuplicateCounter()))
+    assert payload.decode() == f"{hashlib.md5(line.encode()).hexdigest()},B00001,2020-01-01 00:15:00,2020-01-01 00:30:00,264,7,1,B00001\n"
+
+
+def test_duplicate_counter_is_exact_across_flushes(monkeypatch):
+    monkeypatch.setattr(DuplicateCounter, "FLUSH_ROWS", 1_000)
+    counter = DuplicateCounter()
+    digests = [hashlib.md5(str(i % 4_500).encode()).digest() for i in range(5_000)]  # 500 repeats
+    for start in range(0, len(digests), 700):
+        counter.add(digests[start : start + 700])
+    assert counter.duplicates() == 500
+
+
+def test_truncated_gzip_is_reported_after_the_rows_that_came_before(tmp_path):
+    path = tmp_path / "y.csv.gz"
+    whole = gzip_fixture("yellow_tripdata_2020-07_head266.csv", tmp_path / "whole.csv.gz").read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(BadFileError, match="truncated"):
+        _, blocks = data_lines(path, YELLOW)
+        list(blocks)
+
+
+def test_blank_line_and_wrong_header_are_refused(tmp_path):
+    blank = tmp_path / "blank.csv.gz"
+    blank.write_bytes(gzip.compress(f"{YELLOW_HEADER}\n1,2\n\n3,4\n".encode()))
+    with pytest.raises(BadFileError, match="blank line"):
+        list(data_lines(blank, YELLOW)[1])
+    wrong = tmp_path / "wrong.csv.gz"
+    wrong.write_bytes(gzip.compress(f"{GREEN_HEADER}\n".encode()))
+    with pytest.raises(BadFileError, match="does not have the yellow header"):
+        data_lines(wrong, YELLOW)
+
+
+def test_the_fixture_zone_table_is_the_published_one():
+    with open(FIXTURES / "taxi_zone_lookup.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["LocationID", "Borough", "Zone", "service_zone"] and len(rows) == 266
+    assert (FIXTURES / "taxi_zone_lookup.csv").stat().st_size == 12_322
