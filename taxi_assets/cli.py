@@ -33,7 +33,9 @@ def emit(outputs: dict, counters: dict[str, int | float], tags: dict[str, str], 
 
 def _month_args(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--taxi", required=required, choices=TAXI_TYPES, help="taxi type")
-    parser.add_argument("--month", required=required, type=_month, help=f"month as YYYY-MM (published: {published_range()})")
+    parser.add_argument(
+        "--month", required=required, type=_month, help=f"month as YYYY-MM (published: {published_range()})"
+    )
 
 
 def _month(text: str) -> Month:
@@ -49,8 +51,14 @@ def cmd_extract(args: argparse.Namespace, settings: Settings) -> None:
     info = extract(settings, dataset(args.taxi), args.month)
     tags = {"taxi": info.taxi, "month": info.month}
     emit(
-        {"path": info.path, "file": info.filename, "bytes": info.bytes, "sha256": info.sha256,
-         "data_lines": info.data_lines, "downloaded": info.downloaded},
+        {
+            "path": info.path,
+            "file": info.filename,
+            "bytes": info.bytes,
+            "sha256": info.sha256,
+            "data_lines": info.data_lines,
+            "downloaded": info.downloaded,
+        },
         {"bytes": info.bytes, "data_lines": info.data_lines},
         tags,
     )
@@ -69,8 +77,12 @@ def cmd_load_postgres(args: argparse.Namespace, settings: Settings) -> None:
         report = load_postgres(conn, ds, args.month, Path(info.path), expected_rows=info.data_lines)
     emit(
         report.as_dict(),
-        {"rows": report.rows_loaded, "duplicate_rows": report.duplicate_rows,
-         "out_of_month_rows": report.out_of_month_rows, "null_key_values": sum(report.null_keys.values())},
+        {
+            "rows": report.rows_loaded,
+            "duplicate_rows": report.duplicate_rows,
+            "out_of_month_rows": report.out_of_month_rows,
+            "null_key_values": sum(report.null_keys.values()),
+        },
         {"taxi": report.taxi, "month": report.month},
         report.seconds,
     )

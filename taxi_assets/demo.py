@@ -23,7 +23,11 @@ def run_demo(taxi: str, month: Month) -> None:
 
     ds = dataset(taxi)
     settings = Settings.from_env()
-    where = database.describe(settings.postgres_dsn) if settings.postgres_dsn else f"embedded Postgres in {settings.embedded_postgres_dir}"
+    where = (
+        database.describe(settings.postgres_dsn)
+        if settings.postgres_dsn
+        else f"embedded Postgres in {settings.embedded_postgres_dir}"
+    )
     print(f"Materializing {taxi} {month} from {settings.source_url} into {where} ...", flush=True)
     instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
     result = defs.resolve_job_def(job_name(ds)).execute_in_process(

@@ -192,5 +192,4 @@ def with_row_ids(
             hashes = [_hexlify(d) for d in digests]
             if normalize_integer_floats:
                 lines = _INTEGER_FLOAT.sub(rb"\1", b"\n".join(lines)).split(b"\n")
-        yield b"\n".join(map(b",".join, zip(hashes, lines))) + b"\n", len(lines)
-
+        yield b"\n".join(map(b",".join, zip(hashes, lines, strict=True))) + b"\n", len(lines)

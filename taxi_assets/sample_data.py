@@ -75,7 +75,7 @@ def _rows(dataset: TaxiDataset, month: Month, rows: int, seed: int) -> Iterator[
         dropoff = pickup + timedelta(seconds=rnd.randrange(60, 3600))
         refund = n % 211 == 7
         fields = []
-        for i, (name, kind) in enumerate(zip(names, kinds)):
+        for i, (name, kind) in enumerate(zip(names, kinds, strict=True)):
             lname = name.lower()
             if i == pickup_i:
                 value = pickup.strftime("%Y-%m-%d %H:%M:%S")
@@ -94,9 +94,17 @@ def _rows(dataset: TaxiDataset, month: Month, rows: int, seed: int) -> Iterator[
             elif lname == "congestion_surcharge":
                 value = "" if rnd.random() < 0.63 else _decimal(250)
             elif kind == "integer" or lname == "ratecodeid":
-                value = "" if lname == "sr_flag" and n % 7 else str(rnd.randint(0, 6) if "passenger" in lname else rnd.randint(1, 4))
+                value = (
+                    ""
+                    if lname == "sr_flag" and n % 7
+                    else str(rnd.randint(0, 6) if "passenger" in lname else rnd.randint(1, 4))
+                )
             else:  # an amount
-                cents = rnd.randint(1, 6000) if lname in ("fare_amount", "trip_distance", "total_amount") else rnd.choice((0, 30, 50, 80, 250))
+                cents = (
+                    rnd.randint(1, 6000)
+                    if lname in ("fare_amount", "trip_distance", "total_amount")
+                    else rnd.choice((0, 30, 50, 80, 250))
+                )
                 value = _decimal(-cents if refund and lname != "trip_distance" else cents)
             if i in int_floats and value and n % 3 == 0:
                 value += ".0"  # the fhv re-issue prints some integers as floats

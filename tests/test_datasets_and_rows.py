@@ -18,8 +18,12 @@ from taxi_assets.sample_data import header
 # Published headers, verbatim (../shared/reference/data.md).
 YELLOW_HEADER = "VendorID,tpep_pickup_datetime,tpep_dropoff_datetime,passenger_count,trip_distance,RatecodeID,store_and_fwd_flag,PULocationID,DOLocationID,payment_type,fare_amount,extra,mta_tax,tip_amount,tolls_amount,improvement_surcharge,total_amount,congestion_surcharge"
 GREEN_HEADER = "VendorID,lpep_pickup_datetime,lpep_dropoff_datetime,store_and_fwd_flag,RatecodeID,PULocationID,DOLocationID,passenger_count,trip_distance,fare_amount,extra,mta_tax,tip_amount,tolls_amount,ehail_fee,improvement_surcharge,total_amount,payment_type,trip_type,congestion_surcharge"
-FHV_2019_HEADER = "dispatching_base_num,pickup_datetime,dropOff_datetime,PUlocationID,DOlocationID,SR_Flag,Affiliated_base_number"
-FHV_2020_HEADER = "dispatching_base_num,pickup_datetime,dropoff_datetime,PULocationID,DOLocationID,SR_Flag,Affiliated_base_number"
+FHV_2019_HEADER = (
+    "dispatching_base_num,pickup_datetime,dropOff_datetime,PUlocationID,DOlocationID,SR_Flag,Affiliated_base_number"
+)
+FHV_2020_HEADER = (
+    "dispatching_base_num,pickup_datetime,dropoff_datetime,PULocationID,DOLocationID,SR_Flag,Affiliated_base_number"
+)
 
 
 @pytest.mark.parametrize(
@@ -39,7 +43,10 @@ def test_sql_names_are_lower_case_and_tables_follow_the_course():
     assert YELLOW.sql_names[:3] == ("vendorid", "tpep_pickup_datetime", "tpep_dropoff_datetime")
     assert {d.table for d in DATASETS.values()} == {"green_tripdata", "yellow_tripdata", "fhv_tripdata"}
     assert GREEN.file_name(Month(2019, 1)) == "green_tripdata_2019-01.csv.gz"
-    assert GREEN.url("https://x/releases/download/", Month(2021, 7)) == "https://x/releases/download/green/green_tripdata_2021-07.csv.gz"
+    assert (
+        GREEN.url("https://x/releases/download/", Month(2021, 7))
+        == "https://x/releases/download/green/green_tripdata_2021-07.csv.gz"
+    )
 
 
 def test_published_months_are_2019_01_to_2021_07():
@@ -58,7 +65,9 @@ def test_generated_fhv_2019_files_use_the_2019_header_casing():
 
 def _ids(path, ds):
     _, blocks = data_lines(path, ds)
-    payload = b"".join(p for p, _ in with_row_ids(blocks, normalize_integer_floats=False, duplicates=DuplicateCounter()))
+    payload = b"".join(
+        p for p, _ in with_row_ids(blocks, normalize_integer_floats=False, duplicates=DuplicateCounter())
+    )
     return [line.split(b",", 1)[0].decode() for line in payload.splitlines()]
 
 
@@ -81,7 +90,26 @@ def test_crlf_and_lf_files_give_the_same_rows_and_ids(tmp_path):
 def test_quoted_fields_hash_like_their_unquoted_values(tmp_path):
     plain = tmp_path / "plain.csv.gz"
     quoted = tmp_path / "quoted.csv.gz"
-    row = ["1", "2020-07-01 00:25:32", "2020-07-01 00:33:39", "1", "1.50", "1", "N", "238", "75", "2", "8", "0.5", "0.5", "0", "0", "0.3", "9.3", "0"]
+    row = [
+        "1",
+        "2020-07-01 00:25:32",
+        "2020-07-01 00:33:39",
+        "1",
+        "1.50",
+        "1",
+        "N",
+        "238",
+        "75",
+        "2",
+        "8",
+        "0.5",
+        "0.5",
+        "0",
+        "0",
+        "0.3",
+        "9.3",
+        "0",
+    ]
     plain.write_bytes(gzip.compress((YELLOW_HEADER + "\n" + ",".join(row) + "\n").encode()))
     quoted.write_bytes(gzip.compress((YELLOW_HEADER + "\n" + ",".join(f'"{v}"' for v in row) + "\n").encode()))
     assert _ids(plain, YELLOW) == _ids(quoted, YELLOW) == [row_id(row)]
@@ -93,7 +121,10 @@ def test_integer_floats_are_normalized_but_hashed_as_published(tmp_path):
     path.write_bytes(gzip.compress(f"{FHV_2020_HEADER}\n{line}\n".encode()))
     _, blocks = data_lines(path, FHV)
     payload = b"".join(p for p, _ in with_row_ids(blocks, normalize_integer_floats=True, duplicates=DuplicateCounter()))
-    assert payload.decode() == f"{hashlib.md5(line.encode()).hexdigest()},B00001,2020-01-01 00:15:00,2020-01-01 00:30:00,264,7,1,B00001\n"
+    assert (
+        payload.decode()
+        == f"{hashlib.md5(line.encode()).hexdigest()},B00001,2020-01-01 00:15:00,2020-01-01 00:30:00,264,7,1,B00001\n"
+    )
 
 
 def test_duplicate_counter_is_exact_across_flushes(monkeypatch):

@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -37,7 +36,8 @@ def _load(dsn, ds, month, path, **kw):
 
 def _month_rows(pg, ds, month) -> list[tuple]:
     return pg.execute(
-        f"SELECT unique_row_id, count(*) FROM {ds.table} WHERE filename = %s GROUP BY 1 ORDER BY 1", (ds.file_name(month),)
+        f"SELECT unique_row_id, count(*) FROM {ds.table} WHERE filename = %s GROUP BY 1 ORDER BY 1",
+        (ds.file_name(month),),
     ).fetchall()
 
 
@@ -74,14 +74,24 @@ def test_a_generated_month_reports_its_quirks_exactly(pg_dsn, pg, tmp_path, ds):
     assert report.duplicate_rows == truth.duplicate_rows > 0
     assert report.out_of_month_rows == truth.out_of_month_rows > 0
     assert sum(report.null_keys.values()) == truth.null_key_rows > 0
-    assert pg.execute(f"SELECT count(*) FROM {ds.table} WHERE fare_amount < 0" if ds is not FHV else "SELECT 1").fetchone()[0] > 0
+    assert (
+        pg.execute(
+            f"SELECT count(*) FROM {ds.table} WHERE fare_amount < 0" if ds is not FHV else "SELECT 1"
+        ).fetchone()[0]
+        > 0
+    )
 
 
 def test_fhv_integers_printed_as_floats_load_as_integers(pg_dsn, pg, tmp_path):
     path = tmp_path / FHV.file_name(JAN)
     write_month(path, FHV, JAN, 300)
     _load(pg_dsn, FHV, JAN, path)
-    assert pg.execute("SELECT count(*) FROM fhv_tripdata WHERE pulocationid LIKE '%.%' OR dolocationid LIKE '%.%'").fetchone()[0] == 0
+    assert (
+        pg.execute(
+            "SELECT count(*) FROM fhv_tripdata WHERE pulocationid LIKE '%.%' OR dolocationid LIKE '%.%'"
+        ).fetchone()[0]
+        == 0
+    )
     assert pg.execute("SELECT count(*) FROM fhv_tripdata WHERE sr_flag IS NOT NULL").fetchone()[0] > 0
 
 
@@ -152,7 +162,12 @@ def test_a_load_killed_mid_copy_keeps_the_previous_rows(pg_dsn, pg, tmp_path, lo
     state = tmp_path / "state"
     big = state / "downloads" / "green" / GREEN.file_name(JAN)
     write_month(big, GREEN, JAN, 400_000, seed=11, compresslevel=1)
-    env = {**os.environ, config.POSTGRES_DSN: pg_dsn, config.STATE_DIR: str(state), config.SOURCE_URL: source_server.url}
+    env = {
+        **os.environ,
+        config.POSTGRES_DSN: pg_dsn,
+        config.STATE_DIR: str(state),
+        config.SOURCE_URL: source_server.url,
+    }
     # No download record: the CLI re-downloads unless the record matches, so write one via extract's verifier.
     from taxi_assets.steps import extract as ex
 
@@ -161,7 +176,10 @@ def test_a_load_killed_mid_copy_keeps_the_previous_rows(pg_dsn, pg, tmp_path, lo
     big.with_name(big.name + ".json").write_text(__import__("json").dumps(info.__dict__))
     proc = subprocess.Popen(
         [sys.executable, "-m", "taxi_assets", "load-postgres", "--taxi", "green", "--month", "2019-01"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 60
     copied = 0

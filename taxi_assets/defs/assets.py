@@ -3,7 +3,6 @@
 Assets are thin: they call the steps in `taxi_assets.steps` and describe the result.
 """
 
-
 from pathlib import Path
 
 from dagster import (

@@ -51,6 +51,8 @@ def _env(name: str, default: str) -> str | EnvVar:
 def resources_from_env() -> dict:
     state_dir = _env(config.STATE_DIR, config.DEFAULT_STATE_DIR)
     return {
-        "source": TaxiSourceResource(source_url=_env(config.SOURCE_URL, config.DEFAULT_SOURCE_URL), state_dir=state_dir),
+        "source": TaxiSourceResource(
+            source_url=_env(config.SOURCE_URL, config.DEFAULT_SOURCE_URL), state_dir=state_dir
+        ),
         "postgres": TaxiPostgresResource(dsn=_env(config.POSTGRES_DSN, ""), state_dir=state_dir),
     }

@@ -101,7 +101,9 @@ def _fetch(url: str, dest: Path, settings: Settings, what: str) -> str:
         try:
             with requests.get(url, stream=True, timeout=(10, settings.http_timeout)) as resp:
                 if resp.status_code == 404:
-                    raise NotPublishedError(f"{what} is not published ({url} returned 404); months available {published_range()}")
+                    raise NotPublishedError(
+                        f"{what} is not published ({url} returned 404); months available {published_range()}"
+                    )
                 if resp.status_code in _RETRY_STATUS:
                     raise requests.HTTPError(f"HTTP {resp.status_code}", response=resp)
                 if resp.status_code != 200:
@@ -123,7 +125,12 @@ def _fetch(url: str, dest: Path, settings: Settings, what: str) -> str:
                 if expected is not None and size != expected:
                     raise requests.ConnectionError(f"connection closed after {size} of {expected} bytes")
                 return digest.hexdigest()
-        except (requests.ConnectionError, requests.Timeout, requests.HTTPError, requests.exceptions.ChunkedEncodingError) as exc:
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.HTTPError,
+            requests.exceptions.ChunkedEncodingError,
+        ) as exc:
             if attempt > settings.http_retries:
                 raise DownloadError(f"{what}: download failed after {attempt} attempts: {exc}") from None
             wait = settings.http_backoff * 2 ** (attempt - 1)
@@ -163,7 +170,9 @@ def extract(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo:
         sidecar_tmp = tmp.with_name(tmp.name + ".json")
         sidecar_tmp.write_text(json.dumps(asdict(info), indent=1))
         os.replace(sidecar_tmp, _sidecar(path))
-        log.info("downloaded %s: %d bytes, %d data lines in %.1fs", path.name, info.bytes, lines, time.monotonic() - started)
+        log.info(
+            "downloaded %s: %d bytes, %d data lines in %.1fs", path.name, info.bytes, lines, time.monotonic() - started
+        )
         return info
     finally:
         tmp.unlink(missing_ok=True)

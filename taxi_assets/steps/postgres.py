@@ -100,17 +100,21 @@ def _month_stats(conn: psycopg.Connection, dataset: TaxiDataset, month: Month, t
         ),
         (month.start, month.end),
     ).fetchone()
-    return row[0], dict(zip((k.lower() for k in dataset.key_columns), row[1:]))
+    return row[0], dict(zip((k.lower() for k in dataset.key_columns), row[1:], strict=True))
 
 
-def _create_staging(conn: psycopg.Connection, dataset: TaxiDataset, staging: str, partition: str, filename: str) -> None:
-    conn.execute(sql.SQL("CREATE TABLE {s} (LIKE {t} INCLUDING DEFAULTS)").format(s=_ident(staging), t=_ident(dataset.table)))
+def _create_staging(
+    conn: psycopg.Connection, dataset: TaxiDataset, staging: str, partition: str, filename: str
+) -> None:
+    conn.execute(
+        sql.SQL("CREATE TABLE {s} (LIKE {t} INCLUDING DEFAULTS)").format(s=_ident(staging), t=_ident(dataset.table))
+    )
     # The filename is a constant of the partition: a default, not bytes sent per row.
     # The CHECK lets ATTACH PARTITION skip its validation scan.
     conn.execute(
-        sql.SQL("ALTER TABLE {s} ALTER COLUMN filename SET DEFAULT {f}, ADD CONSTRAINT {c} CHECK (filename = {f})").format(
-            s=_ident(staging), f=sql.Literal(filename), c=_ident(f"{partition}_filename")
-        )
+        sql.SQL(
+            "ALTER TABLE {s} ALTER COLUMN filename SET DEFAULT {f}, ADD CONSTRAINT {c} CHECK (filename = {f})"
+        ).format(s=_ident(staging), f=sql.Literal(filename), c=_ident(f"{partition}_filename"))
     )
 
 
@@ -154,7 +158,9 @@ def load_postgres(
             _create_staging(conn, dataset, staging, partition, filename)
             _, blocks = data_lines(path, dataset)
             rows = 0
-            copy_sql = sql.SQL("COPY {s} ({c}) FROM STDIN (FORMAT csv, FREEZE true)").format(s=_ident(staging), c=columns)
+            copy_sql = sql.SQL("COPY {s} ({c}) FROM STDIN (FORMAT csv, FREEZE true)").format(
+                s=_ident(staging), c=columns
+            )
             payloads = with_row_ids(
                 blocks, normalize_integer_floats=bool(dataset.integer_float_columns), duplicates=duplicates
             )
@@ -188,6 +194,10 @@ def load_postgres(
     )
     log.info(
         "loaded %d rows into %s (%s); %d exact duplicates, %d outside the month",
-        rows, dataset.table, partition, report.duplicate_rows, out_of_month,
+        rows,
+        dataset.table,
+        partition,
+        report.duplicate_rows,
+        out_of_month,
     )
     return report

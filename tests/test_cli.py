@@ -1,0 +1,76 @@
+"""`python -m taxi_assets`: what Kestra calls. Help, outputs lines, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import run_cli
+
+from taxi_assets import config
+from taxi_assets.cli import COMMANDS
+
+
+def _kestra_lines(stdout: str) -> dict:
+    found = {}
+    for line in stdout.splitlines():
+        if line.startswith("::{") and line.endswith("}::"):
+            found.update(json.loads(line[2:-2]))
+    return found
+
+
+def _env(settings) -> dict:
+    return {
+        config.SOURCE_URL: settings.source_url,
+        config.STATE_DIR: str(settings.state_dir),
+        config.POSTGRES_DSN: settings.postgres_dsn,
+        config.HTTP_BACKOFF: "0.01",
+    }
+
+
+@pytest.mark.parametrize("step", sorted(COMMANDS))
+def test_every_step_has_help(step):
+    result = run_cli(step, "--help")
+    assert result.returncode == 0 and "--taxi" in result.stdout and "--month" in result.stdout
+
+
+def test_extract_prints_kestra_outputs_and_metrics(settings):
+    result = run_cli("extract", "--taxi", "green", "--month", "2019-03", env=_env(settings))
+    assert result.returncode == 0, result.stderr
+    lines = _kestra_lines(result.stdout)
+    assert lines["outputs"]["file"] == "green_tripdata_2019-03.csv.gz"
+    assert lines["outputs"]["data_lines"] == 2_000
+    assert {m["name"]: m["value"] for m in lines["metrics"]}["data_lines"] == 2_000
+    assert all(m["tags"] == {"taxi": "green", "month": "2019-03"} for m in lines["metrics"])
+
+
+def test_load_postgres_downloads_loads_and_reports(settings, pg):
+    result = run_cli("load-postgres", "--taxi", "yellow", "--month", "2019-02", env=_env(settings))
+    assert result.returncode == 0, result.stderr
+    outputs = _kestra_lines(result.stdout)["outputs"]
+    assert outputs["rows_loaded"] == 2_000 and outputs["table"] == "yellow_tripdata"
+    assert outputs["duplicate_rows"] > 0 and outputs["out_of_month_rows"] > 0
+    assert pg.execute("SELECT count(*) FROM yellow_tripdata").fetchone()[0] == 2_000
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["extract", "--taxi", "green", "--month", "2021-08"], "error: green 2021-08 is not published"),
+        (["extract", "--taxi", "green", "--month", "2019-1"], "month must look like YYYY-MM"),
+        (["extract", "--taxi", "blue", "--month", "2019-01"], "invalid choice: 'blue'"),
+    ],
+)
+def test_failures_exit_non_zero_with_one_line(settings, args, message):
+    result = run_cli(*args, env=_env(settings))
+    assert result.returncode != 0 and message in result.stderr
+    assert "Traceback" not in result.stderr and "::{" not in result.stdout
+
+
+def test_an_unreachable_database_is_one_line_without_the_password(settings):
+    env = {**_env(settings), config.POSTGRES_DSN: "postgresql://taxi:s3cret@127.0.0.1:1/ny_taxi"}
+    result = run_cli("load-postgres", "--taxi", "green", "--month", "2019-01", env=env)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and len(errors) == 1
+    assert "cannot connect to Postgres at 127.0.0.1:1/ny_taxi" in errors[0]
+    assert "s3cret" not in result.stderr + result.stdout
