@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from taxi_assets.config import Settings
 from taxi_assets.datasets import TAXI_TYPES, dataset
@@ -65,7 +66,6 @@ def cmd_extract(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_load_postgres(args: argparse.Namespace, settings: Settings) -> None:
-    from pathlib import Path
 
     from taxi_assets import database
     from taxi_assets.steps.extract import extract
@@ -124,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if Path(".env").is_file():  # like `dagster dev`: a local .env fills in what the environment lacks
+        from dotenv import load_dotenv
+
+        load_dotenv(".env", override=False)
     try:
         settings = Settings.from_env()
         COMMANDS[args.command][0](args, settings)

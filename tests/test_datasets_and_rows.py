@@ -130,9 +130,9 @@ def test_integer_floats_are_normalized_but_hashed_as_published(tmp_path):
 def test_duplicate_counter_is_exact_across_flushes(monkeypatch):
     monkeypatch.setattr(DuplicateCounter, "FLUSH_ROWS", 1_000)
     counter = DuplicateCounter()
-    digests = [hashlib.md5(str(i % 4_500).encode()).digest() for i in range(5_000)]  # 500 repeats
+    digests = [hashlib.md5(str(i % 4_500).encode()).hexdigest().encode() for i in range(5_000)]  # 500 repeats
     for start in range(0, len(digests), 700):
-        counter.add(digests[start : start + 700])
+        counter.add_hex(b"".join(digests[start : start + 700]))
     assert counter.duplicates() == 500
 
 

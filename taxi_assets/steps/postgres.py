@@ -11,6 +11,9 @@ serialized by an advisory lock, so Dagster and Kestra cannot interleave.
 from __future__ import annotations
 
 import logging
+import queue
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -134,6 +137,47 @@ def _swap_in(conn: psycopg.Connection, dataset: TaxiDataset, staging: str, parti
     return replaced
 
 
+def _stream(copy: psycopg.Copy, payloads) -> int:
+    """Feed COPY from a writer thread while this thread hashes the next blocks.
+
+    Sending blocks (socket I/O, GIL released) overlaps with hashing (Python), so Postgres
+    parses while Python works instead of the two taking turns. The queue bounds memory to a
+    few blocks. A short GIL switch interval lets the writer hand Postgres each 128 KB piece
+    promptly instead of once per default 5 ms slice.
+    """
+    pending: queue.Queue = queue.Queue(maxsize=4)
+    failure: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            while (payload := pending.get()) is not None:
+                if not failure:
+                    copy.write(payload)
+        except BaseException as exc:  # handed to the hashing thread, which stops and re-raises
+            failure.append(exc)
+            while pending.get() is not None:  # drain so the producer never blocks forever
+                pass
+
+    writer = threading.Thread(target=write, name="taxi-copy-writer", daemon=True)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)
+    writer.start()
+    rows = 0
+    try:
+        for payload, n in payloads:
+            if failure:
+                break
+            pending.put(payload)
+            rows += n
+    finally:
+        pending.put(None)
+        writer.join()
+        sys.setswitchinterval(interval)
+    if failure:
+        raise failure[0]
+    return rows
+
+
 def load_postgres(
     conn: psycopg.Connection,
     dataset: TaxiDataset,
@@ -157,7 +201,6 @@ def load_postgres(
             _lock_month(conn, partition)
             _create_staging(conn, dataset, staging, partition, filename)
             _, blocks = data_lines(path, dataset)
-            rows = 0
             copy_sql = sql.SQL("COPY {s} ({c}) FROM STDIN (FORMAT csv, FREEZE true)").format(
                 s=_ident(staging), c=columns
             )
@@ -165,9 +208,7 @@ def load_postgres(
                 blocks, normalize_integer_floats=bool(dataset.integer_float_columns), duplicates=duplicates
             )
             with conn.cursor().copy(copy_sql) as copy:
-                for payload, n in payloads:
-                    copy.write(payload)
-                    rows += n
+                rows = _stream(copy, payloads)
             if expected_rows is not None and rows != expected_rows:
                 raise BadFileError(f"{path.name} has {rows} data lines, its download record says {expected_rows}")
             duplicate_rows = background.submit(duplicates.duplicates)  # numpy sorts while Postgres scans

@@ -1,0 +1,283 @@
+"""load-postgres at real scale, against the floor and the alternatives, measured in one run.
+
+    python3 dev.py bench                       # a yellow month at real scale (7.7 M rows)
+    python3 dev.py bench --rows 1000000 --repeat 1 --skip-pandas   # a quick look
+
+(a) bare COPY of the same CSV (decompressed beforehand) into a plain logged typed table with
+    no extra columns: the floor Postgres itself sets;
+(b) `load_postgres` end to end, from the .csv.gz on disk, row ids included, into the real table;
+(c) the reference Kestra flow's SQL: gunzip, COPY into staging, ALTER + UPDATE md5, MERGE;
+(d) the course's ingest script: pandas read_csv(chunksize=100000) + to_sql.
+Each runs in a fresh process (so its peak RSS is its own) after a CHECKPOINT on an empty
+database (so none pays for another's dirty pages). (a) and (b) alternate `--repeat` times;
+medians are compared. Postgres: TAXI_BENCH_POSTGRES_DSN (an admin DSN), else the
+machine's server at 127.0.0.1:5432, else the embedded one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from taxi_assets.datasets import YELLOW  # noqa: E402
+from taxi_assets.months import Month  # noqa: E402
+
+CACHE = ROOT / "benchmarks" / ".cache"
+MONTH = Month(2019, 1)
+REAL_ROWS = 7_700_000  # yellow 2019-01 has 7,667,792
+
+
+def _sample(rows: int) -> Path:
+    """The generated month, cached: generating 7.7 M rows takes a few minutes."""
+    from taxi_assets.sample_data import write_month
+
+    path = CACHE / str(rows) / YELLOW.file_name(MONTH)
+    if not path.exists():
+        print(f"generating {rows:,} yellow rows into {path} (once) ...", flush=True)
+        tmp = path.with_suffix(".tmp")
+        write_month(tmp, YELLOW, MONTH, rows, crlf=True)
+        tmp.rename(path)
+    return path
+
+
+def _plain_csv(gz: Path) -> Path:
+    csv = gz.with_suffix("")  # .csv
+    if not csv.exists():
+        with gzip.open(gz, "rb") as src, open(csv.with_suffix(".tmp"), "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        csv.with_suffix(".tmp").rename(csv)
+    return csv
+
+
+def _typed_columns() -> str:
+    return ", ".join(f"{c.sql_name} {c.pg_type}" for c in YELLOW.columns)
+
+
+# --- the four contenders; each runs in its own process (see `worker`) ---------------------
+
+
+def run_a(dsn: str, gz: Path) -> int:
+    csv = _plain_csv(gz)
+    with psycopg.connect(dsn) as conn:
+        conn.execute(f"CREATE TABLE bare_copy ({_typed_columns()})")
+        conn.commit()
+        started = time.monotonic()
+        with conn.cursor().copy("COPY bare_copy FROM STDIN (FORMAT csv, HEADER true)") as copy, open(csv, "rb") as f:
+            while chunk := f.read(1 << 20):
+                copy.write(chunk)
+        conn.commit()
+        _report(started)
+        return conn.execute("SELECT count(*) FROM bare_copy").fetchone()[0]
+
+
+def run_b(dsn: str, gz: Path) -> int:
+    from taxi_assets.steps.postgres import load_postgres
+
+    with psycopg.connect(dsn) as conn:
+        started = time.monotonic()
+        report = load_postgres(conn, YELLOW, MONTH, gz)
+        _report(started)
+        return report.rows_loaded
+
+
+def _reference_md5() -> str:
+    parts = [
+        "CAST(vendorid AS text)",
+        "CAST(tpep_pickup_datetime AS text)",
+        "CAST(tpep_dropoff_datetime AS text)",
+        "pulocationid",
+        "dolocationid",
+        "CAST(fare_amount AS text)",
+        "CAST(trip_distance AS text)",
+    ]
+    return "md5(" + " || ".join(f"COALESCE({p}, '')" for p in parts) + ")"
+
+
+def run_c(dsn: str, gz: Path) -> int:
+    """The reference flow's steps, as its YAML runs them (../shared/reference/kestra.md)."""
+    names = ", ".join(YELLOW.sql_names)
+    started = time.monotonic()
+    csv = gz.with_name("reference.csv")
+    with open(csv, "wb") as out:
+        subprocess.run(["gzip", "-dc", str(gz)], stdout=out, check=True)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS ref_final (unique_row_id text, filename text, {_typed_columns()})")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS ref_staging ({_typed_columns()})")
+        conn.execute("TRUNCATE ref_staging")
+        with (
+            conn.cursor().copy(f"COPY ref_staging ({names}) FROM STDIN (FORMAT csv, HEADER true)") as copy,
+            open(csv, "rb") as f,
+        ):
+            while chunk := f.read(1 << 20):
+                copy.write(chunk)
+        conn.execute(
+            "ALTER TABLE ref_staging ADD COLUMN IF NOT EXISTS unique_row_id text, ADD COLUMN IF NOT EXISTS filename text"
+        )
+        conn.execute(
+            f"UPDATE ref_staging SET unique_row_id = {_reference_md5()}, filename = %s", (YELLOW.file_name(MONTH),)
+        )
+        conn.execute(
+            f"MERGE INTO ref_final AS t USING ref_staging AS s ON t.unique_row_id = s.unique_row_id"
+            f" WHEN NOT MATCHED THEN INSERT (unique_row_id, filename, {names})"
+            f" VALUES (s.unique_row_id, s.filename, {', '.join('s.' + n for n in YELLOW.sql_names)})"
+        )
+        rows = conn.execute("SELECT count(*) FROM ref_final").fetchone()[0]
+    csv.unlink()
+    _report(started)
+    return rows
+
+
+def run_d(dsn: str, gz: Path) -> int:
+    """The course's ingest_data.py: pandas chunks into to_sql (SQLAlchemy + psycopg2)."""
+    import pandas as pd
+    from sqlalchemy import create_engine
+
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    url = f"postgresql+psycopg2://{info.get('user', 'postgres')}:{info.get('password', '')}@/{info['dbname']}"
+    engine = create_engine(url, connect_args={"host": info.get("host", "127.0.0.1"), "port": info.get("port", 5432)})
+    started = time.monotonic()
+    rows = 0
+    for chunk in pd.read_csv(gz, chunksize=100_000):
+        chunk.tpep_pickup_datetime = pd.to_datetime(chunk.tpep_pickup_datetime)
+        chunk.tpep_dropoff_datetime = pd.to_datetime(chunk.tpep_dropoff_datetime)
+        chunk.to_sql(name="pandas_ingest", con=engine, if_exists="append")
+        rows += len(chunk)
+    _report(started)
+    return rows
+
+
+RUNNERS = {"a": run_a, "b": run_b, "c": run_c, "d": run_d}
+LABELS = {
+    "a": "(a) bare COPY of the CSV (floor)",
+    "b": "(b) taxi_assets load-postgres",
+    "c": "(c) reference flow SQL (staging, UPDATE md5, MERGE)",
+    "d": "(d) pandas read_csv + to_sql",
+}
+_RESULT: dict = {}
+
+
+def _report(started: float) -> None:
+    _RESULT["seconds"] = time.monotonic() - started
+
+
+def worker(which: str, dsn: str, gz: Path) -> None:
+    rows = RUNNERS[which](dsn, gz)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"which": which, "rows": rows, "seconds": _RESULT["seconds"], "peak_rss_mb": peak_mb}))
+
+
+def _clean_slate(dsn: str) -> None:
+    """Same start for every contender: no table from an earlier run, no dirty pages to flush."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for table in ("bare_copy", YELLOW.table, "ref_final", "ref_staging", "pandas_ingest"):
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+        with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CHECKPOINT")
+
+
+def measure(which: str, dsn: str, gz: Path) -> dict:
+    _clean_slate(dsn)
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", which, "--dsn", dsn, "--file", str(gz)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"{LABELS[which]} failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(
+        f"  {LABELS[which]:<55} {result['seconds']:8.2f} s  {result['rows']:>10,} rows  peak RSS {result['peak_rss_mb']:6.0f} MB",
+        flush=True,
+    )
+    return result
+
+
+def _admin_dsn() -> str:
+    if dsn := os.environ.get("TAXI_BENCH_POSTGRES_DSN"):
+        return dsn
+    try:
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=3):
+            return "postgresql://postgres@127.0.0.1:5432/postgres"
+    except psycopg.OperationalError:
+        from taxi_assets.config import Settings
+        from taxi_assets.database import embedded_dsn
+
+        return embedded_dsn(Settings(state_dir=CACHE / "state"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=REAL_ROWS)
+    parser.add_argument("--repeat", type=int, default=3, help="alternating runs of (a) and (b)")
+    parser.add_argument("--skip-pandas", action="store_true", help="skip (d), which takes minutes at real scale")
+    parser.add_argument(
+        "--rss-rows", type=int, default=1_000_000, help="a smaller month, to show (b)'s RSS does not grow"
+    )
+    parser.add_argument("--worker", choices=RUNNERS, help=argparse.SUPPRESS)
+    parser.add_argument("--dsn", help=argparse.SUPPRESS)
+    parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args.worker, args.dsn, args.file)
+
+    gz = _sample(args.rows)
+    _plain_csv(gz)
+    admin = _admin_dsn()
+    db = f"taxi_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {db}")
+        version = conn.execute("SHOW server_version").fetchone()[0]
+    dsn = psycopg.conninfo.make_conninfo(admin, dbname=db)
+    print(
+        f"{args.rows:,} yellow rows, {gz.stat().st_size / 1e6:.0f} MB gzipped; Postgres {version}; {os.cpu_count()} cores"
+    )
+    try:
+        runs: dict[str, list[dict]] = {"a": [], "b": []}
+        for _ in range(args.repeat):
+            for which in ("a", "b"):
+                runs[which].append(measure(which, dsn, gz))
+        c = measure("c", dsn, gz)
+        d = None if args.skip_pandas else measure("d", dsn, gz)
+        small = measure("b", dsn, _sample(args.rss_rows)) if args.rss_rows < args.rows else None
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+    a_s = statistics.median(r["seconds"] for r in runs["a"])
+    b_s = statistics.median(r["seconds"] for r in runs["b"])
+    b_rss = max(r["peak_rss_mb"] for r in runs["b"])
+    print("\nresults (medians of (a) and (b)):")
+    lines = [
+        ("(b) / (a), target <= 1.3", b_s / a_s, b_s / a_s <= 1.3),
+        ("(c) / (b), target >= 2.5", c["seconds"] / b_s, c["seconds"] / b_s >= 2.5),
+    ]
+    if d:
+        lines.append(("(d) / (b), target >= 10", d["seconds"] / b_s, d["seconds"] / b_s >= 10))
+    for label, ratio, ok in lines:
+        print(f"  {label:<28} {ratio:6.2f}  {'ok' if ok else 'MISSED'}")
+    print(f"  (b) peak RSS, target <= 300 MB: {b_rss:.0f} MB  {'ok' if b_rss <= 300 else 'MISSED'}")
+    if small:
+        print(
+            f"  (b) peak RSS at {args.rss_rows:,} rows: {small['peak_rss_mb']:.0f} MB (flat: memory does not grow with the month)"
+        )
+
+
+if __name__ == "__main__":
+    main()
