@@ -30,8 +30,11 @@ def embedded_dsn(settings: Settings) -> str:
         server = get_server(pgdata, cleanup_mode="stop")
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATA_DATABASE,)).fetchone():
-            conn.execute(f"CREATE DATABASE {DATA_DATABASE}")
-            log.info("created database %s in the embedded Postgres at %s", DATA_DATABASE, pgdata)
+            try:
+                conn.execute(f"CREATE DATABASE {DATA_DATABASE}")
+                log.info("created database %s in the embedded Postgres at %s", DATA_DATABASE, pgdata)
+            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                pass  # another process created it a moment ago
     return server.get_uri(DATA_DATABASE)
 
 
@@ -41,12 +44,19 @@ def dsn(settings: Settings) -> str:
 
 def describe(conninfo: str) -> str:
     """Where a DSN points, without its password: safe for logs and the UI."""
-    info = psycopg.conninfo.conninfo_to_dict(conninfo)
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.Error:  # libpq's parse errors may quote the DSN, password included
+        return "an unparseable DSN"
     return f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}/{info.get('dbname') or info.get('user')}"
 
 
 def connect(settings: Settings) -> psycopg.Connection:
     conninfo = dsn(settings)
+    try:
+        psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.Error:  # never echo libpq's parse error: it may quote the password
+        raise ConfigError(f"{POSTGRES_DSN} is not a valid Postgres DSN or URI") from None
     try:
         return psycopg.connect(conninfo, connect_timeout=15)
     except psycopg.OperationalError as exc:

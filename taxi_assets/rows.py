@@ -110,7 +110,7 @@ class DuplicateCounter:
     pending_rows: int = 0
     _dir: tempfile.TemporaryDirectory | None = None
 
-    FLUSH_ROWS = 2_000_000  # 32 MB of digests between flushes
+    FLUSH_ROWS = 500_000  # 8 MB of digests between flushes: memory stays flat
 
     def add_hex(self, hex_digests: bytes) -> None:
         """Add concatenated 32-character hex digests (what the loader already has)."""
@@ -134,6 +134,13 @@ class DuplicateCounter:
             if bounds[b] < bounds[b + 1]:
                 with open(Path(self._dir.name) / f"{b:02x}", "ab") as out:
                     out.write(digests[bounds[b] : bounds[b + 1]].tobytes())
+        self.pending, self.pending_rows = [], 0
+
+    def close(self) -> None:
+        """Drop the spilled digests (after a failed load)."""
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
         self.pending, self.pending_rows = [], 0
 
     def duplicates(self) -> int:
@@ -163,7 +170,10 @@ def _repeats(digests: np.ndarray) -> int:
 
 def _quoted_rows(lines: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     """Slow path for blocks with quotes: parse properly, hash the unquoted fields."""
-    text = [line.decode("utf-8") for line in lines]
+    try:
+        text = [line.decode("utf-8") for line in lines]
+    except UnicodeDecodeError as exc:
+        raise BadFileError(f"a line is not UTF-8 text: {exc}") from None
     if any(line.count('"') % 2 for line in text):
         raise BadFileError("a quoted field spans lines; taxi files never do this")
     ids, out = [], []
@@ -187,7 +197,7 @@ def with_row_ids(
             hashes, lines = _quoted_rows(lines)
         else:
             hashes = [_hexlify(_md5(line).digest()) for line in lines]
-            if normalize_integer_floats:
-                lines = _INTEGER_FLOAT.sub(rb"\1", b"\n".join(lines)).split(b"\n")
+        if normalize_integer_floats:  # after hashing: ids describe the row as published
+            lines = _INTEGER_FLOAT.sub(rb"\1", b"\n".join(lines)).split(b"\n")
         duplicates.add_hex(b"".join(hashes))
         yield b"\n".join(map(b",".join, zip(hashes, lines, strict=True))) + b"\n", len(lines)

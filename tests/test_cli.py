@@ -74,3 +74,11 @@ def test_an_unreachable_database_is_one_line_without_the_password(settings):
     assert result.returncode == 1 and len(errors) == 1
     assert "cannot connect to Postgres at 127.0.0.1:1/ny_taxi" in errors[0]
     assert "s3cret" not in result.stderr + result.stdout
+
+
+def test_a_malformed_dsn_is_one_line_without_the_password(settings):
+    env = {**_env(settings), config.POSTGRES_DSN: "postgresql://taxi:pa%ZZss-s3cret@db:5432/ny_taxi"}
+    result = run_cli("load-postgres", "--taxi", "green", "--month", "2019-01", env=env)
+    assert result.returncode == 1
+    assert "TAXI_POSTGRES_DSN is not a valid Postgres DSN" in result.stderr
+    assert "s3cret" not in result.stderr + result.stdout

@@ -270,3 +270,48 @@ def test_with_no_dsn_the_embedded_postgres_is_used(tmp_path):
     assert report.rows_loaded == 250
     assert (settings.embedded_postgres_dir / "PG_VERSION").exists() and version.startswith("18")
     assert database.dsn(replace(settings)).endswith(f"/{database.DATA_DATABASE}?host={settings.embedded_postgres_dir}")
+
+
+def test_reloading_two_months_at_once_neither_deadlocks_nor_mixes(pg_dsn, pg, tmp_path):
+    """Re-backfills swap partitions of one table concurrently: each waits its turn, briefly."""
+    paths = {}
+    for month in (JAN, FEB):
+        paths[month] = tmp_path / GREEN.file_name(month)
+        write_month(paths[month], GREEN, month, 20_000, seed=month.month)
+        _load(pg_dsn, GREEN, month, paths[month])
+    errors = []
+
+    def reload(month):
+        try:
+            _load(pg_dsn, GREEN, month, paths[month])
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=reload, args=(m,)) for m in (JAN, FEB)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    assert not errors, errors
+    counts = pg.execute("SELECT filename, count(*) FROM green_tripdata GROUP BY 1 ORDER BY 1").fetchall()
+    assert counts == [(GREEN.file_name(JAN), 20_000), (GREEN.file_name(FEB), 20_000)]
+
+
+def test_a_file_with_no_rows_does_not_empty_the_month(pg_dsn, pg, tmp_path, loaded_month):
+    path = tmp_path / GREEN.file_name(JAN)
+    path.write_bytes(gzip.compress(",".join(GREEN.column_names).encode() + b"\r\n"))
+    with pytest.raises(BadFileError, match="header but no rows"):
+        _load(pg_dsn, GREEN, JAN, path)
+    assert _month_rows(pg, GREEN, JAN) == loaded_month
+
+
+def test_quoted_fhv_rows_are_normalized_too(pg_dsn, pg, tmp_path):
+    path = tmp_path / FHV.file_name(JAN)
+    header = (
+        "dispatching_base_num,pickup_datetime,dropOff_datetime,PUlocationID,DOlocationID,SR_Flag,Affiliated_base_number"
+    )
+    path.write_bytes(
+        gzip.compress(f'{header}\n"B00001",2019-01-01 00:15:00,2019-01-01 00:30:00,264.0,7,1.0,\n'.encode())
+    )
+    _load(pg_dsn, FHV, JAN, path)
+    assert pg.execute("SELECT pulocationid, sr_flag FROM fhv_tripdata").fetchone() == ("264", 1)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import requests
+import urllib3
 
 from taxi_assets.config import Settings
 from taxi_assets.datasets import TaxiDataset
@@ -69,7 +70,10 @@ def _sha256(path: Path) -> str:
 def verify(path: Path, dataset: TaxiDataset) -> tuple[list[str], int]:
     """Check gzip integrity and header; return (header, data lines). Raises BadFileError."""
     header, blocks = data_lines(path, dataset)
-    return header, sum(len(lines) for lines, _ in blocks)
+    lines = sum(len(lines) for lines, _ in blocks)
+    if not lines:
+        raise BadFileError(f"{path.name} has a header but no rows")
+    return header, lines
 
 
 def cached(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo | None:
@@ -108,29 +112,30 @@ def _fetch(url: str, dest: Path, settings: Settings, what: str) -> str:
                     raise requests.HTTPError(f"HTTP {resp.status_code}", response=resp)
                 if resp.status_code != 200:
                     raise DownloadError(f"{what}: {url} returned HTTP {resp.status_code}")
-                expected = int(resp.headers["Content-Length"]) if "Content-Length" in resp.headers else None
+                try:
+                    expected = int(resp.headers["Content-Length"])
+                except (KeyError, ValueError):
+                    expected = None
                 digest, size = hashlib.sha256(), 0
                 bar = _progress(expected, dest.name.split(".part")[0])
-                with open(dest, "wb") as out:
-                    for chunk in resp.iter_content(_BUFFER):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        size += len(chunk)
-                        if bar is not None:
-                            bar.update(len(chunk))
-                    out.flush()
-                    os.fsync(out.fileno())
-                if bar is not None:
-                    bar.close()
+                try:
+                    with open(dest, "wb") as out:
+                        # Raw bytes: a server that adds Content-Encoding must not get the file unzipped.
+                        for chunk in resp.raw.stream(_BUFFER, decode_content=False):
+                            out.write(chunk)
+                            digest.update(chunk)
+                            size += len(chunk)
+                            if bar is not None:
+                                bar.update(len(chunk))
+                        out.flush()
+                        os.fsync(out.fileno())
+                finally:
+                    if bar is not None:
+                        bar.close()
                 if expected is not None and size != expected:
                     raise requests.ConnectionError(f"connection closed after {size} of {expected} bytes")
                 return digest.hexdigest()
-        except (
-            requests.ConnectionError,
-            requests.Timeout,
-            requests.HTTPError,
-            requests.exceptions.ChunkedEncodingError,
-        ) as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             if attempt > settings.http_retries:
                 raise DownloadError(f"{what}: download failed after {attempt} attempts: {exc}") from None
             wait = settings.http_backoff * 2 ** (attempt - 1)
@@ -148,6 +153,7 @@ def extract(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo:
     path.parent.mkdir(parents=True, exist_ok=True)
     url = dataset.url(settings.source_url, month)
     tmp = path.with_name(f"{path.name}.part-{os.getpid()}")
+    sidecar_tmp = tmp.with_name(tmp.name + ".json")
     try:
         started = time.monotonic()
         sha256 = _fetch(url, tmp, settings, what)
@@ -167,7 +173,6 @@ def extract(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo:
             downloaded=True,
         )
         os.replace(tmp, path)  # the published name appears only now, complete and verified
-        sidecar_tmp = tmp.with_name(tmp.name + ".json")
         sidecar_tmp.write_text(json.dumps(asdict(info), indent=1))
         os.replace(sidecar_tmp, _sidecar(path))
         log.info(
@@ -176,3 +181,4 @@ def extract(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo:
         return info
     finally:
         tmp.unlink(missing_ok=True)
+        sidecar_tmp.unlink(missing_ok=True)
