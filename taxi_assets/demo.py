@@ -41,7 +41,7 @@ def run_demo(taxi: str, month: Month) -> None:
         rows = mat.metadata.get("dagster/row_count")
         print(f"  materialized {mat.asset_key.to_user_string()}: {rows.value if rows else '?'} rows")
     for check in result.get_asset_check_evaluations():
-        state = "passed" if check.passed else f"FAILED ({check.severity.value})"
+        state = "passed" if check.passed else "warning" if check.severity.value == "WARN" else "FAILED"
         detail = ", ".join(f"{k}={v.value}" for k, v in check.metadata.items())
         print(f"  check {check.check_name}: {state} [{detail}]")
     if not result.success:
