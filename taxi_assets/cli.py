@@ -88,6 +88,34 @@ def cmd_load_postgres(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
+def cmd_gcp_setup(args: argparse.Namespace, settings: Settings) -> None:
+    from taxi_assets.steps.gcp_setup import ensure_dataset
+    from taxi_assets.steps.gcs import ensure_bucket
+
+    bucket_created = ensure_bucket(settings)
+    dataset_created = ensure_dataset(settings)
+    emit(
+        {
+            "bucket": settings.gcp_bucket,
+            "bucket_created": bucket_created,
+            "dataset": f"{settings.gcp_project}.{settings.gcp_dataset}",
+            "dataset_created": dataset_created,
+        },
+        {},
+        {},
+    )
+
+
+def cmd_upload_gcs(args: argparse.Namespace, settings: Settings) -> None:
+    from taxi_assets.steps.extract import extract
+    from taxi_assets.steps.gcs import upload_gcs
+
+    ds = dataset(args.taxi)
+    info = extract(settings, ds, args.month)
+    report = upload_gcs(settings, ds, args.month, Path(info.path))
+    emit(report.as_dict(), {"bytes": report.bytes, "rows": report.rows}, {"taxi": ds.taxi, "month": str(args.month)})
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     from taxi_assets.demo import run_demo
 
@@ -97,6 +125,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
 COMMANDS: dict[str, tuple[Callable, str]] = {
     "extract": (cmd_extract, "download one month's .csv.gz (verified, atomic, cached)"),
     "load-postgres": (cmd_load_postgres, "replace one month in the Postgres table (downloads it first if needed)"),
+    "gcp-setup": (cmd_gcp_setup, "create the GCS bucket and the BigQuery dataset when missing (idempotent)"),
+    "upload-gcs": (cmd_upload_gcs, "put one month in the bucket as typed Parquet (verified by crc32c, idempotent)"),
     "demo": (cmd_demo, "materialize one month's Dagster chain on this machine and show what landed"),
 }
 
@@ -110,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="STEP")
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        _month_args(p, required=name != "demo")
+        if name != "gcp-setup":
+            _month_args(p, required=name != "demo")
         if name == "demo":
             p.set_defaults(taxi="green", month=Month(2019, 1))
     return parser

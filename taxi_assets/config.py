@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from taxi_assets.errors import ConfigError
@@ -18,6 +18,13 @@ POSTGRES_DSN = "TAXI_POSTGRES_DSN"
 HTTP_RETRIES = "TAXI_HTTP_RETRIES"
 HTTP_TIMEOUT = "TAXI_HTTP_TIMEOUT"
 HTTP_BACKOFF = "TAXI_HTTP_BACKOFF"
+GCP_PROJECT_ID = "GCP_PROJECT_ID"
+GCP_LOCATION = "GCP_LOCATION"
+GCP_BUCKET_NAME = "GCP_BUCKET_NAME"
+GCP_DATASET = "GCP_DATASET"
+GCP_CREDENTIALS = "GCP_CREDENTIALS"  # a service-account key file, or its JSON; else application-default
+STORAGE_EMULATOR_HOST = "STORAGE_EMULATOR_HOST"  # the variable google-cloud-storage itself honours
+BIGQUERY_EMULATOR_HOST = "BIGQUERY_EMULATOR_HOST"
 
 
 def _int(name: str, default: int, env) -> int:
@@ -44,6 +51,13 @@ class Settings:
     http_retries: int = 5
     http_timeout: float = 60.0
     http_backoff: float = 1.0  # seconds before the first retry; doubles each time
+    gcp_project: str = "taxi-assets-local"
+    gcp_location: str = "US"
+    gcp_bucket: str = "taxi-assets-local"
+    gcp_dataset: str = "ny_taxi"
+    gcp_credentials: str | None = field(default=None, repr=False)  # a secret: never printed
+    storage_emulator: str | None = None
+    bigquery_emulator: str | None = None
 
     @classmethod
     def from_env(cls, env=None) -> Settings:
@@ -55,6 +69,13 @@ class Settings:
             http_retries=_int(HTTP_RETRIES, 5, env),
             http_timeout=_float(HTTP_TIMEOUT, 60.0, env),
             http_backoff=_float(HTTP_BACKOFF, 1.0, env),
+            gcp_project=env.get(GCP_PROJECT_ID) or cls.gcp_project,
+            gcp_location=env.get(GCP_LOCATION) or cls.gcp_location,
+            gcp_bucket=env.get(GCP_BUCKET_NAME) or cls.gcp_bucket,
+            gcp_dataset=env.get(GCP_DATASET) or cls.gcp_dataset,
+            gcp_credentials=env.get(GCP_CREDENTIALS) or None,
+            storage_emulator=env.get(STORAGE_EMULATOR_HOST) or None,
+            bigquery_emulator=env.get(BIGQUERY_EMULATOR_HOST) or None,
         )
 
     @property

@@ -1,0 +1,81 @@
+"""A month file as typed Parquet: the object the cloud half uploads and BigQuery loads.
+
+Parquet rather than the published CSV.gz: BigQuery splits Parquet and loads it in parallel
+(a gzipped CSV is read by one worker), the schema travels with the data (no CSV guessing),
+and the file carries `unique_row_id`, `filename` and `month` computed by this project's own
+code, so the BigQuery table holds exactly the ids the Postgres table holds.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
+from taxi_assets.errors import BadFileError
+from taxi_assets.months import Month
+from taxi_assets.rows import DuplicateCounter, data_lines, with_row_ids
+
+MONTH_COLUMN = "month"  # DATE, first day of the file's month: the BigQuery partition column
+
+_ARROW_TYPES = {
+    "STRING": pa.string(),
+    "TIMESTAMP": pa.timestamp("us", tz="UTC"),  # naive NY wall-clock times, labelled UTC as BigQuery does
+    "INTEGER": pa.int64(),
+    "NUMERIC": pa.decimal128(38, 9),  # BigQuery NUMERIC
+}
+
+
+def arrow_schema(dataset: TaxiDataset) -> pa.Schema:
+    """Column order of the BigQuery table: id, filename, month, then the CSV columns."""
+    fields = [
+        pa.field(ROW_ID_COLUMN.sql_name, pa.string(), nullable=False),
+        pa.field(FILENAME_COLUMN.sql_name, pa.string(), nullable=False),
+        pa.field(MONTH_COLUMN, pa.date32(), nullable=False),
+    ]
+    fields += [pa.field(c.sql_name, _ARROW_TYPES[c.bq_type]) for c in dataset.columns]
+    return pa.schema(fields)
+
+
+def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month) -> int:
+    """Convert a verified .csv.gz into Parquet at `dest` (atomically); return the row count."""
+    schema = arrow_schema(dataset)
+    names = [ROW_ID_COLUMN.sql_name, *dataset.sql_names]
+    read = pacsv.ReadOptions(column_names=names, autogenerate_column_names=False, use_threads=False)
+    convert = pacsv.ConvertOptions(
+        # Timestamps parse naive, then the cast below labels them UTC without shifting them.
+        column_types={
+            f.name: pa.timestamp("us") if pa.types.is_timestamp(f.type) else f.type for f in schema if f.name in names
+        },
+        null_values=[""],
+        strings_can_be_null=True,
+        timestamp_parsers=["%Y-%m-%d %H:%M:%S"],
+    )
+    filename, first_day = dataset.file_name(month), date(month.year, month.month, 1)
+    tmp = dest.with_name(f"{dest.name}.part-{os.getpid()}")
+    rows = 0
+    _, blocks = data_lines(source, dataset)
+    payloads = with_row_ids(
+        blocks, normalize_integer_floats=bool(dataset.integer_float_columns), duplicates=DuplicateCounter()
+    )
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for payload, n in payloads:
+                try:
+                    parsed = pacsv.read_csv(io.BytesIO(payload), read_options=read, convert_options=convert)
+                except pa.ArrowInvalid as exc:
+                    raise BadFileError(f"{source.name}: {exc}") from None
+                parsed = parsed.append_column(FILENAME_COLUMN.sql_name, pa.array([filename] * n, pa.string()))
+                parsed = parsed.append_column(MONTH_COLUMN, pa.array([first_day] * n, pa.date32()))
+                writer.write_table(parsed.select(schema.names).cast(schema))
+                rows += n
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rows

