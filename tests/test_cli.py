@@ -31,7 +31,9 @@ def _env(settings) -> dict:
 @pytest.mark.parametrize("step", sorted(COMMANDS))
 def test_every_step_has_help(step):
     result = run_cli(step, "--help")
-    assert result.returncode == 0 and "--taxi" in result.stdout and "--month" in result.stdout
+    assert result.returncode == 0 and result.stdout.startswith(f"usage: python -m taxi_assets {step}")
+    if step != "gcp-setup":  # the only step that is not about one month
+        assert "--taxi" in result.stdout and "--month" in result.stdout
 
 
 def test_extract_prints_kestra_outputs_and_metrics(settings):
