@@ -89,8 +89,11 @@ def cmd_load_postgres(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_gcp_setup(args: argparse.Namespace, settings: Settings) -> None:
+    from taxi_assets.emulators import with_local_cloud
     from taxi_assets.steps.gcp_setup import ensure_dataset
     from taxi_assets.steps.gcs import ensure_bucket
+
+    settings = with_local_cloud(settings)
 
     bucket_created = ensure_bucket(settings)
     dataset_created = ensure_dataset(settings)
@@ -107,8 +110,11 @@ def cmd_gcp_setup(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_upload_gcs(args: argparse.Namespace, settings: Settings) -> None:
+    from taxi_assets.emulators import with_local_cloud
     from taxi_assets.steps.extract import extract
     from taxi_assets.steps.gcs import upload_gcs
+
+    settings = with_local_cloud(settings, bigquery=False)
 
     ds = dataset(args.taxi)
     info = extract(settings, ds, args.month)
@@ -117,8 +123,11 @@ def cmd_upload_gcs(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_load_bigquery(args: argparse.Namespace, settings: Settings) -> None:
+    from taxi_assets.emulators import with_local_cloud
     from taxi_assets.steps.bigquery import load_bigquery
     from taxi_assets.steps.extract import extract
+
+    settings = with_local_cloud(settings)
 
     ds = dataset(args.taxi)
     info = extract(settings, ds, args.month)

@@ -52,6 +52,7 @@ class Settings:
     http_timeout: float = 60.0
     http_backoff: float = 1.0  # seconds before the first retry; doubles each time
     gcp_project: str = "taxi-assets-local"
+    gcp_configured: bool = False  # GCP_PROJECT_ID was set: use Google Cloud, not local emulators
     gcp_location: str = "US"
     gcp_bucket: str = "taxi-assets-local"
     gcp_dataset: str = "ny_taxi"
@@ -70,6 +71,7 @@ class Settings:
             http_timeout=_float(HTTP_TIMEOUT, 60.0, env),
             http_backoff=_float(HTTP_BACKOFF, 1.0, env),
             gcp_project=env.get(GCP_PROJECT_ID) or cls.gcp_project,
+            gcp_configured=bool(env.get(GCP_PROJECT_ID)),
             gcp_location=env.get(GCP_LOCATION) or cls.gcp_location,
             gcp_bucket=env.get(GCP_BUCKET_NAME) or cls.gcp_bucket,
             gcp_dataset=env.get(GCP_DATASET) or cls.gcp_dataset,
@@ -81,6 +83,10 @@ class Settings:
     @property
     def download_dir(self) -> Path:
         return self.state_dir / "downloads"
+
+    @property
+    def emulators_dir(self) -> Path:
+        return self.state_dir / "emulators"
 
     @property
     def embedded_postgres_dir(self) -> Path:

@@ -4,7 +4,7 @@ from dagster import Definitions
 
 from taxi_assets.datasets import DATASETS
 from taxi_assets.defs.assets import build_taxi_chain
-from taxi_assets.defs.checks import build_postgres_checks
+from taxi_assets.defs.checks import build_bigquery_checks, build_gcs_check, build_postgres_checks
 from taxi_assets.defs.jobs import build_job, build_schedule
 from taxi_assets.defs.resources import resources_from_env
 
@@ -12,7 +12,11 @@ _jobs = {taxi: build_job(ds) for taxi, ds in DATASETS.items()}
 
 defs = Definitions(
     assets=[a for ds in DATASETS.values() for a in build_taxi_chain(ds)],
-    asset_checks=[build_postgres_checks(ds) for ds in DATASETS.values()],
+    asset_checks=[
+        check
+        for ds in DATASETS.values()
+        for check in (build_postgres_checks(ds), build_gcs_check(ds), build_bigquery_checks(ds))
+    ],
     jobs=list(_jobs.values()),
     schedules=[build_schedule(_jobs[taxi], ds) for taxi, ds in DATASETS.items()],
     resources=resources_from_env(),

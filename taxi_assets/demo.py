@@ -57,6 +57,14 @@ def run_demo(taxi: str, month: Month) -> None:
         sample = cur.fetchall()
         names = [d.name for d in cur.description]
     print(f"\n{ds.table}: {rows:,} rows for {month}; {months[1]:,} rows over {months[0]} month(s) in all")
+    from taxi_assets.defs.checks import month_totals_bigquery
+    from taxi_assets.emulators import with_local_cloud
+    from taxi_assets.steps.bigquery import table_id
+
+    cloud = with_local_cloud(settings)
+    bq = month_totals_bigquery(cloud, ds, month)
+    where_bq = "BigQuery emulator" if cloud.bigquery_emulator else "BigQuery"
+    print(f"{table_id(cloud, ds)} ({where_bq}): {bq['rows']:,} rows for {month}")
     print("  " + " | ".join(names))
     for row in sample:
         print("  " + " | ".join(str(v) for v in row))

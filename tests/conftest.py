@@ -196,3 +196,25 @@ def gcs_settings(settings, fake_gcs, request):
 
     bucket = "taxi-" + hashlib.md5(request.node.nodeid.encode()).hexdigest()[:10]
     return replace(settings, storage_emulator=fake_gcs[0], gcp_bucket=bucket)
+
+
+@pytest.fixture
+def cloud_settings(gcs_settings, bq_emulator):
+    """Settings on both emulators, with a bucket and dataset of this test's own."""
+    return replace(
+        gcs_settings, bigquery_emulator=bq_emulator, gcp_dataset="ds_" + gcs_settings.gcp_bucket.replace("-", "_")
+    )
+
+
+def cloud_env(settings: Settings) -> dict:
+    """`settings` as the environment the CLI and Dagster read."""
+    return {
+        config.SOURCE_URL: settings.source_url,
+        config.STATE_DIR: str(settings.state_dir),
+        config.POSTGRES_DSN: settings.postgres_dsn or "",
+        config.HTTP_BACKOFF: "0.01",
+        config.STORAGE_EMULATOR_HOST: settings.storage_emulator or "",
+        config.BIGQUERY_EMULATOR_HOST: settings.bigquery_emulator or "",
+        config.GCP_BUCKET_NAME: settings.gcp_bucket,
+        config.GCP_DATASET: settings.gcp_dataset,
+    }

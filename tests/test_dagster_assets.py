@@ -14,22 +14,30 @@ from taxi_assets.datasets import DATASETS, GREEN
 from taxi_assets.definitions import defs
 from taxi_assets.defs import checks
 from taxi_assets.defs.assets import build_taxi_chain
-from taxi_assets.defs.checks import build_postgres_checks
-from taxi_assets.defs.resources import TaxiPostgresResource, TaxiSourceResource
+from taxi_assets.defs.checks import build_bigquery_checks, build_gcs_check, build_postgres_checks
+from taxi_assets.defs.resources import TaxiBigQueryResource, TaxiGcsResource, TaxiPostgresResource, TaxiSourceResource
 from taxi_assets.months import Month
 
 
 def _resources(settings) -> dict:
+    cloud = {"state_dir": str(settings.state_dir), "bucket": settings.gcp_bucket}
     return {
         "source": TaxiSourceResource(source_url=settings.source_url, state_dir=str(settings.state_dir)),
         "postgres": TaxiPostgresResource(dsn=settings.postgres_dsn, state_dir=str(settings.state_dir)),
+        "gcs": TaxiGcsResource(emulator_host=settings.storage_emulator or "", **cloud),
+        "bigquery": TaxiBigQueryResource(
+            emulator_host=settings.bigquery_emulator or "",
+            storage_emulator_host=settings.storage_emulator or "",
+            dataset=settings.gcp_dataset,
+            **cloud,
+        ),
     }
 
 
 def test_definitions_load_with_one_chain_and_job_per_taxi_type():
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {f"{t}_trips_{s}" for t in DATASETS for s in ("csv", "postgres")}
+    assert keys == {f"{t}_trips_{s}" for t in DATASETS for s in ("csv", "postgres", "gcs", "bigquery")}
     for taxi in DATASETS:
         job = defs.resolve_job_def(f"{taxi}_trips_job")
         partition_keys = job.partitions_def.get_partition_keys()
@@ -57,9 +65,10 @@ def test_resources_read_the_environment_through_envvar(monkeypatch):
         importlib.reload(module)
 
 
-def test_materializing_a_partition_loads_the_month_and_runs_its_checks(settings, pg):
+def test_materializing_a_partition_loads_the_month_and_runs_its_checks(cloud_settings, pg):
+    settings = cloud_settings
     result = dg.materialize(
-        [*build_taxi_chain(GREEN), build_postgres_checks(GREEN)],
+        [*build_taxi_chain(GREEN), build_postgres_checks(GREEN), build_gcs_check(GREEN), build_bigquery_checks(GREEN)],
         partition_key="2019-02",
         resources=_resources(settings),
     )
@@ -87,7 +96,8 @@ def test_materializing_a_partition_loads_the_month_and_runs_its_checks(settings,
 
 def test_the_check_query_sees_a_tampered_month(settings, pg):
     """The checks count the table itself; they do not repeat what the load reported."""
-    assert dg.materialize(build_taxi_chain(GREEN), partition_key="2019-05", resources=_resources(settings)).success
+    chain = build_taxi_chain(GREEN)[:2]  # csv -> postgres
+    assert dg.materialize(chain, partition_key="2019-05", resources=_resources(settings)).success
     pg.execute("DELETE FROM green_tripdata WHERE ctid IN (SELECT ctid FROM green_tripdata LIMIT 3)")
     pg.execute("UPDATE green_tripdata SET unique_row_id = NULL WHERE ctid IN (SELECT ctid FROM green_tripdata LIMIT 2)")
     profile = checks.month_profile(pg, GREEN, Month(2019, 5))
@@ -97,7 +107,5 @@ def test_the_check_query_sees_a_tampered_month(settings, pg):
 @pytest.mark.parametrize("taxi", sorted(DATASETS))
 def test_every_job_selects_its_whole_chain(taxi):
     job = defs.resolve_job_def(f"{taxi}_trips_job")
-    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {
-        f"{taxi}_trips_csv",
-        f"{taxi}_trips_postgres",
-    }
+    keys = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
+    assert keys == {f"{taxi}_trips_{step}" for step in ("csv", "postgres", "gcs", "bigquery")}

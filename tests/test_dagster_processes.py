@@ -17,28 +17,21 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import cloud_env
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from helpers import ROOT
-
-from taxi_assets import config
 
 pytestmark = pytest.mark.slow
 BIN = Path(os.sys.executable).parent
 
 
 @pytest.fixture
-def dagster_env(tmp_path, settings) -> dict:
+def dagster_env(tmp_path, cloud_settings) -> dict:
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     DagsterInstance.from_config(str(home)).get_runs()  # create the storage before two processes race to
-    return {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        config.SOURCE_URL: settings.source_url,
-        config.STATE_DIR: str(settings.state_dir),
-        config.POSTGRES_DSN: settings.postgres_dsn,
-    }
+    return {**os.environ, "DAGSTER_HOME": str(home), **cloud_env(cloud_settings)}
 
 
 class Processes:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 
+import psutil
 from helpers import ROOT
 
 from taxi_assets import config
@@ -27,23 +29,37 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert any(line.strip().startswith(_readme_command(1)) or _readme_command(1) in line for line in ci)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_readme_command_1_materializes_a_month_on_the_embedded_default(tmp_path, source_server):
-    """`python3 dev.py demo` with no database configured: embedded Postgres, Dagster run, rows shown."""
-    env = {k: v for k, v in os.environ.items() if k != config.POSTGRES_DSN}
+    """`python3 dev.py demo` with nothing configured: embedded Postgres and emulators, whole chain."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAXI_", "GCP_", "STORAGE_", "BIGQUERY_"))}
     env.update({config.SOURCE_URL: source_server.url, config.STATE_DIR: str(tmp_path / "state")})
-    result = subprocess.run(
-        ["python3", "dev.py", *_readme_command(1).split()[2:]],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    env.update({"TAXI_EMULATED_GCS_PORT": str(_free_port()), "TAXI_EMULATED_BIGQUERY_PORT": str(_free_port())})
+    try:
+        result = subprocess.run(
+            ["python3", "dev.py", *_readme_command(1).split()[2:]],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:  # the embedded emulators outlive a run by design; these are the test's own
+        for proc in psutil.process_iter(["cmdline"]):
+            if str(tmp_path) in " ".join(proc.info["cmdline"] or []):
+                proc.kill()
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "embedded Postgres" in result.stdout
     assert "green_tripdata: 2,000 rows for 2019-01" in result.stdout
     assert "check rows_match_file: passed" in result.stdout
+    assert "green_tripdata (BigQuery emulator): 2,000 rows for 2019-01" in result.stdout
     assert (tmp_path / "state" / "postgres" / "PG_VERSION").exists()
+    assert (tmp_path / "state" / "emulators" / "gcs").is_dir()
 
 
 def test_every_configuration_variable_is_documented():

