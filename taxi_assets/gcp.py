@@ -35,10 +35,25 @@ def credentials(settings: Settings, *, emulator: str | None) -> Credentials | No
     raise ConfigError(f"{GCP_CREDENTIALS} is neither a readable key file nor key JSON")
 
 
+def _no_credentials() -> ConfigError:
+    return ConfigError(
+        f"no Google credentials: set {GCP_CREDENTIALS} (a key file or its JSON) or run"
+        " `gcloud auth application-default login`; or unset GCP_PROJECT_ID to use the local emulators"
+    )
+
+
 def storage_client(settings: Settings):
+    from google.auth.exceptions import DefaultCredentialsError
     from google.cloud import storage
 
     emulator = settings.storage_emulator
+    try:
+        return _storage_client(storage, settings, emulator)
+    except DefaultCredentialsError:
+        raise _no_credentials() from None
+
+
+def _storage_client(storage, settings: Settings, emulator: str | None):
     return storage.Client(
         project=settings.gcp_project,
         credentials=credentials(settings, emulator=emulator),
@@ -48,9 +63,17 @@ def storage_client(settings: Settings):
 
 def bigquery_client(settings: Settings):
     """dagster-gcp's BigQueryResource cannot take an endpoint; this client can."""
+    from google.auth.exceptions import DefaultCredentialsError
     from google.cloud import bigquery
 
     emulator = settings.bigquery_emulator
+    try:
+        return _bigquery_client(bigquery, settings, emulator)
+    except DefaultCredentialsError:
+        raise _no_credentials() from None
+
+
+def _bigquery_client(bigquery, settings: Settings, emulator: str | None):
     return bigquery.Client(
         project=settings.gcp_project,
         location=settings.gcp_location,

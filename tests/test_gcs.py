@@ -90,3 +90,17 @@ def test_bad_credentials_are_a_clear_error_that_does_not_echo_them(settings, val
     with pytest.raises(ConfigError) as err:
         credentials(replace(settings, gcp_credentials=value), emulator=None)
     assert "GCP_CREDENTIALS" in str(err.value) and value not in str(err.value)
+
+
+def test_google_cloud_without_credentials_is_one_clear_line(settings, tmp_path):
+    env = {
+        config.SOURCE_URL: settings.source_url,
+        config.STATE_DIR: str(settings.state_dir),
+        config.GCP_PROJECT_ID: "my-project",
+        "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "none.json"),  # no application-default either
+        "NO_GCE_CHECK": "True",
+    }
+    result = run_cli("gcp-setup", env=env)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and len(errors) == 1, result.stderr
+    assert "no Google credentials: set GCP_CREDENTIALS" in errors[0]
