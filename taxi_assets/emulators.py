@@ -7,6 +7,7 @@ on first use and left running for the next step or run, like a local service.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import subprocess
@@ -62,11 +63,16 @@ def _answers(url: str) -> bool:
 
 
 def _start(args: list[str], log_file: Path, env: dict, probe: str, what: str) -> None:
-    if _answers(probe):
-        return
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as out:
-        subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    with open(log_file.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two steps starting at once: one starts, one reuses
+        if not _answers(probe):
+            with open(log_file, "ab") as out:
+                subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            _wait(probe, log_file, what)
+
+
+def _wait(probe: str, log_file: Path, what: str) -> None:
     deadline = time.monotonic() + 60
     while not _answers(probe):
         if time.monotonic() > deadline:

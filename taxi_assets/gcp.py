@@ -7,7 +7,7 @@ credentials. Their content is never logged or echoed in an error.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials, Credentials
@@ -28,9 +28,9 @@ def credentials(settings: Settings, *, emulator: str | None) -> Credentials | No
     try:
         if raw.lstrip().startswith("{"):
             return service_account.Credentials.from_service_account_info(json.loads(raw))
-        if Path(raw).expanduser().is_file():
-            return service_account.Credentials.from_service_account_file(str(Path(raw).expanduser()))
-    except (ValueError, KeyError) as exc:
+        if os.path.isfile(os.path.expanduser(raw)):  # never raises: an OSError would quote the value
+            return service_account.Credentials.from_service_account_file(os.path.expanduser(raw))
+    except (ValueError, KeyError, OSError) as exc:
         raise ConfigError(f"{GCP_CREDENTIALS} is not a usable service-account key ({type(exc).__name__})") from None
     raise ConfigError(f"{GCP_CREDENTIALS} is neither a readable key file nor key JSON")
 

@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -43,16 +44,38 @@ def arrow_schema(dataset: TaxiDataset) -> pa.Schema:
     return pa.schema(fields)
 
 
+def _parse_type(target: pa.DataType) -> pa.DataType:
+    """How a column is parsed from the CSV before its final cast.
+
+    Timestamps parse naive (the cast labels them UTC without shifting them); amounts parse as
+    float64 and are rounded to NUMERIC's 9 decimals, so a value like 0.30000000000000004 loads
+    (as Postgres's double precision does) instead of failing the month.
+    """
+    if pa.types.is_timestamp(target):
+        return pa.timestamp("us")
+    if pa.types.is_decimal(target):
+        return pa.float64()
+    return target
+
+
+def _to_decimals(table: pa.Table, schema: pa.Schema, source: Path) -> pa.Table:
+    for i, name in enumerate(table.column_names):
+        target = schema.field(name).type
+        if pa.types.is_decimal(target):
+            try:
+                table = table.set_column(i, name, pc.round(table.column(i), 9).cast(target))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise BadFileError(f"{source.name}: {name} has a value NUMERIC cannot hold: {exc}") from None
+    return table
+
+
 def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month) -> int:
     """Convert a verified .csv.gz into Parquet at `dest` (atomically); return the row count."""
     schema = arrow_schema(dataset)
     names = [ROW_ID_COLUMN.sql_name, *dataset.sql_names]
     read = pacsv.ReadOptions(column_names=names, autogenerate_column_names=False, use_threads=False)
     convert = pacsv.ConvertOptions(
-        # Timestamps parse naive, then the cast below labels them UTC without shifting them.
-        column_types={
-            f.name: pa.timestamp("us") if pa.types.is_timestamp(f.type) else f.type for f in schema if f.name in names
-        },
+        column_types={f.name: _parse_type(f.type) for f in schema if f.name in names},
         null_values=[""],
         strings_can_be_null=True,
         timestamp_parsers=["%Y-%m-%d %H:%M:%S"],
@@ -61,9 +84,8 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month) 
     tmp = dest.with_name(f"{dest.name}.part-{os.getpid()}")
     rows = 0
     _, blocks = data_lines(source, dataset)
-    payloads = with_row_ids(
-        blocks, normalize_integer_floats=bool(dataset.integer_float_columns), duplicates=DuplicateCounter()
-    )
+    duplicates = DuplicateCounter()  # required by the reader; the count is the Postgres load's job
+    payloads = with_row_ids(blocks, normalize_integer_floats=bool(dataset.integer_float_columns), duplicates=duplicates)
     try:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             for payload, n in payloads:
@@ -71,6 +93,7 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month) 
                     parsed = pacsv.read_csv(io.BytesIO(payload), read_options=read, convert_options=convert)
                 except pa.ArrowInvalid as exc:
                     raise BadFileError(f"{source.name}: {exc}") from None
+                parsed = _to_decimals(parsed, schema, source)
                 parsed = parsed.append_column(FILENAME_COLUMN.sql_name, pa.array([filename] * n, pa.string()))
                 parsed = parsed.append_column(MONTH_COLUMN, pa.array([first_day] * n, pa.date32()))
                 writer.write_table(parsed.select(schema.names).cast(schema))
@@ -78,4 +101,5 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month) 
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+        duplicates.close()
     return rows

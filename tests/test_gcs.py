@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from dataclasses import replace
@@ -85,7 +86,16 @@ def test_upload_from_the_cli(gcs_settings):
     assert outputs["uploaded"] is True and outputs["rows"] == 2_000
 
 
-@pytest.mark.parametrize("value", ["not a key", '{"type": "service_account"}'])
+def test_amounts_with_float_noise_round_to_numeric_instead_of_failing(tmp_path):
+    csv = tmp_path / "yellow_tripdata_2020-07.csv.gz"
+    header = (FIXTURES / "yellow_tripdata_2020-07_head266.csv").read_text().splitlines()[0]
+    row = "1,2020-07-01 00:25:32,2020-07-01 00:33:39,1,1.50,1,N,238,75,2,0.30000000000000004,0.5,0.5,0,0,0.3,9.3,0"
+    csv.write_bytes(gzip.compress(f"{header}\n{row}\n".encode()))
+    write_parquet(csv, tmp_path / "y.parquet", YELLOW, Month(2020, 7))
+    assert str(pq.read_table(tmp_path / "y.parquet").column("fare_amount")[0]) == "0.300000000"
+
+
+@pytest.mark.parametrize("value", ["not a key", '{"type": "service_account"}', "x" * 300, '"{quoted json}"'])
 def test_bad_credentials_are_a_clear_error_that_does_not_echo_them(settings, value):
     with pytest.raises(ConfigError) as err:
         credentials(replace(settings, gcp_credentials=value), emulator=None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import date
 
@@ -81,7 +82,7 @@ def _emulator_replace_month(
     was), in three jobs instead of one; BigQuery itself always takes the decorator path.
     """
     target = table_id(settings, dataset)
-    scratch = f"{target}__load_{month.year:04d}{month.month:02d}"
+    scratch = f"{target}__load_{month.year:04d}{month.month:02d}_{uuid.uuid4().hex[:8]}"  # one per run
     client.create_table(bigquery.Table(scratch, schema=schema(dataset)), exists_ok=True)
     try:
         config = bigquery.LoadJobConfig(source_format=bigquery.SourceFormat.PARQUET, write_disposition="WRITE_TRUNCATE")
@@ -126,7 +127,8 @@ def load_bigquery(
         raise LoadError(f"{dataset.taxi} {month}: BigQuery load failed, previous rows kept: {exc}") from None
     if expected_rows is not None and rows != expected_rows:
         raise LoadError(
-            f"{dataset.taxi} {month}: BigQuery holds {rows} rows for the month, the file has {expected_rows}"
+            f"{dataset.taxi} {month}: BigQuery now holds {rows} rows for the month but the file has {expected_rows};"
+            " load it again"
         )
     report = BigQueryReport(table_id(settings, dataset), str(month), uri, rows, round(time.monotonic() - started, 3))
     log.info("loaded %d rows into %s for %s", rows, report.table, month)
