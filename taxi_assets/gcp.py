@@ -35,48 +35,32 @@ def credentials(settings: Settings, *, emulator: str | None) -> Credentials | No
     raise ConfigError(f"{GCP_CREDENTIALS} is neither a readable key file nor key JSON")
 
 
-def _no_credentials() -> ConfigError:
-    return ConfigError(
-        f"no Google credentials: set {GCP_CREDENTIALS} (a key file or its JSON) or run"
-        " `gcloud auth application-default login`; or unset GCP_PROJECT_ID to use the local emulators"
-    )
+def _client(client_class, settings: Settings, emulator: str | None, **kwargs):
+    """A Google client on `emulator` if given, else on Google Cloud with the configured credentials."""
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        return client_class(
+            project=settings.gcp_project,
+            credentials=credentials(settings, emulator=emulator),
+            client_options=ClientOptions(api_endpoint=emulator) if emulator else None,
+            **kwargs,
+        )
+    except DefaultCredentialsError:
+        raise ConfigError(
+            f"no Google credentials: set {GCP_CREDENTIALS} (a key file or its JSON) or run"
+            " `gcloud auth application-default login`; or unset GCP_PROJECT_ID to use the local emulators"
+        ) from None
 
 
 def storage_client(settings: Settings):
-    from google.auth.exceptions import DefaultCredentialsError
     from google.cloud import storage
 
-    emulator = settings.storage_emulator
-    try:
-        return _storage_client(storage, settings, emulator)
-    except DefaultCredentialsError:
-        raise _no_credentials() from None
-
-
-def _storage_client(storage, settings: Settings, emulator: str | None):
-    return storage.Client(
-        project=settings.gcp_project,
-        credentials=credentials(settings, emulator=emulator),
-        client_options=ClientOptions(api_endpoint=emulator) if emulator else None,
-    )
+    return _client(storage.Client, settings, settings.storage_emulator)
 
 
 def bigquery_client(settings: Settings):
     """dagster-gcp's BigQueryResource cannot take an endpoint; this client can."""
-    from google.auth.exceptions import DefaultCredentialsError
     from google.cloud import bigquery
 
-    emulator = settings.bigquery_emulator
-    try:
-        return _bigquery_client(bigquery, settings, emulator)
-    except DefaultCredentialsError:
-        raise _no_credentials() from None
-
-
-def _bigquery_client(bigquery, settings: Settings, emulator: str | None):
-    return bigquery.Client(
-        project=settings.gcp_project,
-        location=settings.gcp_location,
-        credentials=credentials(settings, emulator=emulator),
-        client_options=ClientOptions(api_endpoint=emulator) if emulator else None,
-    )
+    return _client(bigquery.Client, settings, settings.bigquery_emulator, location=settings.gcp_location)
