@@ -135,6 +135,26 @@ def cmd_load_bigquery(args: argparse.Namespace, settings: Settings) -> None:
     emit(report.as_dict(), {"rows": report.rows}, {"taxi": ds.taxi, "month": str(args.month)}, report.seconds)
 
 
+def cmd_products(args: argparse.Namespace, settings: Settings) -> None:
+    from taxi_assets.products import fetch_products, products_url
+
+    rows = fetch_products(products_url(), args.columns.split(","), Path(args.out))
+    emit({"file": args.out, "products": rows}, {"products": rows}, {})
+
+
+def cmd_avg_price(args: argparse.Namespace, settings: Settings) -> None:
+    from taxi_assets.products import average_price_by_brand
+
+    result = average_price_by_brand(Path(args.file))
+    for brand, price in result:
+        print(f"{brand}\t{price}", file=sys.stderr)
+    emit(
+        {"brands": len(result), "top": [{"brand": b, "avg_price": p} for b, p in result[:5]]},
+        {"brands": len(result)},
+        {},
+    )
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     from taxi_assets.demo import run_demo
 
@@ -147,6 +167,8 @@ COMMANDS: dict[str, tuple[Callable, str]] = {
     "gcp-setup": (cmd_gcp_setup, "create the GCS bucket and the BigQuery dataset when missing (idempotent)"),
     "upload-gcs": (cmd_upload_gcs, "put one month in the bucket as typed Parquet (verified by crc32c, idempotent)"),
     "load-bigquery": (cmd_load_bigquery, "replace one month in the BigQuery table from the Parquet in the bucket"),
+    "products": (cmd_products, "getting started: fetch products (TAXI_PRODUCTS_URL) and keep some columns"),
+    "avg-price": (cmd_avg_price, "getting started: average price by brand over the kept products, with DuckDB"),
     "demo": (cmd_demo, "materialize one month's Dagster chain on this machine and show what landed"),
 }
 
@@ -160,7 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="STEP")
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if name != "gcp-setup":
+        if name == "products":
+            p.add_argument("--columns", default="brand,price", help="columns to keep, comma-separated")
+            p.add_argument("--out", default="products.json", help="where to write the kept products")
+        elif name == "avg-price":
+            p.add_argument("--file", default="products.json", help="the kept products")
+        elif name != "gcp-setup":
             _month_args(p, required=name != "demo")
         if name == "demo":
             p.set_defaults(taxi="green", month=Month(2019, 1))

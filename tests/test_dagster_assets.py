@@ -37,7 +37,8 @@ def _resources(settings) -> dict:
 def test_definitions_load_with_one_chain_and_job_per_taxi_type():
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {f"{t}_trips_{s}" for t in DATASETS for s in ("csv", "postgres", "gcs", "bigquery")}
+    chains = {f"{t}_trips_{s}" for t in DATASETS for s in ("csv", "postgres", "gcs", "bigquery")}
+    assert keys == chains | {"products", "avg_price_by_brand"}
     for taxi in DATASETS:
         job = defs.resolve_job_def(f"{taxi}_trips_job")
         partition_keys = job.partitions_def.get_partition_keys()

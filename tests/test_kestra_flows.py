@@ -34,6 +34,7 @@ KNOWN_TYPES = {
     "io.kestra.plugin.scripts.python.Commands": {"commands"},
     "io.kestra.plugin.core.runner.Process": set(),
     "io.kestra.plugin.core.trigger.Schedule": {"cron"},
+    "io.kestra.plugin.core.flow.WorkingDirectory": {"tasks"},
 }
 REMOVED_IN_KESTRA_2 = {"pluginDefaults", "runIf", "io.kestra.plugin.core.flow.EachSequential"}
 DOCUMENTED = set(re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
@@ -41,6 +42,7 @@ DOCUMENTED = set(re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(),
 _EXPR = re.compile(r"{{\s*(.*?)\s*}}")
 _FORMS = [
     (re.compile(r"inputs\.(\w+)"), "input"),
+    (re.compile(r"inputs\.(\w+) \| join\(','\)"), "joined_input"),
     (re.compile(r"secret\('(\w+)'\)"), "secret"),
     (re.compile(r"render\(vars\.(\w+)\)"), "var"),
     (re.compile(r"trigger\.date \?\? execution\.startDate \| date\('yyyy-MM'\)"), "month_of_trigger"),
@@ -49,6 +51,13 @@ _FORMS = [
 
 def _load(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
+
+
+def _tasks(items: list[dict]):
+    """Tasks in execution order, flowable tasks (WorkingDirectory) opened up."""
+    for item in items:
+        yield item
+        yield from _tasks(item.get("tasks", []))
 
 
 def _expressions(node):
@@ -79,6 +88,8 @@ def render(
         kind, name = _parse(m.group(1))
         if kind == "input":
             return str(inputs[name])
+        if kind == "joined_input":
+            return ",".join(inputs[name])
         if kind == "secret":
             return secrets[name]
         if kind == "var":
@@ -95,9 +106,9 @@ def test_flow_is_valid_for_current_kestra(path):
     flow = _load(path)
     assert flow["id"] == path.stem and flow["namespace"] == "zoomcamp"
     assert not REMOVED_IN_KESTRA_2 & set(flow), "uses a construct Kestra 2 removed"
-    ids = [t["id"] for t in flow.get("tasks", [])] + [t["id"] for t in flow.get("triggers", [])]
+    ids = [t["id"] for t in _tasks(flow["tasks"])] + [t["id"] for t in flow.get("triggers", [])]
     assert len(ids) == len(set(ids)), "task and trigger ids must be unique"
-    for item in [*flow["tasks"], *flow.get("triggers", [])]:
+    for item in [*_tasks(flow["tasks"]), *flow.get("triggers", [])]:
         assert item["type"] in KNOWN_TYPES, item["type"]
         assert KNOWN_TYPES[item["type"]] <= set(item), f"{item['id']} misses {KNOWN_TYPES[item['type']] - set(item)}"
         if "taskRunner" in item:
@@ -107,7 +118,7 @@ def test_flow_is_valid_for_current_kestra(path):
     inputs = {i["id"] for i in flow.get("inputs", [])}
     for expr in _expressions(flow):
         kind, name = _parse(expr)
-        if kind == "input":
+        if kind in ("input", "joined_input"):
             assert name in inputs, f"{{{{ inputs.{name} }}}} is not an input"
         elif kind == "secret":
             assert name in DOCUMENTED, f"secret {name} is not in .env.example"
@@ -127,19 +138,23 @@ def test_every_flow_that_loads_has_a_concurrency_limit():
             assert flow.get("concurrency", {}).get("limit") == 1, path.stem
 
 
-def _run_flow(name: str, env: dict, *, inputs: dict, trigger_date: datetime | None = None) -> list[str]:
+def _run_flow(
+    name: str, env: dict, *, inputs: dict, trigger_date: datetime | None = None, workdir: Path | None = None
+) -> list[str]:
     flow = _load(ROOT / "kestra_flows" / f"{name}.yaml")
     secrets = {k: env.get(k, "") for k in DOCUMENTED}
     context = dict(inputs=inputs, secrets=secrets, trigger_date=trigger_date, start=datetime(2019, 6, 15))
+    workdir = workdir or Path(env[config.STATE_DIR]).parent / "kestra-workdir"
+    workdir.mkdir(parents=True, exist_ok=True)  # Kestra runs tasks in a working directory of their own
     outputs = []
-    for task in flow["tasks"]:
+    for task in (t for t in _tasks(flow["tasks"]) if "commands" in t):
         task_env = {k: render(str(v), flow, **context) for k, v in task.get("env", {}).items()}
         task_env = {k: v for k, v in task_env.items() if v} | {config.STATE_DIR: env[config.STATE_DIR]}
         for command in task["commands"]:
             result = subprocess.run(
                 render(command, flow, **context),
                 shell=True,
-                cwd=ROOT,
+                cwd=workdir,
                 capture_output=True,
                 text=True,
                 # `python` is the worker's Python with the project installed: here, this venv's.
@@ -212,3 +227,43 @@ def test_gcp_flows_run_on_the_emulators(cloud_settings):
     _run_flow("gcp_setup", env, inputs={})
     outputs = _run_flow("gcp_taxi", env, inputs={"taxi": "green", "month": "2019-05"})
     assert '"rows": 2000' in outputs[-1]
+
+
+@pytest.fixture
+def products_api(tmp_path):
+    """A local stand-in for dummyjson.com, serving the fixture payload."""
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    (tmp_path / "api").mkdir()
+    (tmp_path / "api" / "products").write_bytes((ROOT / "tests" / "fixtures" / "products.json").read_bytes())
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(tmp_path / "api"), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/products"
+    server.shutdown()
+
+
+EXPECTED_TOP = [("Calvin Klein", 59.99), ("Glamour Beauty", 19.99), ("Velvet Touch", 14.99)]
+
+
+def test_getting_started_in_kestra_and_dagster(products_api, tmp_path, monkeypatch):
+    from taxi_assets.defs.getting_started import avg_price_by_brand, products
+    from taxi_assets.products import PRODUCTS_URL, average_price_by_brand
+
+    env = {PRODUCTS_URL: products_api, config.STATE_DIR: str(tmp_path / "state")}
+    outputs = _run_flow("getting_started", env, inputs={"columns_to_keep": ["brand", "price"]}, workdir=tmp_path / "wd")
+    assert '"brands": 7' in outputs[-1]
+    kestra = average_price_by_brand(tmp_path / "wd" / "products.json")
+    assert kestra[:3] == EXPECTED_TOP and (None, 7.49) in kestra  # products without a brand group together
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert dg.materialize([products, avg_price_by_brand]).success
+    assert average_price_by_brand(tmp_path / "state" / "getting_started" / "products.json") == kestra
