@@ -11,10 +11,10 @@ from pathlib import Path
 
 import requests
 
+from taxi_assets.config import PRODUCTS_URL
 from taxi_assets.errors import DownloadError
 
 DEFAULT_PRODUCTS_URL = "https://dummyjson.com/products"
-PRODUCTS_URL = "TAXI_PRODUCTS_URL"
 DEFAULT_COLUMNS = ("brand", "price")
 
 
