@@ -8,6 +8,7 @@ on first use and left running for the next step or run, like a local service.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import subprocess
@@ -53,12 +54,15 @@ def bqemulator_command(port: int, grpc_port: int, project: str, data_dir: Path |
 
 
 def _answers(url: str) -> bool:
+    """True when the emulator itself answers: a JSON listing with a `kind`, as both return.
+
+    Something else on the port (another service) is not mistaken for it: ours then fails to
+    bind and the wait below ends in a clear error naming the log.
+    """
     try:
-        urllib.request.urlopen(url, timeout=2)
-        return True
-    except urllib.error.HTTPError:
-        return True
-    except OSError:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return "kind" in json.loads(resp.read())
+    except (OSError, ValueError):
         return False
 
 

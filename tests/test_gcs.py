@@ -114,3 +114,11 @@ def test_google_cloud_without_credentials_is_one_clear_line(settings, tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 1 and len(errors) == 1, result.stderr
     assert "no Google credentials: set GCP_CREDENTIALS" in errors[0]
+
+
+def test_the_embedded_emulators_are_recognized_and_nothing_else_is(fake_gcs, bq_emulator, source_server):
+    from taxi_assets.emulators import _answers
+
+    assert _answers(f"{fake_gcs[0]}/storage/v1/b")
+    assert _answers(f"{bq_emulator}/bigquery/v2/projects/taxi-assets-local/datasets")
+    assert not _answers(f"{source_server.url}/storage/v1/b")  # another HTTP service on the port
