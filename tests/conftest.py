@@ -19,7 +19,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from taxi_assets import config
 from taxi_assets.config import Settings
 from taxi_assets.emulators import bqemulator_command, fake_gcs_command
 from taxi_assets.sample_server import SampleServer
@@ -82,16 +81,6 @@ def settings(tmp_path, source_server, pg_dsn) -> Settings:
         http_retries=3,
         http_backoff=0.01,
     )
-
-
-@pytest.fixture
-def taxi_env(monkeypatch, settings) -> Settings:
-    """The same settings, as the environment the CLI and Dagster read."""
-    monkeypatch.setenv(config.SOURCE_URL, settings.source_url)
-    monkeypatch.setenv(config.STATE_DIR, str(settings.state_dir))
-    monkeypatch.setenv(config.POSTGRES_DSN, settings.postgres_dsn)
-    monkeypatch.setenv(config.HTTP_BACKOFF, "0.01")
-    return settings
 
 
 @pytest.fixture
@@ -170,17 +159,3 @@ def cloud_settings(gcs_settings, bq_emulator):
     return replace(
         gcs_settings, bigquery_emulator=bq_emulator, gcp_dataset="ds_" + gcs_settings.gcp_bucket.replace("-", "_")
     )
-
-
-def cloud_env(settings: Settings) -> dict:
-    """`settings` as the environment the CLI and Dagster read."""
-    return {
-        config.SOURCE_URL: settings.source_url,
-        config.STATE_DIR: str(settings.state_dir),
-        config.POSTGRES_DSN: settings.postgres_dsn or "",
-        config.HTTP_BACKOFF: "0.01",
-        config.STORAGE_EMULATOR_HOST: settings.storage_emulator or "",
-        config.BIGQUERY_EMULATOR_HOST: settings.bigquery_emulator or "",
-        config.GCP_BUCKET_NAME: settings.gcp_bucket,
-        config.GCP_DATASET: settings.gcp_dataset,
-    }

@@ -12,6 +12,23 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+def settings_env(settings) -> dict:
+    """`settings` as the environment the CLI, Dagster and the Kestra commands read (unset: left out)."""
+    from taxi_assets import config
+
+    values = {
+        config.SOURCE_URL: settings.source_url,
+        config.STATE_DIR: str(settings.state_dir),
+        config.POSTGRES_DSN: settings.postgres_dsn,
+        config.HTTP_BACKOFF: "0.01",
+        config.STORAGE_EMULATOR_HOST: settings.storage_emulator,
+        config.BIGQUERY_EMULATOR_HOST: settings.bigquery_emulator,
+        config.GCP_BUCKET_NAME: settings.gcp_bucket,
+        config.GCP_DATASET: settings.gcp_dataset,
+    }
+    return {k: v for k, v in values.items() if v}
+
+
 def gzip_fixture(name: str, dest: Path, *, crlf: bool = False) -> Path:
     """A fixture CSV gzipped under `dest` (with CRLF line endings if asked)."""
     data = (FIXTURES / name).read_bytes()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import run_cli
+from helpers import run_cli, settings_env
 
 from taxi_assets import config
 from taxi_assets.datasets import GREEN
@@ -85,10 +85,7 @@ def test_a_missing_object_says_what_to_run(bq_settings):
 
 def test_the_cloud_steps_from_the_cli(bq_settings):
     env = {
-        config.SOURCE_URL: bq_settings.source_url,
-        config.STATE_DIR: str(bq_settings.state_dir),
-        config.STORAGE_EMULATOR_HOST: bq_settings.storage_emulator,
-        config.BIGQUERY_EMULATOR_HOST: bq_settings.bigquery_emulator,
+        **settings_env(bq_settings),
         config.GCP_BUCKET_NAME: bq_settings.gcp_bucket + "-cli",
         config.GCP_DATASET: bq_settings.gcp_dataset + "_cli",
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import run_cli
+from helpers import run_cli, settings_env
 
 from taxi_assets import config
 from taxi_assets.cli import COMMANDS
@@ -19,15 +19,6 @@ def _kestra_lines(stdout: str) -> dict:
     return found
 
 
-def _env(settings) -> dict:
-    return {
-        config.SOURCE_URL: settings.source_url,
-        config.STATE_DIR: str(settings.state_dir),
-        config.POSTGRES_DSN: settings.postgres_dsn,
-        config.HTTP_BACKOFF: "0.01",
-    }
-
-
 @pytest.mark.parametrize("step", sorted(COMMANDS))
 def test_every_step_has_help(step):
     result = run_cli(step, "--help")
@@ -37,7 +28,7 @@ def test_every_step_has_help(step):
 
 
 def test_extract_prints_kestra_outputs_and_metrics(settings):
-    result = run_cli("extract", "--taxi", "green", "--month", "2019-03", env=_env(settings))
+    result = run_cli("extract", "--taxi", "green", "--month", "2019-03", env=settings_env(settings))
     assert result.returncode == 0, result.stderr
     lines = _kestra_lines(result.stdout)
     assert lines["outputs"]["file"] == "green_tripdata_2019-03.csv.gz"
@@ -47,7 +38,7 @@ def test_extract_prints_kestra_outputs_and_metrics(settings):
 
 
 def test_load_postgres_downloads_loads_and_reports(settings, pg):
-    result = run_cli("load-postgres", "--taxi", "yellow", "--month", "2019-02", env=_env(settings))
+    result = run_cli("load-postgres", "--taxi", "yellow", "--month", "2019-02", env=settings_env(settings))
     assert result.returncode == 0, result.stderr
     outputs = _kestra_lines(result.stdout)["outputs"]
     assert outputs["rows_loaded"] == 2_000 and outputs["table"] == "yellow_tripdata"
@@ -64,13 +55,13 @@ def test_load_postgres_downloads_loads_and_reports(settings, pg):
     ],
 )
 def test_failures_exit_non_zero_with_one_line(settings, args, message):
-    result = run_cli(*args, env=_env(settings))
+    result = run_cli(*args, env=settings_env(settings))
     assert result.returncode != 0 and message in result.stderr
     assert "Traceback" not in result.stderr and "::{" not in result.stdout
 
 
 def test_an_unreachable_database_is_one_line_without_the_password(settings):
-    env = {**_env(settings), config.POSTGRES_DSN: "postgresql://taxi:s3cret@127.0.0.1:1/ny_taxi"}
+    env = {**settings_env(settings), config.POSTGRES_DSN: "postgresql://taxi:s3cret@127.0.0.1:1/ny_taxi"}
     result = run_cli("load-postgres", "--taxi", "green", "--month", "2019-01", env=env)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 1 and len(errors) == 1
@@ -79,7 +70,7 @@ def test_an_unreachable_database_is_one_line_without_the_password(settings):
 
 
 def test_a_malformed_dsn_is_one_line_without_the_password(settings):
-    env = {**_env(settings), config.POSTGRES_DSN: "postgresql://taxi:pa%ZZss-s3cret@db:5432/ny_taxi"}
+    env = {**settings_env(settings), config.POSTGRES_DSN: "postgresql://taxi:pa%ZZss-s3cret@db:5432/ny_taxi"}
     result = run_cli("load-postgres", "--taxi", "green", "--month", "2019-01", env=env)
     assert result.returncode == 1
     assert "TAXI_POSTGRES_DSN is not a valid Postgres DSN" in result.stderr

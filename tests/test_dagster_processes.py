@@ -17,9 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import cloud_env
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
-from helpers import ROOT
+from helpers import ROOT, settings_env
 
 pytestmark = pytest.mark.slow
 BIN = Path(os.sys.executable).parent
@@ -31,7 +30,7 @@ def dagster_env(tmp_path, cloud_settings) -> dict:
     home.mkdir()
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     DagsterInstance.from_config(str(home)).get_runs()  # create the storage before two processes race to
-    return {**os.environ, "DAGSTER_HOME": str(home), **cloud_env(cloud_settings)}
+    return {**os.environ, "DAGSTER_HOME": str(home), **settings_env(cloud_settings)}
 
 
 class Processes:

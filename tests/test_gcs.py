@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import FIXTURES, gzip_fixture, run_cli
+from helpers import FIXTURES, gzip_fixture, run_cli, settings_env
 
 from taxi_assets import config
 from taxi_assets.datasets import FHV, GREEN, YELLOW
@@ -72,13 +72,7 @@ def test_a_missing_bucket_says_to_run_gcp_setup(gcs_settings):
 
 
 def test_upload_from_the_cli(gcs_settings):
-    env = {
-        config.SOURCE_URL: gcs_settings.source_url,
-        config.STATE_DIR: str(gcs_settings.state_dir),
-        config.POSTGRES_DSN: gcs_settings.postgres_dsn,
-        config.STORAGE_EMULATOR_HOST: gcs_settings.storage_emulator,
-        config.GCP_BUCKET_NAME: gcs_settings.gcp_bucket,
-    }
+    env = settings_env(gcs_settings)
     ensure_bucket(gcs_settings)
     result = run_cli("upload-gcs", "--taxi", "green", "--month", "2019-01", env=env)
     assert result.returncode == 0, result.stderr

@@ -21,7 +21,7 @@ import dagster as dg
 import psycopg
 import pytest
 import yaml
-from helpers import ROOT
+from helpers import ROOT, settings_env
 
 from taxi_assets import config
 from taxi_assets.datasets import GREEN
@@ -185,12 +185,7 @@ def second_db(pg_admin_dsn):
 
 
 def test_kestra_and_dagster_load_identical_tables(settings, second_db):
-    env = {
-        config.SOURCE_URL: settings.source_url,
-        config.STATE_DIR: str(settings.state_dir),
-        config.POSTGRES_DSN: settings.postgres_dsn,
-        config.HTTP_BACKOFF: "0.01",
-    }
+    env = settings_env(settings)
     outputs = _run_flow("postgres_taxi", env, inputs={"taxi": "green", "month": "2019-04"})
     assert '"rows_loaded": 2000' in outputs[0]
     resources = {
@@ -203,12 +198,7 @@ def test_kestra_and_dagster_load_identical_tables(settings, second_db):
 
 
 def test_scheduled_flow_takes_the_trigger_month_or_the_run_month(settings, pg):
-    env = {
-        config.SOURCE_URL: settings.source_url,
-        config.STATE_DIR: str(settings.state_dir),
-        config.POSTGRES_DSN: settings.postgres_dsn,
-        config.HTTP_BACKOFF: "0.01",
-    }
+    env = settings_env(settings)
     _run_flow("postgres_taxi_scheduled", env, inputs={"taxi": "green"}, trigger_date=datetime(2019, 2, 1, 9))
     _run_flow("postgres_taxi_scheduled", env, inputs={"taxi": "green"})  # by hand: execution.startDate (2019-06)
     months = [r[0] for r in pg.execute("SELECT DISTINCT filename FROM green_tripdata ORDER BY 1")]
@@ -216,14 +206,7 @@ def test_scheduled_flow_takes_the_trigger_month_or_the_run_month(settings, pg):
 
 
 def test_gcp_flows_run_on_the_emulators(cloud_settings):
-    env = {
-        config.SOURCE_URL: cloud_settings.source_url,
-        config.STATE_DIR: str(cloud_settings.state_dir),
-        config.STORAGE_EMULATOR_HOST: cloud_settings.storage_emulator,
-        config.BIGQUERY_EMULATOR_HOST: cloud_settings.bigquery_emulator,
-        config.GCP_BUCKET_NAME: cloud_settings.gcp_bucket,
-        config.GCP_DATASET: cloud_settings.gcp_dataset,
-    }
+    env = settings_env(cloud_settings)
     _run_flow("gcp_setup", env, inputs={})
     outputs = _run_flow("gcp_taxi", env, inputs={"taxi": "green", "month": "2019-05"})
     assert '"rows": 2000' in outputs[-1]
