@@ -88,6 +88,17 @@ def cmd_load_postgres(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
+def cmd_purge_download(args: argparse.Namespace, settings: Settings) -> None:
+    from taxi_assets.steps.extract import purge_download
+
+    report = purge_download(settings, dataset(args.taxi), args.month)
+    emit(
+        {"removed": report.removed, "bytes_freed": report.bytes_freed},
+        {"bytes_freed": report.bytes_freed},
+        {"taxi": report.taxi, "month": report.month},
+    )
+
+
 def cmd_gcp_setup(args: argparse.Namespace, settings: Settings) -> None:
     from taxi_assets.emulators import with_local_cloud
     from taxi_assets.steps.gcp_setup import ensure_dataset
@@ -164,6 +175,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
 COMMANDS: dict[str, tuple[Callable, str]] = {
     "extract": (cmd_extract, "download one month's .csv.gz (verified, atomic, cached)"),
     "load-postgres": (cmd_load_postgres, "replace one month in the Postgres table (downloads it first if needed)"),
+    "purge-download": (
+        cmd_purge_download,
+        "remove one month's download, its record and leftover partial files from the state folder (idempotent)",
+    ),
     "gcp-setup": (cmd_gcp_setup, "create the GCS bucket and the BigQuery dataset when missing (idempotent)"),
     "upload-gcs": (cmd_upload_gcs, "put one month in the bucket as typed Parquet (verified by crc32c, idempotent)"),
     "load-bigquery": (cmd_load_bigquery, "replace one month in the BigQuery table from the Parquet in the bucket"),

@@ -46,6 +46,41 @@ def test_load_postgres_downloads_loads_and_reports(settings, pg):
     assert pg.execute("SELECT count(*) FROM yellow_tripdata").fetchone()[0] == 2_000
 
 
+def _step(settings, step: str, taxi: str, month: str) -> tuple[dict, str]:
+    """Run one step as a Kestra task does; its outputs/metrics lines and its stderr."""
+    result = run_cli(step, "--taxi", taxi, "--month", month, env=settings_env(settings))
+    assert result.returncode == 0, result.stderr
+    return _kestra_lines(result.stdout), result.stderr
+
+
+def test_purge_download_reports_what_it_freed_and_a_second_run_is_a_no_op(settings):
+    extracted, _ = _step(settings, "extract", "green", "2019-04")
+    folder = settings.download_dir / "green"
+    on_disk = sum(p.stat().st_size for p in folder.iterdir())
+    purged, _ = _step(settings, "purge-download", "green", "2019-04")
+    assert purged["outputs"] == {
+        "removed": ["green_tripdata_2019-04.csv.gz.json", "green_tripdata_2019-04.csv.gz"],
+        "bytes_freed": on_disk,
+    }
+    assert on_disk > extracted["outputs"]["bytes"] and list(folder.iterdir()) == []
+    assert purged["metrics"] == [
+        {"name": "bytes_freed", "type": "counter", "value": on_disk, "tags": {"taxi": "green", "month": "2019-04"}}
+    ]
+    again, stderr = _step(settings, "purge-download", "green", "2019-04")
+    assert again["outputs"] == {"removed": [], "bytes_freed": 0}
+    assert "green 2019-04: nothing downloaded to purge" in stderr
+
+
+def test_after_a_purge_the_month_downloads_again_and_loads_into_postgres(settings, pg):
+    _step(settings, "load-postgres", "green", "2019-05")  # the flow: load the month, then purge it
+    _step(settings, "purge-download", "green", "2019-05")
+    extracted, _ = _step(settings, "extract", "green", "2019-05")
+    assert extracted["outputs"]["downloaded"] is True
+    loaded, _ = _step(settings, "load-postgres", "green", "2019-05")
+    assert loaded["outputs"]["rows_loaded"] == 2_000
+    assert pg.execute("SELECT count(*) FROM green_tripdata").fetchone()[0] == 2_000
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

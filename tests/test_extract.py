@@ -1,9 +1,14 @@
-"""extract: download, verify, keep; and every way a download can go wrong."""
+"""extract: download, verify, keep; every way a download can go wrong; purge once loaded."""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
+import logging
+import os
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,11 +19,14 @@ from conftest import SAMPLE_ROWS
 from helpers import gzip_fixture
 
 from taxi_assets.datasets import GREEN, YELLOW
-from taxi_assets.errors import BadFileError, DownloadError, NotPublishedError
+from taxi_assets.errors import BadFileError, ConfigError, DownloadError, NotPublishedError
 from taxi_assets.months import Month
-from taxi_assets.steps.extract import extract, local_path
+from taxi_assets.steps.extract import extract, local_path, purge_download
 
 JAN = Month(2019, 1)
+FEB = Month(2019, 2)
+JAN_FILE = "green_tripdata_2019-01.csv.gz"
+JAN_RECORD = JAN_FILE + ".json"
 
 
 def _leftovers(settings, ds=GREEN) -> list[str]:
@@ -121,3 +129,139 @@ def test_retries_give_up_with_a_clear_error(settings, flaky):
     with pytest.raises(DownloadError, match="failed after 3 attempts"):
         extract(settings, YELLOW, Month(2020, 7))
     assert _leftovers(settings, YELLOW) == []
+
+
+# purge_download: the Kestra flows' last task, once a month is loaded.
+
+
+def _record(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _a_dead_pid() -> int:
+    """The pid of a process that has exited, as a crashed download's temp file is named."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_purge_removes_the_record_then_the_file_and_reports_the_bytes(settings):
+    info = extract(settings, GREEN, JAN)
+    record_bytes = _record(Path(info.path)).stat().st_size
+    report = purge_download(settings, GREEN, JAN)
+    assert report.removed == [JAN_RECORD, JAN_FILE]
+    assert report.bytes_freed == info.bytes + record_bytes
+    assert _leftovers(settings) == []
+
+
+def test_purging_a_month_with_nothing_downloaded_succeeds_and_says_so(settings, caplog):
+    caplog.set_level(logging.INFO, logger="taxi_assets")
+    never = purge_download(settings, GREEN, JAN)  # not even the taxi's folder exists yet
+    extract(settings, GREEN, JAN)
+    purge_download(settings, GREEN, JAN)
+    caplog.clear()
+    second = purge_download(settings, GREEN, JAN)
+    assert never.removed == second.removed == [] and never.bytes_freed == second.bytes_freed == 0
+    assert "green 2019-01: nothing downloaded to purge" in caplog.text
+
+
+def test_after_a_purge_extract_downloads_the_month_again(settings):
+    first = extract(settings, GREEN, JAN)
+    purge_download(settings, GREEN, JAN)
+    again = extract(settings, GREEN, JAN)
+    assert again.downloaded and again.sha256 == first.sha256 and again.data_lines == SAMPLE_ROWS
+    assert not extract(settings, GREEN, JAN).downloaded
+
+
+def test_purge_leaves_other_months_and_taxis_alone(settings):
+    extract(settings, GREEN, JAN)
+    extract(settings, GREEN, FEB)
+    extract(settings, YELLOW, JAN)
+    purge_download(settings, GREEN, JAN)
+    assert _leftovers(settings) == ["green_tripdata_2019-02.csv.gz", "green_tripdata_2019-02.csv.gz.json"]
+    assert _leftovers(settings, YELLOW) == ["yellow_tripdata_2019-01.csv.gz", "yellow_tripdata_2019-01.csv.gz.json"]
+    assert not extract(settings, GREEN, FEB).downloaded and not extract(settings, YELLOW, JAN).downloaded
+
+
+def test_purge_removes_partial_files_of_dead_downloads_but_not_of_a_running_one(settings):
+    extract(settings, GREEN, JAN)
+    folder = settings.download_dir / "green"
+    dead, running = _a_dead_pid(), os.getpid()
+    (folder / f"{JAN_FILE}.part-{dead}").write_bytes(b"x" * 1000)  # a download killed mid-transfer
+    (folder / f"{JAN_FILE}.part-{dead}.json").write_bytes(b"{}")
+    (folder / f"{JAN_FILE}.part-{running}").write_bytes(b"y" * 10)  # a download still writing
+    report = purge_download(settings, GREEN, JAN)
+    assert report.removed == [JAN_RECORD, JAN_FILE, f"{JAN_FILE}.part-{dead}", f"{JAN_FILE}.part-{dead}.json"]
+    assert report.kept == [f"{JAN_FILE}.part-{running}"]
+    assert _leftovers(settings) == [f"{JAN_FILE}.part-{running}"]
+
+
+def test_purge_never_touches_anything_outside_the_download_folder(settings, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = elsewhere / JAN_FILE
+    target.write_bytes(b"someone else's file")
+    folder = settings.download_dir / "green"
+    folder.mkdir(parents=True)
+    (folder / JAN_FILE).symlink_to(target)  # a link named like the month: the link goes, not its target
+    (settings.download_dir / JAN_FILE).write_bytes(b"not in the taxi's folder")
+    report = purge_download(settings, GREEN, JAN)
+    assert report.removed == [JAN_FILE] and _leftovers(settings) == []
+    assert target.read_bytes() == b"someone else's file"
+    assert (settings.download_dir / JAN_FILE).exists()
+
+
+def test_a_download_folder_that_leads_elsewhere_is_refused(settings, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / JAN_FILE).write_bytes(b"someone else's file")
+    settings.download_dir.mkdir(parents=True)
+    (settings.download_dir / "green").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(ConfigError, match="not purging, .* outside the download folder"):
+        purge_download(settings, GREEN, JAN)
+    assert (elsewhere / JAN_FILE).read_bytes() == b"someone else's file"
+
+
+class _Crash(BaseException):
+    """The process dying: nothing after it runs, no handler catches it."""
+
+
+def test_a_purge_that_dies_half_way_leaves_a_file_no_extract_trusts(settings, monkeypatch):
+    first = extract(settings, GREEN, JAN)
+    unlink = os.unlink
+
+    def dies_after_removing(path, *args, **kwargs):
+        unlink(path, *args, **kwargs)
+        raise _Crash
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "unlink", dies_after_removing)
+        with pytest.raises(_Crash):
+            purge_download(settings, GREEN, JAN)
+    assert _leftovers(settings) == [JAN_FILE]  # the record went first: nothing vouches for the file
+    again = extract(settings, GREEN, JAN)
+    assert again.downloaded and again.sha256 == first.sha256
+    assert purge_download(settings, GREEN, JAN).removed == [JAN_RECORD, JAN_FILE]
+
+
+@pytest.mark.parametrize(
+    "lost, warning",
+    [
+        ("record", "local green_tripdata_2019-01.csv.gz has no record"),
+        ("file", "local green_tripdata_2019-01.csv.gz is gone but its record is not"),
+    ],
+)
+def test_a_file_without_its_record_or_a_record_without_its_file_is_downloaded_afresh(settings, caplog, lost, warning):
+    first = extract(settings, GREEN, JAN)
+    path = Path(first.path)
+    if lost == "record":
+        _record(path).unlink()
+        path.write_bytes(b"whatever it holds, nothing vouches for it")
+    else:
+        path.unlink()
+    again = extract(settings, GREEN, JAN)
+    assert warning in caplog.text
+    assert again.downloaded and again.data_lines == SAMPLE_ROWS
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == again.sha256 == first.sha256
+    assert json.loads(_record(path).read_text())["sha256"] == again.sha256
+    assert not extract(settings, GREEN, JAN).downloaded  # verified and recorded: trusted again

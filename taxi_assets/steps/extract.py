@@ -1,9 +1,14 @@
-"""extract: download one month's .csv.gz, verify it, and describe it.
+"""extract: download one month's .csv.gz, verify it, and describe it; purge it once loaded.
 
-The file appears under its published name only once it is complete and verified (temp file,
-fsync, rename), so a crash or a truncated transfer never leaves a file that looks whole. A
-sidecar `<file>.json` records size, sha256 and data-line count; a file matching its sidecar is
-not downloaded again.
+The file appears under its published name only once it is complete and verified (temp file
+`<file>.part-<pid>`, fsync, rename), so a crash or a truncated transfer never leaves a file that
+looks whole. A sidecar `<file>.json`, written after the file, records size, sha256 and data-line
+count; a file matching its sidecar is not downloaded again. A file without its record, or a
+record without its file, is never trusted: the month is downloaded again.
+
+`purge_download` frees the disk once a month is loaded: it removes the record first, then the
+file (the reverse of the order they were written), then leftover temp files of that month, so a
+crash part-way leaves at worst a file without its record, which the next extract replaces.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import urllib3
 
 from taxi_assets.config import Settings
 from taxi_assets.datasets import TaxiDataset
-from taxi_assets.errors import BadFileError, DownloadError, NotPublishedError
+from taxi_assets.errors import BadFileError, ConfigError, DownloadError, NotPublishedError
 from taxi_assets.months import Month, published_range
 from taxi_assets.rows import data_lines
 
@@ -30,6 +35,7 @@ log = logging.getLogger(__name__)
 
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _BUFFER = 1 << 20
+_PART = ".part-"  # temp files: `<file>.part-<pid>` and its sidecar `<file>.part-<pid>.json`
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,10 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
+def _temp(path: Path) -> Path:
+    return path.with_name(f"{path.name}{_PART}{os.getpid()}")
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -77,13 +87,22 @@ def verify(path: Path, dataset: TaxiDataset) -> tuple[list[str], int]:
 
 
 def cached(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo | None:
-    """The local file's description if it exists and still matches its sidecar."""
+    """The local file's description if the file and its sidecar are both there and still match."""
     path = local_path(settings, dataset, month)
-    try:
-        info = FileInfo(**json.loads(_sidecar(path).read_text()))
-    except (OSError, ValueError, TypeError):
+    record, has_file = _sidecar(path), path.is_file()
+    if not record.exists():
+        if has_file:
+            log.warning("local %s has no record (an interrupted download or purge); downloading it again", path.name)
         return None
-    if not path.exists() or path.stat().st_size != info.bytes or _sha256(path) != info.sha256:
+    try:
+        info = FileInfo(**json.loads(record.read_text()))
+    except (OSError, ValueError, TypeError):
+        log.warning("the record of local %s is unreadable; downloading it again", path.name)
+        return None
+    if not has_file:
+        log.warning("local %s is gone but its record is not; downloading it again", path.name)
+        return None
+    if path.stat().st_size != info.bytes or _sha256(path) != info.sha256:
         log.warning("local %s does not match its record; downloading it again", path.name)
         return None
     return FileInfo(**{**asdict(info), "path": str(path), "downloaded": False})
@@ -117,7 +136,7 @@ def _fetch(url: str, dest: Path, settings: Settings, what: str) -> str:
                 except (KeyError, ValueError):
                     expected = None
                 digest, size = hashlib.sha256(), 0
-                bar = _progress(expected, dest.name.split(".part")[0])
+                bar = _progress(expected, dest.name.split(_PART)[0])
                 try:
                     with open(dest, "wb") as out:
                         # Raw bytes: a server that adds Content-Encoding must not get the file unzipped.
@@ -152,7 +171,7 @@ def extract(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo:
     path = local_path(settings, dataset, month)
     path.parent.mkdir(parents=True, exist_ok=True)
     url = dataset.url(settings.source_url, month)
-    tmp = path.with_name(f"{path.name}.part-{os.getpid()}")
+    tmp = _temp(path)
     sidecar_tmp = tmp.with_name(tmp.name + ".json")
     try:
         started = time.monotonic()
@@ -182,3 +201,77 @@ def extract(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo:
     finally:
         tmp.unlink(missing_ok=True)
         sidecar_tmp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class PurgeReport:
+    """What `purge_download` removed from one month's download folder."""
+
+    taxi: str
+    month: str
+    folder: str
+    removed: list[str]  # file names, in the order they were removed
+    bytes_freed: int
+    kept: list[str]  # temp files of a download still running
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _writer_running(name: str, prefix: str) -> int | None:
+    """The pid in a temp file's name `<prefix><pid>[.json]` if that process still runs, else None."""
+    pid = name[len(prefix) :].removesuffix(".json")
+    if not pid.isdigit() or int(pid) <= 0:
+        return None
+    if os.name != "posix":
+        return int(pid)  # no harmless liveness probe: keep it, as if running
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # it exists, under another user
+    return int(pid)
+
+
+def purge_download(settings: Settings, dataset: TaxiDataset, month: Month) -> PurgeReport:
+    """Remove one month's download, its record and its leftover temp files; idempotent.
+
+    Only entries of the taxi's download folder named after this month are touched, and only
+    files and symlinks (a symlink is removed, never what it points to). The record goes first,
+    so no moment leaves a record vouching for a missing file.
+    """
+    path = local_path(settings, dataset, month)
+    folder = path.parent
+    what = f"{dataset.taxi} {month}"
+    if folder.exists() and folder.resolve() != settings.download_dir.resolve() / dataset.taxi:
+        raise ConfigError(f"{what}: not purging, {folder} leads to {folder.resolve()}, outside the download folder")
+    record, prefix = _sidecar(path).name, path.name + _PART
+    entries = {}
+    if folder.is_dir():
+        with os.scandir(folder) as listing:
+            entries = {e.name: e for e in listing if e.name in (record, path.name) or e.name.startswith(prefix)}
+    removed, kept, freed = [], [], 0
+    for name in [record, path.name, *sorted(n for n in entries if n.startswith(prefix))]:
+        entry = entries.get(name)
+        if entry is None:
+            continue
+        if not (entry.is_file(follow_symlinks=False) or entry.is_symlink()):
+            log.warning("%s: left %s alone: not a file", what, entry.path)
+            continue
+        if name.startswith(prefix) and (pid := _writer_running(name, prefix)) is not None:
+            log.warning("%s: kept %s: the download writing it (pid %d) is still running", what, name, pid)
+            kept.append(name)
+            continue
+        size = entry.stat(follow_symlinks=False).st_size
+        try:
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            continue  # removed meanwhile by someone else: gone is what we want
+        removed.append(name)
+        freed += size
+    if removed:
+        log.info("%s: purged %s (%d bytes freed)", what, ", ".join(removed), freed)
+    else:
+        log.info("%s: nothing downloaded to purge in %s (0 bytes freed)", what, folder)
+    return PurgeReport(dataset.taxi, str(month), str(folder), removed, freed, kept)
