@@ -12,12 +12,13 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from taxi_assets.config import Settings
 from taxi_assets.datasets import TAXI_TYPES, dataset
 from taxi_assets.errors import TaxiError
-from taxi_assets.months import Month, published_range
+from taxi_assets.months import Month, parse_instant, published_range
 
 log = logging.getLogger("taxi_assets")
 
@@ -44,6 +45,17 @@ def _month(text: str) -> Month:
         return Month.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _instant(text: str) -> datetime:
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _optional_month(text: str) -> Month | None:
+    return _month(text) if text.strip() else None
 
 
 def cmd_extract(args: argparse.Namespace, settings: Settings) -> None:
@@ -91,6 +103,10 @@ def cmd_load_postgres(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_purge_download(args: argparse.Namespace, settings: Settings) -> None:
     from taxi_assets.steps.extract import purge_download
 
+    if settings.keep_downloads:
+        log.info("%s %s: download kept (TAXI_KEEP_DOWNLOADS is set)", args.taxi, args.month)
+        emit({"removed": [], "bytes_freed": 0}, {"bytes_freed": 0}, {"taxi": args.taxi, "month": str(args.month)})
+        return
     report = purge_download(settings, dataset(args.taxi), args.month)
     emit(
         {"removed": report.removed, "bytes_freed": report.bytes_freed},
@@ -166,6 +182,14 @@ def cmd_avg_price(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
+def cmd_schedule_month(args: argparse.Namespace, settings: Settings) -> None:
+    from taxi_assets.months import month_just_ended
+
+    month = args.month or month_just_ended(args.tick)
+    log.info("month %s (%s)", month, "given" if args.month else f"just ended at {args.tick.isoformat()}")
+    emit({"month": str(month)}, {}, {})
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     from taxi_assets.demo import run_demo
 
@@ -184,6 +208,10 @@ COMMANDS: dict[str, tuple[Callable, str]] = {
     "load-bigquery": (cmd_load_bigquery, "replace one month in the BigQuery table from the Parquet in the bucket"),
     "products": (cmd_products, "getting started: fetch products (TAXI_PRODUCTS_URL) and keep some columns"),
     "avg-price": (cmd_avg_price, "getting started: average price by brand over the kept products, with DuckDB"),
+    "schedule-month": (
+        cmd_schedule_month,
+        "the month a schedule tick (or a run by hand) at --tick loads: the month just ended in New York",
+    ),
     "demo": (cmd_demo, "materialize one month's Dagster chain on this machine and show what landed"),
 }
 
@@ -202,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", default="products.json", help="where to write the kept products")
         elif name == "avg-price":
             p.add_argument("--file", default="products.json", help="the kept products")
+        elif name == "schedule-month":
+            p.add_argument("--tick", required=True, type=_instant, help="ISO date-time, e.g. Kestra's trigger.date")
+            p.add_argument("--month", type=_optional_month, default=None, help="YYYY-MM to take instead (empty: none)")
         elif name != "gcp-setup":
             _month_args(p, required=name != "demo")
         if name == "demo":

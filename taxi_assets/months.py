@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 _KEY = re.compile(r"^(\d{4})-(\d{2})$")
 
@@ -36,6 +37,9 @@ class Month:
     def next(self) -> Month:
         return Month(self.year + self.month // 12, self.month % 12 + 1)
 
+    def previous(self) -> Month:
+        return Month(self.year - (self.month == 1), (self.month - 2) % 12 + 1)
+
 
 # Every taxi type is published for exactly these months (2021-08 and later 404).
 FIRST_MONTH = Month(2019, 1)
@@ -52,3 +56,26 @@ def published_months() -> list[Month]:
 
 def published_range() -> str:
     return f"{FIRST_MONTH}..{LAST_MONTH}"
+
+
+# The city's clock: both orchestrators' schedules tick in it, and a month is a New York month.
+TIMEZONE = "America/New_York"
+_ZONE_SUFFIX = re.compile(r"\[[^\]]+\]$")  # Java's ZonedDateTime text ends in "[America/New_York]"
+
+
+def parse_instant(text: str) -> datetime:
+    """ISO text as Kestra renders dates: `2019-03-01T09:00-05:00[America/New_York]` (a trigger
+    date) or `2026-11-30T10:00:00.123Z` (an execution's start). A naive time is taken as UTC."""
+    try:
+        instant = datetime.fromisoformat(_ZONE_SUFFIX.sub("", text.strip()))
+    except ValueError:
+        raise ValueError(f"not an ISO date-time: {text!r}") from None
+    return instant if instant.tzinfo else instant.replace(tzinfo=ZoneInfo("UTC"))
+
+
+def month_just_ended(instant: datetime) -> Month:
+    """The month a schedule tick (or a run by hand) at `instant` loads: the last month that had
+    ended in New York by then. A month's file can only exist once the month is over, and this is
+    what Dagster's monthly partitioned schedule requests; Kestra's flows ask the CLI the same."""
+    local = instant.astimezone(ZoneInfo(TIMEZONE))
+    return Month(local.year, local.month).previous()

@@ -48,7 +48,7 @@ def test_definitions_load_with_one_chain_and_job_per_taxi_type():
 def test_schedules_request_the_month_just_ended():
     schedule = defs.resolve_schedule_def("yellow_trips_monthly")
     tick = datetime(2019, 3, 1, 10, 0, tzinfo=ZoneInfo("America/New_York"))
-    with dg.build_schedule_context(scheduled_execution_time=tick) as context:
+    with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def()) as context:
         requests = schedule.evaluate_tick(context).run_requests
     assert [r.partition_key for r in requests] == ["2019-02"]
     assert schedule.cron_schedule == "0 10 1 * *"

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from dagster import AssetSelection, ScheduleDefinition, build_schedule_from_partitioned_job, define_asset_job
+from datetime import datetime, timezone
+
+from dagster import (
+    AssetSelection,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    SkipReason,
+    define_asset_job,
+    schedule,
+)
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.defs.assets import group
 from taxi_assets.defs.partitions import monthly_partitions
+from taxi_assets.months import TIMEZONE, month_just_ended, published_months, published_range
 
 # The reference flows run green at 09:00 and yellow at 10:00 on the 1st; fhv follows at 11:00.
 SCHEDULE_HOUR = {"green": 9, "yellow": 10, "fhv": 11}
@@ -28,11 +39,22 @@ def build_job(dataset: TaxiDataset) -> UnresolvedAssetJobDefinition:
 
 
 def build_schedule(job: UnresolvedAssetJobDefinition, dataset: TaxiDataset) -> ScheduleDefinition:
-    """A monthly schedule that requests the month just ended (a plain ScheduleDefinition would
-    launch runs without a partition key, which fail). It ticks in the partitions' timezone."""
-    return build_schedule_from_partitioned_job(
-        job,
+    """On the 1st of each month, New York time, the month just ended: the rule the Kestra flows
+    follow too (taxi_assets.months.month_just_ended). Dagster's own partitioned schedule would
+    request the last partition forever after the published range; this one skips, saying why."""
+
+    @schedule(
         name=f"{dataset.taxi}_trips_monthly",
-        day_of_month=1,
-        hour_of_day=SCHEDULE_HOUR[dataset.taxi],
+        cron_schedule=f"0 {SCHEDULE_HOUR[dataset.taxi]} 1 * *",
+        execution_timezone=TIMEZONE,
+        job=job,
+        description=f"The {dataset.taxi} month just ended, on the 1st at {SCHEDULE_HOUR[dataset.taxi]}:00 New York time.",
     )
+    def monthly(context: ScheduleEvaluationContext):
+        tick = context.scheduled_execution_time or datetime.now(timezone.utc)
+        month = month_just_ended(tick)
+        if month not in published_months():
+            return SkipReason(f"{dataset.taxi} {month} is not published (months available {published_range()})")
+        return RunRequest(run_key=str(month), partition_key=str(month))
+
+    return monthly

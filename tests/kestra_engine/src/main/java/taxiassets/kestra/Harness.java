@@ -40,6 +40,7 @@ import io.kestra.core.runners.RunContextFactory;
 import io.kestra.core.runners.TestRunner;
 import io.kestra.core.runners.TestRunnerUtils;
 import io.kestra.core.runners.VariableRenderer;
+import io.kestra.core.scheduler.service.TriggerExecutionPublisher;
 import io.kestra.core.serializers.JacksonMapper;
 import io.kestra.core.services.FlowService;
 import io.kestra.core.services.TaskOutputService;
@@ -206,7 +207,11 @@ public final class Harness {
         if (Boolean.TRUE.equals(request.get("evaluateOnly"))) {
             return Map.of("trigger", created.getTrigger().getVariables(), "inputs", Optional.ofNullable(created.getInputs()).orElse(Map.of()));
         }
-        Execution execution = context.getBean(TestRunnerUtils.class).runOne(created, flow, timeout(request));
+        // Handed over as the scheduler hands over what a tick created: the publisher builds the
+        // execution (the flow's labels, typed inputs) and queues it for the executor.
+        context.getBean(TriggerExecutionPublisher.class).send(triggerContext, result.withScheduleDate(date.toInstant()));
+        Execution execution = context.getBean(TestRunnerUtils.class)
+            .awaitExecution(e -> e.getState().isTerminated(), created, timeout(request));
         return describe(execution);
     }
 

@@ -1,0 +1,167 @@
+"""Kestra 2.0's engine for the tests: builds tests/kestra_engine with Maven and talks to it.
+
+The Java side (tests/kestra_engine/src/main/java/taxiassets/kestra/Harness.java) starts what
+Kestra's own `@KestraTest(startRunner = true)` starts (executor, worker, worker controller,
+indexer; in-memory repository and queue; local storage) and answers one JSON request per line.
+`python3 dev.py test` provides JAVA_HOME (a Java 25) and TAXI_MVN; run bare, pytest needs them
+set the same way and fails with one line saying so.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, free_port
+
+PROJECT = ROOT / "tests" / "kestra_engine"
+KESTRA_VERSION = re.search(r"<kestra.version>(.+?)</kestra.version>", (PROJECT / "pom.xml").read_text())[1]
+NAMESPACE = "zoomcamp"
+FLOWS_DIR = ROOT / "kestra_flows"
+
+
+def _java_home() -> Path:
+    home = os.environ.get("JAVA_HOME")
+    release = Path(home or "/nonexistent") / "release"
+    version = re.search(r'JAVA_VERSION="(\d+)', release.read_text()) if release.is_file() else None
+    if not version or int(version[1]) < 25:
+        pytest.fail(
+            f"Kestra {KESTRA_VERSION} needs Java 25: run the suite with `python3 dev.py test` (it finds or "
+            f"provisions one), or set JAVA_HOME to a Java 25 (now {home or 'unset'})",
+            pytrace=False,
+        )
+    return Path(home)
+
+
+def build(log: Path) -> str:
+    """Compile the harness and return its classpath. Maven caches Kestra's jars in ~/.m2."""
+    java_home = _java_home()
+    mvn = os.environ.get("TAXI_MVN") or shutil.which("mvn")
+    if not mvn:
+        pytest.fail(
+            "Kestra engine tests need Maven: run them with `python3 dev.py test` or set TAXI_MVN", pytrace=False
+        )
+    env = {**os.environ, "JAVA_HOME": str(java_home), "PATH": f"{java_home / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [mvn, "-B", "-q", "-f", str(PROJECT / "pom.xml"), "compile", "dependency:build-classpath"]
+    cmd.append(f"-Dmdep.outputFile={PROJECT / 'target' / 'classpath.txt'}")
+    with open(log, "w") as out:
+        done = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=1800)
+    if done.returncode != 0:
+        pytest.fail(f"building the Kestra harness failed (mvn exit {done.returncode}); log: {log}", pytrace=False)
+    classpath = (PROJECT / "target" / "classpath.txt").read_text().strip()
+    return os.pathsep.join([str(PROJECT / "target" / "classes"), classpath])
+
+
+def secret_env(secrets: dict[str, str]) -> dict[str, str]:
+    """Open-source Kestra's secret store: `SECRET_<NAME>` holding the value in base64."""
+    return {f"SECRET_{name}": base64.b64encode(value.encode()).decode() for name, value in secrets.items()}
+
+
+class Kestra:
+    """One engine process; `request` sends a JSON request and returns the JSON answer."""
+
+    def __init__(self, classpath: str, workdir: Path, env: dict[str, str]):
+        self.log, self.env = workdir / "kestra.log", env
+        java = _java_home() / "bin" / "java"
+        props = {
+            "kestra.storage.local.base-path": workdir / "storage",
+            "kestra.tasks.tmp-dir.path": workdir / "tmp",
+            "kestra.controller.port": free_port(),
+        }
+        cmd = [str(java), "-Xmx1g", "-cp", classpath, *(f"-D{k}={v}" for k, v in props.items())]
+        with open(self.log, "w") as stderr:  # the child keeps its own copy of the file
+            self.proc = subprocess.Popen(
+                [*cmd, "taxiassets.kestra.Harness"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                env=env,
+                cwd=workdir,
+            )
+        ready = self._answer()
+        if not ready.get("ready"):
+            self.close()
+            pytest.fail(f"Kestra's engine did not start: {ready.get('error')} (log: {self.log})", pytrace=False)
+
+    def _answer(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"Kestra's engine exited (code {self.proc.poll()}); log tail:\n{self.log_tail()}")
+        return json.loads(line)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+    def request(self, **request) -> dict:
+        self.proc.stdin.write(json.dumps(request, default=str) + "\n")
+        self.proc.stdin.flush()
+        answer = self._answer()
+        if "error" in answer:
+            raise AssertionError(f"Kestra harness: {answer['error']}")
+        return answer
+
+    def validate(self, sources: dict[str, str]) -> dict[str, dict]:
+        """Kestra's validation of each named source: {filename: {constraints, warnings, ...}}."""
+        answer = self.request(op="validate", sources=[{"filename": k, "content": v} for k, v in sources.items()])
+        return {r["filename"]: r for r in answer["results"]}
+
+    def run(self, flow: str, inputs: dict | None = None, timeout: int = 300) -> Execution:
+        return Execution(
+            self.request(op="run", namespace=NAMESPACE, flow=flow, inputs=inputs or {}, timeoutSeconds=timeout)
+        )
+
+    def tick(self, flow: str, trigger: str, date: str, *, run: bool = True, timeout: int = 300):
+        """The flow's Schedule trigger evaluated by Kestra at `date`; run: the execution it creates."""
+        answer = self.request(
+            op="tick",
+            namespace=NAMESPACE,
+            flow=flow,
+            trigger=trigger,
+            date=date,
+            evaluateOnly=not run,
+            timeoutSeconds=timeout,
+        )
+        return Execution(answer) if run else answer
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class Execution:
+    """What Kestra recorded for an execution: state, labels, task runs with outputs, metrics, logs."""
+
+    def __init__(self, data: dict):
+        self.data = data
+        self.state: str = data["state"]
+        labels = data.get("labels") or []  # Kestra's own (system.correlationId, ...) left out
+        self.labels = {x["key"]: x["value"] for x in labels if not x["key"].startswith("system.")}
+        self.task_states = {t["taskId"]: t["state"] for t in data.get("taskRuns", [])}
+        self.logs: list[dict] = data.get("logs", [])
+
+    def outputs(self, task: str) -> dict:
+        """The task's outputs; a script task's `::{"outputs"}::` values are under `vars`."""
+        return next(t.get("outputs", {}) for t in self.data["taskRuns"] if t["taskId"] == task)
+
+    def metric(self, task: str, name: str) -> float:
+        values = [m["value"] for m in self.data.get("metrics", []) if m["taskId"] == task and m["name"] == name]
+        assert len(values) == 1, f"metric {name} of {task}: {values}"
+        return values[0]
+
+    def log_text(self, task: str | None = None) -> str:
+        return "\n".join(e.get("message", "") for e in self.logs if task is None or e.get("taskId") == task)
+
+    def __repr__(self) -> str:  # what a failed assertion shows
+        tail = "\n".join(f"  [{e.get('level')}] {e.get('taskId')}: {e.get('message')}" for e in self.logs[-15:])
+        return f"<Execution {self.data['id']} {self.state} tasks={self.task_states}\n{tail}>"

@@ -1,0 +1,448 @@
+"""Our Kestra flows on Kestra 2.0's own engine: parsed and validated by Kestra, executed by its
+executor and worker on the Process task runner, against the test services.
+
+Kestra runs in one JVM for the module (tests/kestra_harness.py). Its worker's environment is
+the stack's: the project's settings as plain variables, the DSN and the service-account key as
+open-source Kestra secrets (SECRET_<NAME>, base64). What Kestra cannot run here: its UI and
+the compose stack. The shell plugin is not served by the Maven Central this machine reaches, so
+`io.kestra.plugin.scripts.shell.Commands` is a stand-in on Kestra's own script-task base class
+(see tests/kestra_engine/.../shell/Commands.java); everything else is Kestra's code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import uuid
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import psycopg
+import pytest
+import yaml
+from helpers import ROOT, unconfigured_env
+from kestra_harness import FLOWS_DIR, Kestra, build, secret_env
+
+from taxi_assets import config
+from taxi_assets.config import Settings
+from taxi_assets.datasets import DATASETS
+from taxi_assets.definitions import defs
+from taxi_assets.defs.assets import build_taxi_chain
+from taxi_assets.defs.resources import TaxiBigQueryResource, TaxiGcsResource, TaxiPostgresResource, TaxiSourceResource
+from taxi_assets.months import TIMEZONE, Month, month_just_ended, parse_instant, published_months
+from taxi_assets.sample_server import SampleServer
+from taxi_assets.steps.gcp_setup import ensure_dataset
+from taxi_assets.steps.gcs import ensure_bucket
+
+FLOW_FILES = sorted(FLOWS_DIR.glob("*.yaml"))
+NY = ZoneInfo(TIMEZONE)
+PASSWORD = "kestra-" + uuid.uuid4().hex  # a DSN password no log may show
+PRIVATE_KEY = "-----BEGIN PRIVATE KEY-----\\n" + uuid.uuid4().hex * 4 + "\\n-----END PRIVATE KEY-----\\n"
+KEY_JSON = json.dumps(
+    {"type": "service_account", "client_email": "k@p.iam.gserviceaccount.com", "private_key": PRIVATE_KEY}
+)
+
+
+class GappyServer(SampleServer):
+    """The local release server, minus the months in `missing` (404 as the real one answers)."""
+
+    missing: set[str] = set()
+
+    def file_for(self, url_path: str) -> Path | None:
+        return None if any(m in url_path for m in self.missing) else super().file_for(url_path)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    server = GappyServer(tmp_path_factory.mktemp("kestra-release"), rows=2_000).start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def kestra_db(pg_admin_dsn):
+    """The taxi-data database the flows load into, reached by a role with a password (so the
+    test can look for it in the logs)."""
+    name = f"kestra_taxi_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+        conn.execute(f"CREATE ROLE {name} LOGIN SUPERUSER PASSWORD '{PASSWORD}'")
+    yield psycopg.conninfo.make_conninfo(pg_admin_dsn, dbname=name, user=name, password=PASSWORD)
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"DROP ROLE IF EXISTS {name}")
+
+
+@pytest.fixture(scope="module")
+def products_api(tmp_path_factory):
+    """A local stand-in for dummyjson.com, serving the fixture payload."""
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    root = tmp_path_factory.mktemp("api")
+    (root / "products").write_bytes((ROOT / "tests" / "fixtures" / "products.json").read_bytes())
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/products"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, source, kestra_db, fake_gcs, bq_emulator, products_api) -> Settings:
+    """The settings Kestra's worker has, as the compose stack gives them (here on the emulators)."""
+    suffix = uuid.uuid4().hex[:8]
+    return Settings(
+        source_url=source.url,
+        state_dir=tmp_path_factory.mktemp("kestra-state"),
+        postgres_dsn=kestra_db,
+        http_backoff=0.01,
+        gcp_bucket=f"kestra-{suffix}",
+        gcp_dataset=f"kestra_{suffix}",
+        storage_emulator=fake_gcs[0],
+        bigquery_emulator=bq_emulator,
+    )
+
+
+@pytest.fixture(scope="module")
+def kestra(tmp_path_factory, stack, products_api):
+    workdir = tmp_path_factory.mktemp("kestra")
+    classpath = build(workdir / "maven.log")
+    worker_env = unconfigured_env() | {
+        "PATH": f"{Path(sys.executable).parent}:{unconfigured_env()['PATH']}",  # `python`: the project's
+        config.SOURCE_URL: stack.source_url,
+        config.STATE_DIR: str(stack.state_dir),
+        config.HTTP_BACKOFF: "0.01",
+        config.STORAGE_EMULATOR_HOST: stack.storage_emulator,
+        config.BIGQUERY_EMULATOR_HOST: stack.bigquery_emulator,
+        config.GCP_BUCKET_NAME: stack.gcp_bucket,
+        config.GCP_DATASET: stack.gcp_dataset,
+        config.PRODUCTS_URL: products_api,
+    }
+    engine = Kestra(
+        classpath,
+        workdir,
+        worker_env | secret_env({"TAXI_POSTGRES_DSN": stack.postgres_dsn, "GCP_CREDENTIALS": KEY_JSON}),
+    )
+    loaded = engine.request(op="load", dir=str(FLOWS_DIR))["loaded"]
+    yield engine
+    engine.close()
+    assert loaded  # (checked properly in test_every_flow_is_accepted_by_kestra)
+
+
+def run(kestra: Kestra, flow: str, inputs: dict | None = None):
+    """An execution to its end; whatever its outcome, no secret value is in its logs."""
+    execution = kestra.run(flow, inputs)
+    assert_no_secret_in_logs(execution)
+    return execution
+
+
+def assert_no_secret_in_logs(execution) -> None:
+    text = execution.log_text()
+    assert PASSWORD not in text and PRIVATE_KEY[30:60] not in text, "a secret value is in the execution's logs"
+
+
+def _ids(dsn: str, taxi: str, month: str) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            f"SELECT unique_row_id, count(*) FROM {DATASETS[taxi].table} WHERE filename = %s GROUP BY 1 ORDER BY 1",
+            [DATASETS[taxi].file_name(Month.parse(month))],
+        ).fetchall()
+
+
+def _bq_ids(settings: Settings, taxi: str, month: str) -> list[tuple]:
+    from taxi_assets.gcp import bigquery_client
+
+    sql = (
+        f"SELECT unique_row_id, count(*) AS n FROM `{settings.gcp_project}.{settings.gcp_dataset}.{DATASETS[taxi].table}`"
+        f" WHERE filename = '{DATASETS[taxi].file_name(Month.parse(month))}' GROUP BY 1 ORDER BY 1"
+    )
+    return [tuple(r.values()) for r in bigquery_client(settings).query(sql).result()]
+
+
+def _dagster_resources(settings: Settings) -> dict:
+    cloud = {"state_dir": str(settings.state_dir), "bucket": settings.gcp_bucket}
+    return {
+        "source": TaxiSourceResource(source_url=settings.source_url, state_dir=str(settings.state_dir)),
+        "postgres": TaxiPostgresResource(dsn=settings.postgres_dsn, state_dir=str(settings.state_dir)),
+        "gcs": TaxiGcsResource(emulator_host=settings.storage_emulator, **cloud),
+        "bigquery": TaxiBigQueryResource(
+            emulator_host=settings.bigquery_emulator,
+            storage_emulator_host=settings.storage_emulator,
+            dataset=settings.gcp_dataset,
+            **cloud,
+        ),
+    }
+
+
+# -- Validation by Kestra itself ------------------------------------------------------------------
+
+
+def test_every_flow_is_accepted_by_kestra_with_no_warning(kestra):
+    results = kestra.validate({p.name: p.read_text() for p in FLOW_FILES})
+    assert sorted(results) == [p.name for p in FLOW_FILES]
+    for name, result in results.items():
+        assert result.get("constraints") is None, f"{name}: {result['constraints']}"
+        assert [result.get(k, []) for k in ("warnings", "deprecationPaths", "infos")] == [[], [], []], name
+    # What `--flow-path` loads: the loader skips an invalid flow with a warning only, so count.
+    loaded = kestra.request(op="load", dir=str(FLOWS_DIR))["loaded"]
+    assert sorted(loaded) == sorted(f"zoomcamp.{p.stem}" for p in FLOW_FILES)
+
+
+def _swap(flow: str, old: str, new: str, count: int = 1):
+    return flow, old, new, count
+
+
+# Each: (flow, text replaced, replacement, occurrences) and a fragment of Kestra's message.
+BROKEN = {
+    "misspelled taskRunner": (_swap("postgres_taxi", "    taskRunner:\n", "    taskRuner:\n"), "taskRuner"),
+    "misspelled optional property": (_swap("postgres_taxi", "    env:\n", "    evn:\n"), "evn"),
+    "ENUM input type": (_swap("postgres_taxi", "type: SELECT", "type: ENUM"), "ENUM"),
+    "BOOLEAN input type": (
+        _swap("postgres_taxi", "inputs:\n", "inputs:\n  - id: purge\n    type: BOOLEAN\n    defaults: true\n"),
+        "BOOLEAN",
+    ),
+    "SELECT default outside its values": (
+        _swap("postgres_taxi", "defaults: green", "defaults: blue"),
+        "Invalid default for input 'taxi'",
+    ),
+    "STRING default failing its validator": (
+        _swap("postgres_taxi", 'defaults: "2019-01"', 'defaults: "2019-13"'),
+        "Invalid default for input 'month'",
+    ),
+    "bad cron on the yellow schedule": (
+        _swap("postgres_taxi_scheduled", 'cron: "0 10 1 * *"', 'cron: "0 10 1 * * *"'),
+        "cron",
+    ),
+    "bad cron on the fhv schedule": (_swap("gcp_taxi_scheduled", 'cron: "0 11 1 * *"', 'cron: "0 11 32 * *"'), "cron"),
+    "invalid timezone": (
+        _swap("postgres_taxi_scheduled", "timezone: America/New_York", "timezone: America/Gotham"),
+        "timezone",
+    ),
+    "trigger conditions": (
+        _swap(
+            "postgres_taxi_scheduled",
+            "    inputs:\n      taxi: green\n",
+            "    inputs:\n      taxi: green\n    conditions:\n      - type: io.kestra.plugin.core.condition.Weekend\n",
+        ),
+        "conditions",
+    ),
+    "pluginDefaults": (
+        _swap(
+            "postgres_taxi",
+            "tasks:\n",
+            "pluginDefaults:\n  - type: io.kestra.plugin.core.runner.Process\n    values: {}\ntasks:\n",
+        ),
+        "pluginDefaults",
+    ),
+    "unknown task type": (
+        _swap("postgres_taxi", "io.kestra.plugin.core.execution.Labels", "io.kestra.plugin.core.execution.Label"),
+        "io.kestra.plugin.core.execution.Label",
+    ),
+}
+
+
+def broken_flow(flow: str, old: str, new: str, count: int) -> str:
+    text = (FLOWS_DIR / f"{flow}.yaml").read_text()
+    assert text.count(old) >= count, f"{flow}.yaml no longer contains {old!r}: update the case"
+    return text.replace(old, new, count)
+
+
+def test_kestra_rejects_each_broken_copy_of_our_flows(kestra):
+    sources = {case: broken_flow(*swap) for case, (swap, _) in BROKEN.items()}
+    results = kestra.validate(sources)
+    for case, (_, fragment) in BROKEN.items():
+        message = results[case].get("constraints")
+        assert message, f"Kestra accepted the flow with a {case}"
+        assert fragment in message, f"{case}: Kestra said {message!r}"
+        print(f"{case}: {' '.join(message.split())[:160]}")
+
+
+# -- Execution by Kestra --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("taxi", sorted(DATASETS))
+def test_postgres_taxi_loads_the_month_dagster_loads(kestra, stack, pg_dsn, taxi):
+    month = "2019-03"
+    execution = run(kestra, "postgres_taxi", {"taxi": taxi, "month": month})
+    assert execution.state == "SUCCESS", execution
+    assert execution.labels == {"project": "taxi-assets", "taxi": taxi, "month": month}
+    outputs = execution.outputs("load_postgres")["vars"]
+    assert (outputs["rows_loaded"], outputs["month"], outputs["taxi"]) == (2_000, month, taxi)
+    assert execution.metric("load_postgres", "rows") == 2_000
+    assert execution.metric("load_postgres", "duplicate_rows") == outputs["duplicate_rows"]
+    # The execution's download is gone (what the reference's purge step did) ...
+    assert execution.metric("purge_download", "bytes_freed") > 0
+    download = stack.state_dir / "downloads" / taxi / DATASETS[taxi].file_name(Month.parse(month))
+    assert not download.exists() and not download.with_name(download.name + ".json").exists()
+    # ... and Dagster, on the same state folder, downloads it again and loads the same rows.
+    csv, postgres, _, _ = build_taxi_chain(DATASETS[taxi])
+    dagster_side = replace(stack, postgres_dsn=pg_dsn)
+    assert dg.materialize([csv, postgres], partition_key=month, resources=_dagster_resources(dagster_side)).success
+    kestra_ids = _ids(stack.postgres_dsn, taxi, month)
+    assert kestra_ids == _ids(pg_dsn, taxi, month) and sum(n for _, n in kestra_ids) == 2_000
+
+
+@pytest.mark.parametrize("taxi", sorted(DATASETS))
+def test_gcp_taxi_loads_the_bigquery_rows_dagster_loads(kestra, stack, taxi):
+    month = "2019-04"
+    assert run(kestra, "gcp_setup").state == "SUCCESS"
+    execution = run(kestra, "gcp_taxi", {"taxi": taxi, "month": month})
+    assert execution.state == "SUCCESS", execution
+    assert execution.labels == {"project": "taxi-assets", "taxi": taxi, "month": month}
+    assert execution.metric("upload_gcs", "rows") == 2_000 and execution.metric("upload_gcs", "bytes") > 0
+    assert execution.outputs("load_bigquery")["vars"]["rows"] == execution.metric("load_bigquery", "rows") == 2_000
+    # Dagster's chain into a bucket and dataset of its own, from the same state folder.
+    dagster_side = replace(stack, gcp_bucket=stack.gcp_bucket + "-dg", gcp_dataset=stack.gcp_dataset + "_dg")
+    ensure_bucket(dagster_side)
+    ensure_dataset(dagster_side)
+    csv, _, gcs, bigquery = build_taxi_chain(DATASETS[taxi])
+    resources = _dagster_resources(dagster_side)
+    assert dg.materialize([csv, gcs, bigquery], partition_key=month, resources=resources).success
+    kestra_ids = _bq_ids(stack, taxi, month)
+    assert kestra_ids == _bq_ids(dagster_side, taxi, month) and sum(n for _, n in kestra_ids) == 2_000
+
+
+def test_scheduled_flows_on_a_schedule_tick_load_the_month_dagster_requests(kestra, stack):
+    tick = "2019-03-01T10:00-05:00[America/New_York]"  # yellow's tick, 10:00 New York on the 1st
+    execution = kestra.tick("postgres_taxi_scheduled", "yellow_schedule", tick)
+    assert_no_secret_in_logs(execution)
+    assert execution.state == "SUCCESS", execution
+    assert execution.labels == {"project": "taxi-assets", "taxi": "yellow", "month": "2019-02"}
+    assert parse_instant(execution.data["trigger"]["date"]) == parse_instant(tick)
+    assert sum(n for _, n in _ids(stack.postgres_dsn, "yellow", "2019-02")) == 2_000
+    schedule = defs.resolve_schedule_def("yellow_trips_monthly")
+    with dg.build_schedule_context(
+        scheduled_execution_time=parse_instant(tick), repository_def=defs.get_repository_def()
+    ) as context:
+        assert [r.partition_key for r in schedule.evaluate_tick(context).run_requests] == ["2019-02"]
+
+    gcp = kestra.tick("gcp_taxi_scheduled", "fhv_schedule", "2020-01-01T11:00-05:00[America/New_York]")
+    assert gcp.state == "SUCCESS", gcp
+    assert gcp.labels["month"] == "2019-12" and gcp.metric("load_bigquery", "rows") == 2_000
+
+
+def test_scheduled_flows_run_by_hand_load_the_month_given(kestra, stack):
+    execution = run(kestra, "postgres_taxi_scheduled", {"taxi": "green", "month": "2019-05"})
+    assert execution.state == "SUCCESS", execution
+    assert execution.labels["month"] == "2019-05"
+    assert sum(n for _, n in _ids(stack.postgres_dsn, "green", "2019-05")) == 2_000
+    gcp = run(kestra, "gcp_taxi_scheduled", {"taxi": "green", "month": "2019-05"})
+    assert gcp.state == "SUCCESS", gcp
+    assert gcp.outputs("load_bigquery")["vars"]["rows"] == 2_000
+
+
+def test_getting_started_runs_against_the_local_api(kestra):
+    execution = run(kestra, "getting_started")
+    assert execution.state == "SUCCESS", execution
+    top = execution.outputs("query")["vars"]["top"]
+    assert execution.outputs("query")["vars"]["brands"] == 7
+    assert [(t["brand"], t["avg_price"]) for t in top[:3]] == [
+        ("Calvin Klein", 59.99),
+        ("Glamour Beauty", 19.99),
+        ("Velvet Touch", 14.99),
+    ]
+
+
+# -- Failure and secrets --------------------------------------------------------------------------
+
+
+def test_a_missing_month_fails_with_the_cli_line_and_keeps_the_previous_rows(kestra, stack, source):
+    month = "2020-06"
+    assert run(kestra, "postgres_taxi", {"taxi": "green", "month": month}).state == "SUCCESS"
+    before = _ids(stack.postgres_dsn, "green", month)
+    source.missing.add("green_tripdata_2020-06")
+    try:
+        execution = run(kestra, "postgres_taxi", {"taxi": "green", "month": month})
+    finally:
+        source.missing.clear()
+    assert execution.state == "FAILED", execution
+    assert execution.task_states == {"label": "SUCCESS", "load_postgres": "FAILED"}  # purge never ran
+    errors = [line for line in execution.log_text("load_postgres").splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "green_tripdata_2020-06.csv.gz" in errors[0], execution
+    assert _ids(stack.postgres_dsn, "green", month) == before and len(before) > 0
+
+
+def test_a_run_by_hand_without_a_month_takes_the_month_just_ended_and_says_it_is_not_published(kestra):
+    execution = run(kestra, "postgres_taxi_scheduled", {"taxi": "fhv"})
+    assert execution.state == "FAILED", execution
+    expected = month_just_ended(parse_instant(datetime.now(tz=NY).isoformat()))
+    assert execution.labels["month"] == str(expected)
+    errors = [line for line in execution.log_text("load_postgres").splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(expected) in errors[0], execution
+
+
+def test_secrets_reach_the_tasks_from_kestras_secret_store_only(kestra, stack):
+    """The worker's environment has no DSN: the rows can only have come through the secret."""
+    assert not {"TAXI_POSTGRES_DSN", "GCP_CREDENTIALS"} & set(kestra.env)
+    assert {"SECRET_TAXI_POSTGRES_DSN", "SECRET_GCP_CREDENTIALS"} <= set(kestra.env)
+    for flow in FLOW_FILES:
+        text = flow.read_text()
+        assert PASSWORD not in text and "postgresql://" not in text
+    execution = run(kestra, "postgres_taxi", {"taxi": "yellow", "month": "2021-07"})
+    assert execution.state == "SUCCESS", execution
+    assert sum(n for _, n in _ids(stack.postgres_dsn, "yellow", "2021-07")) == 2_000
+
+
+# -- Same clock, same month -----------------------------------------------------------------------
+
+TICKS = [  # New York ticks across DST changes and the year's turn
+    datetime(2019, 2, 1, 9, tzinfo=NY),
+    datetime(2019, 4, 1, 9, tzinfo=NY),
+    datetime(2019, 11, 1, 9, tzinfo=NY),
+    datetime(2020, 1, 1, 9, tzinfo=NY),
+    datetime(2021, 8, 1, 9, tzinfo=NY),
+    datetime(2021, 9, 1, 9, tzinfo=NY),
+]
+
+
+@pytest.mark.parametrize("taxi", sorted(DATASETS))
+def test_the_same_tick_gives_the_same_month_in_both_orchestrators(kestra, taxi):
+    flow = yaml.safe_load((FLOWS_DIR / "postgres_taxi_scheduled.yaml").read_text())
+    trigger = next(t for t in flow["triggers"] if t["id"] == f"{taxi}_schedule")
+    schedule = defs.resolve_schedule_def(f"{taxi}_trips_monthly")
+    assert (trigger["cron"], trigger["timezone"]) == (schedule.cron_schedule, schedule.execution_timezone)
+    hour = int(trigger["cron"].split()[1])
+    for day in TICKS:
+        tick = day.replace(hour=hour)
+        evaluated = kestra.tick("postgres_taxi_scheduled", trigger["id"], tick.isoformat() + f"[{TIMEZONE}]", run=False)
+        kestra_month = month_just_ended(parse_instant(evaluated["trigger"]["date"]))
+        with dg.build_schedule_context(
+            scheduled_execution_time=tick, repository_def=defs.get_repository_def()
+        ) as context:
+            requests = schedule.evaluate_tick(context).run_requests
+        dagster_months = [r.partition_key for r in requests]
+        if kestra_month in published_months():
+            assert dagster_months == [str(kestra_month)], tick
+        else:  # after the last published month both say so: Dagster skips, Kestra's load fails
+            assert dagster_months == [], tick
+
+
+def test_the_readme_backfill_runs_every_published_month_once(kestra):
+    """The README's backfill request names a real flow and trigger, and the ticks of its window,
+    as Kestra's Schedule evaluates them, load each published month once."""
+    readme = (ROOT / "README.md").read_text()
+    body = json.loads(re.search(r"triggers/backfill/create \\\n\s+-d '(\{.*?\})'", readme, re.S).group(1))
+    flow = yaml.safe_load((FLOWS_DIR / f"{body['flowId']}.yaml").read_text())
+    assert flow["namespace"] == body["namespace"]
+    trigger = next(t for t in flow["triggers"] if t["id"] == body["triggerId"])
+    minute, hour, day = (int(x) for x in trigger["cron"].split()[:3])
+    start, end = (datetime.fromisoformat(body["backfill"][k]).replace(tzinfo=NY) for k in ("start", "end"))
+    months, tick = [], start.replace(day=day, hour=hour, minute=minute)
+    while tick < end:
+        if tick >= start:
+            evaluated = kestra.tick(body["flowId"], trigger["id"], tick.isoformat() + f"[{TIMEZONE}]", run=False)
+            months.append(str(month_just_ended(parse_instant(evaluated["trigger"]["date"]))))
+        tick = (tick + timedelta(days=32)).replace(day=day)
+    assert months == [str(m) for m in published_months()]
