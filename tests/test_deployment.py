@@ -134,6 +134,14 @@ def test_every_image_is_pinned():
                 assert re.search(r":v?\d+\.\d+\.\d+", line), f"{dockerfile.name}: {line}"
 
 
+def test_the_stack_runs_the_kestra_the_engine_tests_run():
+    """The suite executes the flows on Kestra's engine jars; the stack must run that release."""
+    from kestra_harness import KESTRA_VERSION
+
+    image = re.search(r"^FROM kestra/kestra:v(\S+)", (ROOT / "docker" / "kestra" / "Dockerfile").read_text(), re.M)
+    assert image and image[1] == KESTRA_VERSION
+
+
 def test_postgres_volumes_suit_their_images():
     """Postgres 18 images keep data in a versioned folder under /var/lib/postgresql and refuse
     a volume at the old .../data path."""
