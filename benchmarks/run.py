@@ -10,8 +10,8 @@
 (d) the course's ingest script: pandas read_csv(chunksize=100000) + to_sql.
 Each runs in a fresh process (so its peak RSS is its own) after a CHECKPOINT on an empty
 database (so none pays for another's dirty pages). (a) and (b) alternate `--repeat` times;
-medians are compared. Postgres: TAXI_BENCH_POSTGRES_DSN (an admin DSN), else the
-machine's server at 127.0.0.1:5432, else the embedded one.
+medians are compared. Postgres: TAXI_BENCH_POSTGRES_DSN (an admin DSN), else the embedded one
+(no server is assumed to run on the machine).
 """
 
 from __future__ import annotations
@@ -212,14 +212,10 @@ def measure(which: str, dsn: str, gz: Path) -> dict:
 def _admin_dsn() -> str:
     if dsn := os.environ.get("TAXI_BENCH_POSTGRES_DSN"):
         return dsn
-    try:
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=3):
-            return "postgresql://postgres@127.0.0.1:5432/postgres"
-    except psycopg.OperationalError:
-        from taxi_assets.config import Settings
-        from taxi_assets.database import embedded_dsn
+    from taxi_assets.config import Settings
+    from taxi_assets.database import embedded_dsn
 
-        return embedded_dsn(Settings(state_dir=CACHE / "state"))
+    return embedded_dsn(Settings(state_dir=CACHE / "state"))
 
 
 def main() -> None:

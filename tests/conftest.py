@@ -1,6 +1,6 @@
 """Shared fixtures: a real Postgres (fresh database per test), a local release server.
 
-Postgres: `TAXI_TEST_POSTGRES_DSN` (an admin DSN; CI points it at the machine's server), or,
+Postgres: `TAXI_TEST_POSTGRES_DSN` (an admin DSN of a server you run), or,
 when unset, an embedded Postgres started for the session, so the suite needs no set-up.
 """
 

@@ -23,7 +23,7 @@ def _kestra_lines(stdout: str) -> dict:
 def test_every_step_has_help(step):
     result = run_cli(step, "--help")
     assert result.returncode == 0 and result.stdout.startswith(f"usage: python -m taxi_assets {step}")
-    if step not in ("gcp-setup", "products", "avg-price"):  # the steps that are not about one month
+    if step not in ("gcp-setup", "products", "avg-price", "schedule-month"):  # the steps not about one taxi month
         assert "--taxi" in result.stdout and "--month" in result.stdout
 
 
@@ -110,3 +110,15 @@ def test_a_malformed_dsn_is_one_line_without_the_password(settings):
     assert result.returncode == 1
     assert "TAXI_POSTGRES_DSN is not a valid Postgres DSN" in result.stderr
     assert "s3cret" not in result.stderr + result.stdout
+
+
+def test_schedule_month_gives_kestra_the_month_just_ended_or_the_month_given():
+    tick = "2019-03-01T09:00-05:00[America/New_York]"  # as Kestra renders a trigger date
+    assert _kestra_lines(run_cli("schedule-month", "--tick", tick).stdout) == {
+        "outputs": {"month": "2019-02"},
+        "metrics": [],
+    }
+    given = run_cli("schedule-month", "--tick", tick, "--month", "2019-07")
+    assert _kestra_lines(given.stdout)["outputs"] == {"month": "2019-07"}
+    bad = run_cli("schedule-month", "--tick", "soon")
+    assert bad.returncode == 2 and "not an ISO date-time: 'soon'" in bad.stderr

@@ -54,6 +54,15 @@ def test_schedules_request_the_month_just_ended():
     assert schedule.cron_schedule == "0 10 1 * *"
 
 
+def test_schedules_skip_months_past_the_published_range_saying_why():
+    schedule = defs.resolve_schedule_def("green_trips_monthly")
+    tick = datetime(2021, 9, 1, 9, 0, tzinfo=ZoneInfo("America/New_York"))  # August 2021: never published
+    with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def()) as context:
+        result = schedule.evaluate_tick(context)
+    assert not result.run_requests
+    assert "green 2021-08 is not published" in result.skip_message
+
+
 def test_resources_read_the_environment_through_envvar(monkeypatch):
     import taxi_assets.definitions as module
 
