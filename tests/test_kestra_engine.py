@@ -329,6 +329,7 @@ def test_scheduled_flows_on_a_schedule_tick_load_the_month_dagster_requests(kest
         assert [r.partition_key for r in schedule.evaluate_tick(context).run_requests] == ["2019-02"]
 
     gcp = kestra.tick("gcp_taxi_scheduled", "fhv_schedule", "2020-01-01T11:00-05:00[America/New_York]")
+    assert_no_secret_in_logs(gcp)
     assert gcp.state == "SUCCESS", gcp
     assert gcp.labels["month"] == "2019-12" and gcp.metric("load_bigquery", "rows") == 2_000
 
