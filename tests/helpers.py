@@ -89,6 +89,29 @@ def settings_env(settings) -> dict:
     return {k: v for k, v in values.items() if v}
 
 
+def dagster_resources(settings) -> dict:
+    """`settings` as the Dagster resources of the taxi chains (emulator endpoints when set)."""
+    from taxi_assets.defs.resources import (
+        TaxiBigQueryResource,
+        TaxiGcsResource,
+        TaxiPostgresResource,
+        TaxiSourceResource,
+    )
+
+    cloud = {"state_dir": str(settings.state_dir), "bucket": settings.gcp_bucket}
+    return {
+        "source": TaxiSourceResource(source_url=settings.source_url, state_dir=str(settings.state_dir)),
+        "postgres": TaxiPostgresResource(dsn=settings.postgres_dsn, state_dir=str(settings.state_dir)),
+        "gcs": TaxiGcsResource(emulator_host=settings.storage_emulator or "", **cloud),
+        "bigquery": TaxiBigQueryResource(
+            emulator_host=settings.bigquery_emulator or "",
+            storage_emulator_host=settings.storage_emulator or "",
+            dataset=settings.gcp_dataset,
+            **cloud,
+        ),
+    }
+
+
 def gzip_fixture(name: str, dest: Path, *, crlf: bool = False) -> Path:
     """A fixture CSV gzipped under `dest` (with CRLF line endings if asked)."""
     data = (FIXTURES / name).read_bytes()

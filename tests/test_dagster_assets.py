@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
+from helpers import dagster_resources
 
 from taxi_assets import config
 from taxi_assets.datasets import DATASETS, GREEN
@@ -15,23 +16,7 @@ from taxi_assets.definitions import defs
 from taxi_assets.defs import checks
 from taxi_assets.defs.assets import build_taxi_chain
 from taxi_assets.defs.checks import build_bigquery_checks, build_gcs_check, build_postgres_checks
-from taxi_assets.defs.resources import TaxiBigQueryResource, TaxiGcsResource, TaxiPostgresResource, TaxiSourceResource
 from taxi_assets.months import Month
-
-
-def _resources(settings) -> dict:
-    cloud = {"state_dir": str(settings.state_dir), "bucket": settings.gcp_bucket}
-    return {
-        "source": TaxiSourceResource(source_url=settings.source_url, state_dir=str(settings.state_dir)),
-        "postgres": TaxiPostgresResource(dsn=settings.postgres_dsn, state_dir=str(settings.state_dir)),
-        "gcs": TaxiGcsResource(emulator_host=settings.storage_emulator or "", **cloud),
-        "bigquery": TaxiBigQueryResource(
-            emulator_host=settings.bigquery_emulator or "",
-            storage_emulator_host=settings.storage_emulator or "",
-            dataset=settings.gcp_dataset,
-            **cloud,
-        ),
-    }
 
 
 def test_definitions_load_with_one_chain_and_job_per_taxi_type():
@@ -80,7 +65,7 @@ def test_materializing_a_partition_loads_the_month_and_runs_its_checks(cloud_set
     result = dg.materialize(
         [*build_taxi_chain(GREEN), build_postgres_checks(GREEN), build_gcs_check(GREEN), build_bigquery_checks(GREEN)],
         partition_key="2019-02",
-        resources=_resources(settings),
+        resources=dagster_resources(settings),
     )
     assert result.success
     pg_meta = result.asset_materializations_for_node("green_trips_postgres")[0].metadata
@@ -107,7 +92,7 @@ def test_materializing_a_partition_loads_the_month_and_runs_its_checks(cloud_set
 def test_the_check_query_sees_a_tampered_month(settings, pg):
     """The checks count the table itself; they do not repeat what the load reported."""
     chain = build_taxi_chain(GREEN)[:2]  # csv -> postgres
-    assert dg.materialize(chain, partition_key="2019-05", resources=_resources(settings)).success
+    assert dg.materialize(chain, partition_key="2019-05", resources=dagster_resources(settings)).success
     pg.execute("DELETE FROM green_tripdata WHERE ctid IN (SELECT ctid FROM green_tripdata LIMIT 3)")
     pg.execute("UPDATE green_tripdata SET unique_row_id = NULL WHERE ctid IN (SELECT ctid FROM green_tripdata LIMIT 2)")
     profile = checks.month_profile(pg, GREEN, Month(2019, 5))

@@ -24,7 +24,7 @@ import dagster as dg
 import psycopg
 import pytest
 import yaml
-from helpers import ROOT, unconfigured_env
+from helpers import ROOT, dagster_resources, unconfigured_env
 from kestra_harness import FLOWS_DIR, Kestra, build, secret_env
 
 from taxi_assets import config
@@ -32,7 +32,6 @@ from taxi_assets.config import Settings
 from taxi_assets.datasets import DATASETS
 from taxi_assets.definitions import defs
 from taxi_assets.defs.assets import build_taxi_chain
-from taxi_assets.defs.resources import TaxiBigQueryResource, TaxiGcsResource, TaxiPostgresResource, TaxiSourceResource
 from taxi_assets.months import TIMEZONE, Month, month_just_ended, parse_instant, published_months
 from taxi_assets.sample_server import SampleServer
 from taxi_assets.steps.gcp_setup import ensure_dataset
@@ -171,21 +170,6 @@ def _bq_ids(settings: Settings, taxi: str, month: str) -> list[tuple]:
     return [tuple(r.values()) for r in bigquery_client(settings).query(sql).result()]
 
 
-def _dagster_resources(settings: Settings) -> dict:
-    cloud = {"state_dir": str(settings.state_dir), "bucket": settings.gcp_bucket}
-    return {
-        "source": TaxiSourceResource(source_url=settings.source_url, state_dir=str(settings.state_dir)),
-        "postgres": TaxiPostgresResource(dsn=settings.postgres_dsn, state_dir=str(settings.state_dir)),
-        "gcs": TaxiGcsResource(emulator_host=settings.storage_emulator, **cloud),
-        "bigquery": TaxiBigQueryResource(
-            emulator_host=settings.bigquery_emulator,
-            storage_emulator_host=settings.storage_emulator,
-            dataset=settings.gcp_dataset,
-            **cloud,
-        ),
-    }
-
-
 # -- Validation by Kestra itself ------------------------------------------------------------------
 
 
@@ -289,7 +273,7 @@ def test_postgres_taxi_loads_the_month_dagster_loads(kestra, stack, pg_dsn, taxi
     # ... and Dagster, on the same state folder, downloads it again and loads the same rows.
     csv, postgres, _, _ = build_taxi_chain(DATASETS[taxi])
     dagster_side = replace(stack, postgres_dsn=pg_dsn)
-    assert dg.materialize([csv, postgres], partition_key=month, resources=_dagster_resources(dagster_side)).success
+    assert dg.materialize([csv, postgres], partition_key=month, resources=dagster_resources(dagster_side)).success
     kestra_ids = _ids(stack.postgres_dsn, taxi, month)
     assert kestra_ids == _ids(pg_dsn, taxi, month) and sum(n for _, n in kestra_ids) == 2_000
 
@@ -308,7 +292,7 @@ def test_gcp_taxi_loads_the_bigquery_rows_dagster_loads(kestra, stack, taxi):
     ensure_bucket(dagster_side)
     ensure_dataset(dagster_side)
     csv, _, gcs, bigquery = build_taxi_chain(DATASETS[taxi])
-    resources = _dagster_resources(dagster_side)
+    resources = dagster_resources(dagster_side)
     assert dg.materialize([csv, gcs, bigquery], partition_key=month, resources=resources).success
     kestra_ids = _bq_ids(stack, taxi, month)
     assert kestra_ids == _bq_ids(dagster_side, taxi, month) and sum(n for _, n in kestra_ids) == 2_000
