@@ -101,17 +101,19 @@ def cmd_load_postgres(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_purge_download(args: argparse.Namespace, settings: Settings) -> None:
-    from taxi_assets.steps.extract import purge_download
+    from taxi_assets.steps.extract import local_path, purge_download
 
+    ds = dataset(args.taxi)
     if settings.keep_downloads:
         log.info("%s %s: download kept (TAXI_KEEP_DOWNLOADS is set)", args.taxi, args.month)
-        emit({"removed": [], "bytes_freed": 0}, {"bytes_freed": 0}, {"taxi": args.taxi, "month": str(args.month)})
-        return
-    report = purge_download(settings, dataset(args.taxi), args.month)
+        folder, removed, freed = str(local_path(settings, ds, args.month).parent), [], 0
+    else:
+        report = purge_download(settings, ds, args.month)
+        folder, removed, freed = report.folder, report.removed, report.bytes_freed
     emit(
-        {"removed": report.removed, "bytes_freed": report.bytes_freed},
-        {"bytes_freed": report.bytes_freed},
-        {"taxi": report.taxi, "month": report.month},
+        {"folder": folder, "removed": removed, "bytes_freed": freed},
+        {"bytes_freed": freed},
+        {"taxi": args.taxi, "month": str(args.month)},
     )
 
 

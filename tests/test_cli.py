@@ -59,6 +59,7 @@ def test_purge_download_reports_what_it_freed_and_a_second_run_is_a_no_op(settin
     on_disk = sum(p.stat().st_size for p in folder.iterdir())
     purged, _ = _step(settings, "purge-download", "green", "2019-04")
     assert purged["outputs"] == {
+        "folder": str(folder),
         "removed": ["green_tripdata_2019-04.csv.gz.json", "green_tripdata_2019-04.csv.gz"],
         "bytes_freed": on_disk,
     }
@@ -67,7 +68,7 @@ def test_purge_download_reports_what_it_freed_and_a_second_run_is_a_no_op(settin
         {"name": "bytes_freed", "type": "counter", "value": on_disk, "tags": {"taxi": "green", "month": "2019-04"}}
     ]
     again, stderr = _step(settings, "purge-download", "green", "2019-04")
-    assert again["outputs"] == {"removed": [], "bytes_freed": 0}
+    assert again["outputs"] == {"folder": str(folder), "removed": [], "bytes_freed": 0}
     assert "green 2019-04: nothing downloaded to purge" in stderr
 
 
@@ -122,3 +123,18 @@ def test_schedule_month_gives_kestra_the_month_just_ended_or_the_month_given():
     assert _kestra_lines(given.stdout)["outputs"] == {"month": "2019-07"}
     bad = run_cli("schedule-month", "--tick", "soon")
     assert bad.returncode == 2 and "not an ISO date-time: 'soon'" in bad.stderr
+
+
+def test_purge_download_keeps_the_file_when_told_to(settings):
+    _step(settings, "extract", "green", "2019-04")
+    kept = run_cli(
+        "purge-download",
+        "--taxi",
+        "green",
+        "--month",
+        "2019-04",
+        env={**settings_env(settings), config.KEEP_DOWNLOADS: "1"},
+    )
+    assert kept.returncode == 0 and _kestra_lines(kept.stdout)["outputs"]["removed"] == []
+    assert (settings.download_dir / "green" / "green_tripdata_2019-04.csv.gz").is_file()
+    assert "TAXI_KEEP_DOWNLOADS" in kept.stderr

@@ -107,6 +107,15 @@ def test_a_missing_password_stops_compose_with_a_clear_message():
         compose(env)
 
 
+def test_every_setting_of_the_package_reaches_the_stacks_steps():
+    """A variable taxi_assets.config reads, set in `.env`, reaches both orchestrators' steps."""
+    from taxi_assets import config
+
+    names = {v for k, v in vars(config).items() if k.isupper() and isinstance(v, str) and v.isupper() and "_" in v}
+    passed = set(compose()["x-taxi-env"])
+    assert names - passed == set(), "settings the stack never passes on"
+
+
 def test_secrets_come_from_one_env_file():
     """Every variable the compose file reads is documented in .env.example; no password is
     written in the file or the images."""
@@ -318,6 +327,8 @@ def test_kestra_entrypoint_turns_the_env_file_into_kestra_secrets():
         out = subprocess.run([sys.executable, script], env=base | env, capture_output=True, text=True, check=True)
         encoded = dict(line.split("=", 1) for line in out.stdout.splitlines() if line.startswith("SECRET_"))
         assert set(encoded) == {f"SECRET_{name}" for name in used}
+        plain = {line.split("=", 1)[0] for line in out.stdout.splitlines() if "=" in line}
+        assert not used & plain, "the plain values must not reach Kestra (its tasks inherit its environment)"
         return {k.removeprefix("SECRET_"): base64.b64decode(v).decode() for k, v in encoded.items()}
 
     env = {

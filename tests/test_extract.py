@@ -21,7 +21,7 @@ from helpers import gzip_fixture
 from taxi_assets.datasets import GREEN, YELLOW
 from taxi_assets.errors import BadFileError, ConfigError, DownloadError, NotPublishedError
 from taxi_assets.months import Month
-from taxi_assets.steps.extract import extract, local_path, purge_download
+from taxi_assets.steps.extract import extract, local_path, parquet_path, purge_download
 
 JAN = Month(2019, 1)
 FEB = Month(2019, 2)
@@ -265,3 +265,15 @@ def test_a_file_without_its_record_or_a_record_without_its_file_is_downloaded_af
     assert hashlib.sha256(path.read_bytes()).hexdigest() == again.sha256 == first.sha256
     assert json.loads(_record(path).read_text())["sha256"] == again.sha256
     assert not extract(settings, GREEN, JAN).downloaded  # verified and recorded: trusted again
+
+
+def test_purge_also_removes_the_months_parquet_and_dead_conversions(settings):
+    """upload-gcs converts beside the download; a purge leaves nothing of the month behind."""
+    path = Path(extract(settings, GREEN, JAN).path)
+    parquet = parquet_path(path)
+    parquet.write_bytes(b"PAR1")
+    dead = parquet.with_name(parquet.name + ".part-999999999")  # no such process
+    dead.write_bytes(b"half")
+    report = purge_download(settings, GREEN, JAN)
+    assert {parquet.name, dead.name} <= set(report.removed)
+    assert list(path.parent.iterdir()) == []

@@ -152,6 +152,17 @@ def assert_no_secret_in_logs(execution) -> None:
     assert PASSWORD not in text and PRIVATE_KEY[30:60] not in text, "a secret value is in the execution's logs"
 
 
+def assert_month_purged(execution, stack: Settings, taxi: str, month: str, parquet: bool = False) -> None:
+    """The flow's last task removed the month's files from the worker's state folder (where the
+    tasks downloaded them: TAXI_STATE_DIR reached them), and nothing of that month is left."""
+    name = DATASETS[taxi].file_name(Month.parse(month))
+    purged = execution.outputs("purge_download")["vars"]
+    assert purged["folder"] == str(stack.state_dir / "downloads" / taxi)
+    expected = {name, name + ".json"} | ({name.replace(".csv.gz", ".parquet")} if parquet else set())
+    assert set(purged["removed"]) == expected and execution.metric("purge_download", "bytes_freed") > 0
+    assert not [p.name for p in Path(purged["folder"]).iterdir() if p.name.startswith(name.split(".")[0])]
+
+
 def _ids(dsn: str, taxi: str, month: str) -> list[tuple]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(
@@ -266,10 +277,8 @@ def test_postgres_taxi_loads_the_month_dagster_loads(kestra, stack, pg_dsn, taxi
     assert (outputs["rows_loaded"], outputs["month"], outputs["taxi"]) == (2_000, month, taxi)
     assert execution.metric("load_postgres", "rows") == 2_000
     assert execution.metric("load_postgres", "duplicate_rows") == outputs["duplicate_rows"]
-    # The execution's download is gone (what the reference's purge step did) ...
-    assert execution.metric("purge_download", "bytes_freed") > 0
-    download = stack.state_dir / "downloads" / taxi / DATASETS[taxi].file_name(Month.parse(month))
-    assert not download.exists() and not download.with_name(download.name + ".json").exists()
+    # The execution's download, in the worker's state folder, is gone (the reference's purge step)
+    assert_month_purged(execution, stack, taxi, month)
     # ... and Dagster, on the same state folder, downloads it again and loads the same rows.
     csv, postgres, _, _ = build_taxi_chain(DATASETS[taxi])
     dagster_side = replace(stack, postgres_dsn=pg_dsn)
@@ -287,6 +296,7 @@ def test_gcp_taxi_loads_the_bigquery_rows_dagster_loads(kestra, stack, taxi):
     assert execution.labels == {"project": "taxi-assets", "taxi": taxi, "month": month}
     assert execution.metric("upload_gcs", "rows") == 2_000 and execution.metric("upload_gcs", "bytes") > 0
     assert execution.outputs("load_bigquery")["vars"]["rows"] == execution.metric("load_bigquery", "rows") == 2_000
+    assert_month_purged(execution, stack, taxi, month, parquet=True)
     # Dagster's chain into a bucket and dataset of its own, from the same state folder.
     dagster_side = replace(stack, gcp_bucket=stack.gcp_bucket + "-dg", gcp_dataset=stack.gcp_dataset + "_dg")
     ensure_bucket(dagster_side)

@@ -61,6 +61,11 @@ def local_path(settings: Settings, dataset: TaxiDataset, month: Month) -> Path:
     return settings.download_dir / dataset.taxi / dataset.file_name(month)
 
 
+def parquet_path(csv_gz: Path) -> Path:
+    """Where upload-gcs writes the month as Parquet: beside its download, purged with it."""
+    return csv_gz.with_name(csv_gz.name.removesuffix(".csv.gz") + ".parquet")
+
+
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
@@ -235,7 +240,7 @@ def _writer_running(name: str, prefix: str) -> int | None:
 
 
 def purge_download(settings: Settings, dataset: TaxiDataset, month: Month) -> PurgeReport:
-    """Remove one month's download, its record and its leftover temp files; idempotent.
+    """Remove one month's download, its record, its Parquet and their leftover temp files; idempotent.
 
     Only entries of the taxi's download folder named after this month are touched, and only
     files and symlinks (a symlink is removed, never what it points to). The record goes first,
@@ -246,25 +251,30 @@ def purge_download(settings: Settings, dataset: TaxiDataset, month: Month) -> Pu
     what = f"{dataset.taxi} {month}"
     if folder.exists() and folder.resolve() != settings.download_dir.resolve() / dataset.taxi:
         raise ConfigError(f"{what}: not purging, {folder} leads to {folder.resolve()}, outside the download folder")
-    record, prefix = _sidecar(path).name, path.name + _PART
+    record, parquet = _sidecar(path).name, parquet_path(path).name
+    prefixes = (path.name + _PART, parquet + _PART)  # temp files of a download, of a conversion
     entries = {}
     if folder.is_dir():
         with os.scandir(folder) as listing:
-            entries = {e.name: e for e in listing if e.name in (record, path.name) or e.name.startswith(prefix)}
+            entries = {
+                e.name: e for e in listing if e.name in (record, path.name, parquet) or e.name.startswith(prefixes)
+            }
     removed, kept, freed = [], [], 0
-    for name in [record, path.name, *sorted(n for n in entries if n.startswith(prefix))]:
+    temps = sorted(n for n in entries if n.startswith(prefixes))
+    for name in [record, path.name, parquet, *temps]:
         entry = entries.get(name)
         if entry is None:
             continue
         if not (entry.is_file(follow_symlinks=False) or entry.is_symlink()):
             log.warning("%s: left %s alone: not a file", what, entry.path)
             continue
-        if name.startswith(prefix) and (pid := _writer_running(name, prefix)) is not None:
-            log.warning("%s: kept %s: the download writing it (pid %d) is still running", what, name, pid)
+        prefix = next((p for p in prefixes if name.startswith(p)), None)
+        if prefix and (pid := _writer_running(name, prefix)) is not None:
+            log.warning("%s: kept %s: the process writing it (pid %d) is still running", what, name, pid)
             kept.append(name)
             continue
-        size = entry.stat(follow_symlinks=False).st_size
         try:
+            size = entry.stat(follow_symlinks=False).st_size
             os.unlink(entry.path)
         except FileNotFoundError:
             continue  # removed meanwhile by someone else: gone is what we want

@@ -21,6 +21,7 @@ from taxi_assets.errors import ConfigError, LoadError
 from taxi_assets.gcp import storage_client
 from taxi_assets.months import Month
 from taxi_assets.parquet import write_parquet
+from taxi_assets.steps.extract import parquet_path
 
 log = logging.getLogger(__name__)
 CHUNK = 8 * 1024 * 1024
@@ -70,7 +71,7 @@ def ensure_bucket(settings: Settings) -> bool:
 
 def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: Path) -> UploadReport:
     """Convert the verified month file to Parquet (cached beside it) and put it in the bucket."""
-    parquet = csv_gz.with_name(csv_gz.name.removesuffix(".csv.gz") + ".parquet")
+    parquet = parquet_path(csv_gz)
     rows = write_parquet(csv_gz, parquet, dataset, month)
     local_crc, size = crc32c_b64(parquet), parquet.stat().st_size
     name = object_name(dataset, month)
