@@ -66,8 +66,10 @@ _ZONE_SUFFIX = re.compile(r"\[[^\]]+\]$")  # Java's ZonedDateTime text ends in "
 def parse_instant(text: str) -> datetime:
     """ISO text as Kestra renders dates: `2019-03-01T09:00-05:00[America/New_York]` (a trigger
     date) or `2026-11-30T10:00:00.123Z` (an execution's start). A naive time is taken as UTC."""
+    iso = _ZONE_SUFFIX.sub("", text.strip())
+    iso = re.sub(r"(\.\d{6})\d+", r"\1", iso.replace("Z", "+00:00"))  # Python 3.10's fromisoformat
     try:
-        instant = datetime.fromisoformat(_ZONE_SUFFIX.sub("", text.strip()))
+        instant = datetime.fromisoformat(iso)
     except ValueError:
         raise ValueError(f"not an ISO date-time: {text!r}") from None
     return instant if instant.tzinfo else instant.replace(tzinfo=ZoneInfo("UTC"))

@@ -10,11 +10,16 @@ set the same way and fails with one line saying so.
 from __future__ import annotations
 
 import base64
+import contextlib
+import itertools
 import json
 import os
+import queue
 import re
 import shutil
+import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -64,10 +69,16 @@ def secret_env(secrets: dict[str, str]) -> dict[str, str]:
 
 
 class Kestra:
-    """One engine process; `request` sends a JSON request and returns the JSON answer."""
+    """One engine process; `request` sends a JSON request and returns the JSON answer.
+
+    Answers are read by a thread, so every wait has a deadline; a request that overruns it
+    kills the engine (and the task processes it started) rather than let a late answer be
+    taken for the next one's."""
+
+    START_SECONDS = 180
 
     def __init__(self, classpath: str, workdir: Path, env: dict[str, str]):
-        self.log, self.env = workdir / "kestra.log", env
+        self.log, self.env, self._ids = workdir / "kestra.log", env, itertools.count(1)
         java = _java_home() / "bin" / "java"
         props = {
             "kestra.storage.local.base-path": workdir / "storage",
@@ -84,28 +95,46 @@ class Kestra:
                 text=True,
                 env=env,
                 cwd=workdir,
+                start_new_session=True,  # one process group: the JVM and its tasks' processes
             )
-        ready = self._answer()
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        ready = self._answer(self.START_SECONDS)
         if not ready.get("ready"):
-            self.close()
+            self.kill()
             pytest.fail(f"Kestra's engine did not start: {ready.get('error')} (log: {self.log})", pytrace=False)
 
-    def _answer(self) -> dict:
-        line = self.proc.stdout.readline()
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put("")  # end of output: the engine exited
+
+    def _answer(self, seconds: float) -> dict:
+        try:
+            line = self._lines.get(timeout=seconds)
+        except queue.Empty:
+            self.kill()
+            raise AssertionError(
+                f"Kestra's engine gave no answer in {seconds:.0f} s; log tail:\n{self.log_tail()}"
+            ) from None
         if not line:
-            raise RuntimeError(f"Kestra's engine exited (code {self.proc.poll()}); log tail:\n{self.log_tail()}")
+            raise AssertionError(f"Kestra's engine exited (code {self.proc.poll()}); log tail:\n{self.log_tail()}")
         return json.loads(line)
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:]
 
     def request(self, **request) -> dict:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"Kestra's engine is not running (code {self.proc.returncode}); log: {self.log}")
+        request["id"] = next(self._ids)
         self.proc.stdin.write(json.dumps(request, default=str) + "\n")
         self.proc.stdin.flush()
-        answer = self._answer()
+        answer = self._answer(request.get("timeoutSeconds", 120) + 60)
+        assert answer.get("id") == request["id"], f"answer {answer.get('id')} to request {request['id']}"
         if "error" in answer:
             raise AssertionError(f"Kestra harness: {answer['error']}")
-        return answer
+        return answer["result"]
 
     def validate(self, sources: dict[str, str]) -> dict[str, dict]:
         """Kestra's validation of each named source: {filename: {constraints, warnings, ...}}."""
@@ -130,13 +159,18 @@ class Kestra:
         )
         return Execution(answer) if run else answer
 
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
     def close(self) -> None:
+        """End of input stops the engine; whatever is left of its process group is killed."""
         if self.proc.poll() is None:
             self.proc.stdin.close()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        self.kill()
 
 
 class Execution:

@@ -39,7 +39,6 @@ import io.kestra.core.runners.FlowInputOutput;
 import io.kestra.core.runners.RunContextFactory;
 import io.kestra.core.runners.TestRunner;
 import io.kestra.core.runners.TestRunnerUtils;
-import io.kestra.core.runners.VariableRenderer;
 import io.kestra.core.scheduler.service.TriggerExecutionPublisher;
 import io.kestra.core.serializers.JacksonMapper;
 import io.kestra.core.services.FlowService;
@@ -56,16 +55,17 @@ import io.micronaut.data.model.Pageable;
  * controller, indexer on the in-memory repository and queue, local storage) once, so the suite pays
  * Kestra's start-up once and keeps every assertion on tables in Python.
  *
- * <p>Requests ({@code op}):
+ * <p>Each request carries an {@code id} that its answer repeats, beside {@code result} or {@code error}.
+ * Requests ({@code op}):
  * <ul>
  *   <li>{@code validate {sources: [{filename, content}]}}: Kestra's {@link FlowService#validate}, what
  *       the UI and {@code POST /flows/validate} use (strict parsing, constraints, warnings, deprecations).</li>
  *   <li>{@code load {dir}}: {@link LocalFlowRepositoryLoader}, as {@code --flow-path} loads flows; the
  *       answer lists what it accepted (it skips invalid flows with a warning only).</li>
  *   <li>{@code run {namespace, flow, inputs, timeoutSeconds}}: a manual execution to its end.</li>
- *   <li>{@code tick {namespace, flow, trigger, date, timeoutSeconds}}: the flow's Schedule trigger
- *       evaluated by Kestra's own class at that tick, and the execution it creates run to its end.</li>
- *   <li>{@code render {template, variables}}: Kestra's Pebble renderer.</li>
+ *   <li>{@code tick {namespace, flow, trigger, date, timeoutSeconds, evaluateOnly}}: the flow's
+ *       Schedule trigger evaluated by Kestra's own class at that tick and, unless evaluateOnly, the
+ *       execution it creates handed over as the scheduler does and awaited to its end.</li>
  * </ul>
  */
 public final class Harness {
@@ -89,33 +89,53 @@ public final class Harness {
             runner = context.getBean(TestRunner.class);
             runner.setSchedulerEnabled(false); // ticks are evaluated on request, not by the clock
             runner.run();
-        } catch (RuntimeException e) {
+        } catch (Throwable e) {
             e.printStackTrace();
             answers.println("{\"ready\": false, \"error\": " + JacksonMapper.ofJson().writeValueAsString(String.valueOf(e.getMessage())) + "}");
-            System.exit(1);
+            Runtime.getRuntime().halt(1);
             return;
         }
 
         Harness harness = new Harness(context);
         answers.println(harness.json.writeValueAsString(Map.of("ready", true)));
-
-        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
-        String line;
-        while ((line = in.readLine()) != null) {
-            if (line.isBlank()) {
-                continue;
+        try {
+            BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+            String line;
+            while ((line = in.readLine()) != null) {
+                if (!line.isBlank()) {
+                    answers.println(harness.answer(line));
+                }
             }
-            Object answer;
-            try {
-                answer = harness.handle(harness.json.readValue(line, Map.class));
-            } catch (Exception e) {
-                answer = Map.of("error", e.getClass().getSimpleName() + ": " + e.getMessage());
-            }
-            answers.println(harness.json.writeValueAsString(answer));
+            runner.close();
+            context.close();
+        } finally {
+            // Kestra's non-daemon threads would keep a JVM nobody talks to alive.
+            Runtime.getRuntime().halt(0);
         }
-        runner.close();
-        context.close();
-        System.exit(0);
+    }
+
+    /** One request line to one answer line, whatever happens: the request's id comes back. */
+    private String answer(String line) {
+        Object id = null;
+        Map<String, Object> answer = new LinkedHashMap<>();
+        try {
+            @SuppressWarnings("unchecked")
+            Map<String, Object> request = json.readValue(line, Map.class);
+            id = request.get("id");
+            answer.put("result", handle(request));
+            answer.put("id", id);
+            return json.writeValueAsString(answer);
+        } catch (Throwable e) {
+            e.printStackTrace();
+            Map<String, Object> error = new LinkedHashMap<>();
+            error.put("id", id);
+            error.put("error", e.getClass().getSimpleName() + ": " + e.getMessage());
+            try {
+                return json.writeValueAsString(error);
+            } catch (Exception unreachable) {
+                return "{\"error\": \"unserializable answer\"}";
+            }
+        }
     }
 
     @SuppressWarnings("unchecked")
@@ -126,10 +146,6 @@ public final class Harness {
             case "load" -> load((String) request.get("dir"));
             case "run" -> run(request);
             case "tick" -> tick(request);
-            case "render" -> Map.of(
-                "rendered",
-                context.getBean(VariableRenderer.class).render((String) request.get("template"), (Map<String, Object>) request.get("variables"))
-            );
             default -> throw new IllegalArgumentException("unknown op " + op);
         };
     }
