@@ -80,13 +80,14 @@ def cmd_extract(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_load_postgres(args: argparse.Namespace, settings: Settings) -> None:
 
     from taxi_assets import database
-    from taxi_assets.steps.extract import extract
+    from taxi_assets.steps.extract import download_in_use, extract
     from taxi_assets.steps.postgres import load_postgres
 
     ds = dataset(args.taxi)
-    info = extract(settings, ds, args.month)
-    with database.connect(settings) as conn:
-        report = load_postgres(conn, ds, args.month, Path(info.path), expected_rows=info.data_lines)
+    with download_in_use(settings, ds, args.month):
+        info = extract(settings, ds, args.month)
+        with database.connect(settings) as conn:
+            report = load_postgres(conn, ds, args.month, Path(info.path), expected_rows=info.data_lines)
     emit(
         report.as_dict(),
         {
@@ -140,27 +141,29 @@ def cmd_gcp_setup(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_upload_gcs(args: argparse.Namespace, settings: Settings) -> None:
     from taxi_assets.emulators import with_local_cloud
-    from taxi_assets.steps.extract import extract
+    from taxi_assets.steps.extract import download_in_use, extract
     from taxi_assets.steps.gcs import upload_gcs
 
     settings = with_local_cloud(settings, bigquery=False)
 
     ds = dataset(args.taxi)
-    info = extract(settings, ds, args.month)
-    report = upload_gcs(settings, ds, args.month, Path(info.path))
+    with download_in_use(settings, ds, args.month):
+        info = extract(settings, ds, args.month)
+        report = upload_gcs(settings, ds, args.month, Path(info.path))
     emit(report.as_dict(), {"bytes": report.bytes, "rows": report.rows}, {"taxi": ds.taxi, "month": str(args.month)})
 
 
 def cmd_load_bigquery(args: argparse.Namespace, settings: Settings) -> None:
     from taxi_assets.emulators import with_local_cloud
     from taxi_assets.steps.bigquery import load_bigquery
-    from taxi_assets.steps.extract import extract
+    from taxi_assets.steps.extract import download_in_use, extract
 
     settings = with_local_cloud(settings)
 
     ds = dataset(args.taxi)
-    info = extract(settings, ds, args.month)
-    report = load_bigquery(settings, ds, args.month, expected_rows=info.data_lines)
+    with download_in_use(settings, ds, args.month):
+        info = extract(settings, ds, args.month)
+        report = load_bigquery(settings, ds, args.month, expected_rows=info.data_lines)
     emit(report.as_dict(), {"rows": report.rows}, {"taxi": ds.taxi, "month": str(args.month)}, report.seconds)
 
 

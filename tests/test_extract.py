@@ -21,7 +21,7 @@ from helpers import gzip_fixture
 from taxi_assets.datasets import GREEN, YELLOW
 from taxi_assets.errors import BadFileError, ConfigError, DownloadError, NotPublishedError
 from taxi_assets.months import Month
-from taxi_assets.steps.extract import extract, local_path, parquet_path, purge_download
+from taxi_assets.steps.extract import download_in_use, extract, local_path, parquet_path, purge_download
 
 JAN = Month(2019, 1)
 FEB = Month(2019, 2)
@@ -277,3 +277,13 @@ def test_purge_also_removes_the_months_parquet_and_dead_conversions(settings):
     report = purge_download(settings, GREEN, JAN)
     assert {parquet.name, dead.name} <= set(report.removed)
     assert list(path.parent.iterdir()) == []
+
+
+def test_purge_keeps_a_download_that_a_running_step_holds(settings):
+    """Two flows loading one month at once: the first to finish must not pull the file from
+    under the other; the last to finish purges it."""
+    path = Path(extract(settings, GREEN, JAN).path)
+    with download_in_use(settings, GREEN, JAN):
+        kept = purge_download(settings, GREEN, JAN)
+        assert (kept.removed, kept.kept) == ([], [path.name]) and path.is_file()
+    assert purge_download(settings, GREEN, JAN).removed == [path.name + ".json", path.name]

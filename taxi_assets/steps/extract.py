@@ -13,6 +13,7 @@ crash part-way leaves at worst a file without its record, which the next extract
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -59,6 +60,34 @@ class FileInfo:
 
 def local_path(settings: Settings, dataset: TaxiDataset, month: Month) -> Path:
     return settings.download_dir / dataset.taxi / dataset.file_name(month)
+
+
+@contextlib.contextmanager
+def _month_lock(settings: Settings, dataset: TaxiDataset, month: Month, *, exclusive: bool):
+    """flock on the month's lock file (a 0-byte file under `locks/`, left in place): shared and
+    waiting, or exclusive and not waiting. Yields whether it holds the lock. Without flock (not
+    POSIX) it always does."""
+    try:
+        import fcntl
+    except ImportError:
+        yield True
+        return
+    lock = settings.state_dir / "locks" / dataset.taxi / (dataset.file_name(month) + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def download_in_use(settings: Settings, dataset: TaxiDataset, month: Month):
+    """Held by a step while it reads a month's download: purge-download keeps the files while
+    any step holds it, so two flows loading the same month at once (the Postgres and the cloud
+    schedule tick together) never lose the file under each other; the last to finish purges."""
+    return _month_lock(settings, dataset, month, exclusive=False)
 
 
 def parquet_path(csv_gz: Path) -> Path:
@@ -251,6 +280,15 @@ def purge_download(settings: Settings, dataset: TaxiDataset, month: Month) -> Pu
     what = f"{dataset.taxi} {month}"
     if folder.exists() and folder.resolve() != settings.download_dir.resolve() / dataset.taxi:
         raise ConfigError(f"{what}: not purging, {folder} leads to {folder.resolve()}, outside the download folder")
+    with _month_lock(settings, dataset, month, exclusive=True) as alone:
+        if not alone:
+            log.warning("%s: kept its download: a step loading it is still running (the last one purges)", what)
+            return PurgeReport(dataset.taxi, str(month), str(folder), [], 0, [path.name])
+        return _purge(settings, dataset, month, path, what)
+
+
+def _purge(settings: Settings, dataset: TaxiDataset, month: Month, path: Path, what: str) -> PurgeReport:
+    folder = path.parent
     record, parquet = _sidecar(path).name, parquet_path(path).name
     prefixes = (path.name + _PART, parquet + _PART)  # temp files of a download, of a conversion
     entries = {}
