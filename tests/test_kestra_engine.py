@@ -115,28 +115,40 @@ def stack(tmp_path_factory, source, kestra_db, fake_gcs, bq_emulator, products_a
 
 
 @pytest.fixture(scope="module")
-def kestra(tmp_path_factory, stack, products_api):
-    workdir = tmp_path_factory.mktemp("kestra")
-    classpath = build(workdir / "maven.log")
-    worker_env = unconfigured_env() | {
-        "PATH": f"{Path(sys.executable).parent}:{unconfigured_env()['PATH']}",  # `python`: the project's
+def kestra(classpath, tmp_path_factory, stack, products_api):
+    engine = Kestra(
+        classpath,
+        tmp_path_factory.mktemp("kestra"),
+        worker_env(stack) | {config.PRODUCTS_URL: products_api} | secret_env(SECRETS(stack)),
+    )
+    engine.request(op="load", dir=str(FLOWS_DIR))  # counted in test_every_flow_is_accepted_by_kestra...
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def classpath(tmp_path_factory) -> str:
+    return build(tmp_path_factory.mktemp("maven") / "maven.log")
+
+
+def SECRETS(stack: Settings) -> dict[str, str]:  # noqa: N802 (a constant of the stack)
+    return {"TAXI_POSTGRES_DSN": stack.postgres_dsn, "GCP_CREDENTIALS": KEY_JSON}
+
+
+def worker_env(stack: Settings) -> dict[str, str]:
+    """The Kestra worker's environment in the stack: the settings that are no secrets."""
+    settings = {
         config.SOURCE_URL: stack.source_url,
         config.STATE_DIR: str(stack.state_dir),
         config.HTTP_BACKOFF: "0.01",
         config.STORAGE_EMULATOR_HOST: stack.storage_emulator,
         config.BIGQUERY_EMULATOR_HOST: stack.bigquery_emulator,
+        config.GCP_PROJECT_ID: "" if stack.storage_emulator else stack.gcp_project,
         config.GCP_BUCKET_NAME: stack.gcp_bucket,
         config.GCP_DATASET: stack.gcp_dataset,
-        config.PRODUCTS_URL: products_api,
     }
-    engine = Kestra(
-        classpath,
-        workdir,
-        worker_env | secret_env({"TAXI_POSTGRES_DSN": stack.postgres_dsn, "GCP_CREDENTIALS": KEY_JSON}),
-    )
-    engine.request(op="load", dir=str(FLOWS_DIR))  # counted in test_every_flow_is_accepted_by_kestra...
-    yield engine
-    engine.close()
+    path = f"{Path(sys.executable).parent}:{unconfigured_env()['PATH']}"  # `python`: the project's
+    return unconfigured_env() | {"PATH": path} | {k: v for k, v in settings.items() if v}
 
 
 def run(kestra: Kestra, flow: str, inputs: dict | None = None):
@@ -389,6 +401,26 @@ def test_secrets_reach_the_tasks_from_kestras_secret_store_only(kestra, stack):
     execution = run(kestra, "postgres_taxi", {"taxi": "yellow", "month": "2021-07"})
     assert execution.state == "SUCCESS", execution
     assert sum(n for _, n in _ids(stack.postgres_dsn, "yellow", "2021-07")) == 2_000
+
+
+def test_the_service_account_key_reaches_tasks_through_the_secret_store(classpath, tmp_path_factory, stack):
+    """On Google Cloud (no emulators) the CLI parses GCP_CREDENTIALS: a second engine whose
+    worker is set up so shows the key arrived (its fields are read and found wanting, as this
+    one is no real key), while no log shows it. The real Google is out of reach here."""
+    on_google = replace(stack, storage_emulator=None, bigquery_emulator=None, gcp_project="taxi-assets-test")
+    engine = Kestra(
+        classpath, tmp_path_factory.mktemp("kestra-google"), worker_env(on_google) | secret_env(SECRETS(stack))
+    )
+    try:
+        engine.request(op="load", dir=str(FLOWS_DIR))
+        execution = run(engine, "gcp_setup")
+    finally:
+        engine.close()
+    assert execution.state == "FAILED", execution
+    errors = [line for line in execution.log_text("gcp_setup").splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: GCP_CREDENTIALS is not a usable service-account key ("), (
+        execution
+    )
 
 
 # -- Same clock, same month -----------------------------------------------------------------------
