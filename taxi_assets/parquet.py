@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.errors import BadFileError
 from taxi_assets.months import Month
-from taxi_assets.rows import DuplicateCounter, data_lines, with_row_ids
+from taxi_assets.rows import data_lines, with_row_ids
 
 MONTH_COLUMN = "month"  # DATE, first day of the file's month: the BigQuery partition column
 
@@ -84,8 +84,8 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month) 
     tmp = dest.with_name(f"{dest.name}.part-{os.getpid()}")
     rows = 0
     _, blocks = data_lines(source, dataset)
-    duplicates = DuplicateCounter()  # required by the reader; the count is the Postgres load's job
-    payloads = with_row_ids(blocks, normalize_integer_floats=bool(dataset.integer_float_columns), duplicates=duplicates)
+    # no duplicate count here: that is the Postgres load's report
+    payloads = with_row_ids(blocks, normalize_integer_floats=bool(dataset.integer_float_columns))
     try:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             for payload, n in payloads:
@@ -101,5 +101,4 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month) 
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-        duplicates.close()
     return rows

@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -43,16 +44,19 @@ def row_id(fields: list[str]) -> str:
     return hashlib.md5(",".join(fields).encode()).hexdigest()
 
 
-def iter_lines(path: Path) -> Iterator[tuple[list[bytes], bool]]:
+def iter_lines(path: Path, name: str | None = None) -> Iterator[tuple[list[bytes], bool]]:
     """The lines of a .csv.gz, without line endings (CRLF or LF), a list per ~1 MB block,
     each with whether the block holds a quote (then it needs a real CSV parser).
 
-    Memory stays flat whatever the file. Raises BadFileError for a corrupt or truncated
-    gzip stream (after yielding what came before: a consumer must not commit early) and for
-    blank lines.
+    Memory stays flat whatever the file. Blank lines at the end of the file (an editor's or a
+    tool's trailing newline) are dropped: they are no rows. Raises BadFileError, naming the
+    file `name` (default: the path's), for a corrupt or truncated gzip stream (after yielding
+    what came before: a consumer must not commit early) and for a blank line before a row.
     """
+    name = name or path.name
     inflater = _zlib.decompressobj(wbits=31)  # gzip framing
     carry = b""
+    blank_before = False  # blank lines were held back: fine at the end of the file, not before a row
     try:
         with open(path, "rb") as raw:
             while chunk := raw.read(CHUNK_BYTES):
@@ -64,37 +68,70 @@ def iter_lines(path: Path) -> Iterator[tuple[list[bytes], bool]]:
                 cut = data.rfind(b"\n") + 1
                 carry = data[cut:]
                 if cut:
-                    yield _split(data[:cut], path)
+                    block, blank_tail = _hold_back_blank_tail(data[:cut])
+                    if block:
+                        if blank_before:
+                            raise BadFileError(_blank_line(name))
+                        yield _split(block, name)
+                    blank_before = blank_tail
     except _zlib.error as exc:
-        raise BadFileError(f"{path.name} is not valid gzip: {exc}") from None
+        raise BadFileError(f"{name} is not valid gzip: {exc}") from None
     if not inflater.eof:
-        raise BadFileError(f"{path.name} is truncated: the gzip stream ends early")
+        raise BadFileError(f"{name} is truncated: the gzip stream ends early")
     if carry.strip():  # a last line without a line ending
-        yield _split(carry.rstrip(b"\r") + b"\n", path)
+        if blank_before:
+            raise BadFileError(_blank_line(name))
+        yield _split(carry.rstrip(b"\r") + b"\n", name)
 
 
-def _split(block: bytes, path: Path) -> tuple[list[bytes], bool]:
+def _blank_line(name: str) -> str:
+    return f"{name} has a blank line before a row; a month file never does (blank lines at its end are ignored)"
+
+
+def _hold_back_blank_tail(block: bytes) -> tuple[bytes, bool]:
+    """Split whole lines into those up to the last non-blank one (with its line ending) and
+    whether blank lines (CRLF or LF) followed it. Only the file's end may have those."""
+    end = len(block.rstrip(b"\r\n"))
+    if not end:
+        return b"", True
+    keep = block.index(b"\n", end) + 1
+    return (block, False) if keep == len(block) else (block[:keep], True)
+
+
+def _split(block: bytes, name: str) -> tuple[list[bytes], bool]:
     """Whole lines of a block that ends with a line ending; CRLF and LF both accepted.
 
-    The block's last line ending tells which one the file uses. A file that mixes them
-    fails loudly later: COPY refuses a bare CR in data and a split row's missing columns.
+    The block's last line ending tells which one the file uses. A bare LF among CRLF lines
+    (a blank LF line included) is refused here; a CR left at the end of LF-split lines fails
+    loudly later: COPY refuses a bare CR in data.
     """
-    lines = block[:-2].split(b"\r\n") if block.endswith(b"\r\n") else block[:-1].split(b"\n")
-    if b"" in lines:
-        raise BadFileError(f"{path.name} has a blank line; a month file never does")
+    if block.endswith(b"\r\n"):
+        lines = block[:-2].split(b"\r\n")
+        if b"" in lines or block.count(b"\n") != len(lines):  # a blank line, or an LF that is no CRLF
+            if b"" in lines or block.startswith(b"\n") or b"\n\n" in block or b"\n\r\n" in block:
+                raise BadFileError(_blank_line(name))
+            raise BadFileError(f"{name} mixes CRLF and LF line endings; a month file never does")
+    else:
+        lines = block[:-1].split(b"\n")
+        if b"" in lines or b"\r" in lines:  # an LF or a CRLF blank line
+            raise BadFileError(_blank_line(name))
     return lines, b'"' in block
 
 
-def data_lines(path: Path, dataset: TaxiDataset) -> tuple[list[str], Iterator[tuple[list[bytes], bool]]]:
-    """Check the file's header against `dataset`; return it and the data blocks after it."""
-    blocks = iter_lines(path)
+def data_lines(
+    path: Path, dataset: TaxiDataset, name: str | None = None
+) -> tuple[list[str], Iterator[tuple[list[bytes], bool]]]:
+    """Check the file's header against `dataset`; return it and the data blocks after it.
+    Errors name the file `name` (default: the path's; a temp file passes its published name)."""
+    name = name or path.name
+    blocks = iter_lines(path, name)
     first = next(blocks, None)
     if first is None or not first[0]:
-        raise BadFileError(f"{path.name} is empty")
+        raise BadFileError(f"{name} is empty")
     lines, quoted = first
     header = next(csv.reader([lines[0].decode("utf-8-sig", errors="replace")]))
     if problem := dataset.header_problem(header):
-        raise BadFileError(f"{path.name} does not have the {dataset.taxi} header: {problem}")
+        raise BadFileError(f"{name} does not have the {dataset.taxi} header: {problem}")
     return header, itertools.chain([(lines[1:], quoted)] if len(lines) > 1 else [], blocks)
 
 
@@ -102,13 +139,22 @@ def data_lines(path: Path, dataset: TaxiDataset) -> tuple[list[str], Iterator[tu
 class DuplicateCounter:
     """Counts rows whose 16-byte digest was seen before, in bounded memory.
 
-    Digests are spilled into 256 files by first byte; each file is sorted on its own at
-    the end, so memory holds one bucket (~1/256 of the month), never the whole month.
+    Every 500,000 rows the pending digests are sorted by first byte (256 buckets) and appended
+    as one run to a spill file; at the end each bucket is read back from every run and counted
+    on its own, so memory holds one bucket (~1/256 of the month), never the whole month.
+
+    The spill file (16 MB per million rows) is created in `spill_dir` (the load passes the
+    month file's folder: under the state folder) and has no name: it is unlinked at once
+    (O_TMPFILE where the filesystem has it), so the system reclaims it however the process
+    ends, SIGKILL included. A killed load leaves nothing behind to clean up.
     """
 
+    spill_dir: Path | None = None  # None: the system's temp folder (still nameless)
     pending: list[bytes] = field(default_factory=list)
     pending_rows: int = 0
-    _dir: tempfile.TemporaryDirectory | None = None
+    _spill: BinaryIO | None = None
+    _runs: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (first row, 257 bucket bounds)
+    _spilled_rows: int = 0
 
     FLUSH_ROWS = 500_000  # 8 MB of digests between flushes: memory stays flat
 
@@ -122,37 +168,46 @@ class DuplicateCounter:
     def _flush(self) -> None:
         if not self.pending_rows:
             return
-        if self._dir is None:
-            self._dir = tempfile.TemporaryDirectory(prefix="taxi-digests-")
+        if self._spill is None:
+            self._spill = tempfile.TemporaryFile(prefix="taxi-digests-", dir=self.spill_dir)  # noqa: SIM115 (closed by close())
         raw = b"".join(self.pending)
         digests = np.frombuffer(raw, dtype="<u8").reshape(-1, 2)
         buckets = np.frombuffer(raw, dtype=np.uint8)[::16]
         order = np.argsort(buckets, kind="stable")
-        digests, buckets = digests[order], buckets[order]
-        bounds = np.searchsorted(buckets, np.arange(257))
-        for b in range(256):
-            if bounds[b] < bounds[b + 1]:
-                with open(Path(self._dir.name) / f"{b:02x}", "ab") as out:
-                    out.write(digests[bounds[b] : bounds[b + 1]].tobytes())
+        self._spill.write(digests[order].tobytes())
+        self._runs.append((self._spilled_rows, np.searchsorted(buckets[order], np.arange(257))))
+        self._spilled_rows += len(digests)
         self.pending, self.pending_rows = [], 0
 
     def close(self) -> None:
-        """Drop the spilled digests (after a failed load)."""
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
+        """Drop the digests (after a failed load, or once counted)."""
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+        self._runs, self._spilled_rows = [], 0
         self.pending, self.pending_rows = [], 0
 
     def duplicates(self) -> int:
         """Rows that repeat an earlier row exactly (a row seen 3 times counts 2)."""
+        if self._spill is None:  # it all fits in one run: no disk
+            total = _repeats(np.frombuffer(b"".join(self.pending), dtype="<u8").reshape(-1, 2))
+            self.close()
+            return total
         self._flush()
-        if self._dir is None:
-            return 0
-        total = 0
-        with self._dir:
-            for bucket in sorted(Path(self._dir.name).iterdir()):
-                total += _repeats(np.fromfile(bucket, dtype="<u8").reshape(-1, 2))
-        self._dir = None
+        spill, total = self._spill, 0
+        try:
+            spill.flush()
+            for b in range(256):
+                parts = []
+                for first, bounds in self._runs:
+                    lo, hi = int(bounds[b]), int(bounds[b + 1])
+                    if lo < hi:
+                        spill.seek((first + lo) * 16)
+                        parts.append(spill.read((hi - lo) * 16))
+                if parts:
+                    total += _repeats(np.frombuffer(b"".join(parts), dtype="<u8").reshape(-1, 2))
+        finally:
+            self.close()
         return total
 
 
@@ -186,9 +241,13 @@ def _quoted_rows(lines: list[bytes]) -> tuple[list[bytes], list[bytes]]:
 
 
 def with_row_ids(
-    blocks: Iterator[tuple[list[bytes], bool]], *, normalize_integer_floats: bool, duplicates: DuplicateCounter
+    blocks: Iterator[tuple[list[bytes], bool]],
+    *,
+    normalize_integer_floats: bool,
+    duplicates: DuplicateCounter | None = None,
 ) -> Iterator[tuple[bytes, int]]:
-    """CSV payloads `unique_row_id,<fields>` ready for COPY, with their row counts.
+    """CSV payloads `unique_row_id,<fields>` ready for COPY, with their row counts; the row
+    ids go to `duplicates` too when given.
 
     The hot loop of every load: a list comprehension of md5 per line, the rest is C.
     """
@@ -199,5 +258,6 @@ def with_row_ids(
             hashes = [_hexlify(_md5(line).digest()) for line in lines]
         if normalize_integer_floats:  # after hashing: ids describe the row as published
             lines = _INTEGER_FLOAT.sub(rb"\1", b"\n".join(lines)).split(b"\n")
-        duplicates.add_hex(b"".join(hashes))
+        if duplicates is not None:
+            duplicates.add_hex(b"".join(hashes))
         yield b"\n".join(map(b",".join, zip(hashes, lines, strict=True))) + b"\n", len(lines)

@@ -8,7 +8,7 @@ import pytest
 from helpers import run_cli, settings_env
 
 from taxi_assets import config
-from taxi_assets.cli import COMMANDS
+from taxi_assets.cli import COMMANDS, MONTH_STEPS
 
 
 def _kestra_lines(stdout: str) -> dict:
@@ -23,8 +23,8 @@ def _kestra_lines(stdout: str) -> dict:
 def test_every_step_has_help(step):
     result = run_cli(step, "--help")
     assert result.returncode == 0 and result.stdout.startswith(f"usage: python -m taxi_assets {step}")
-    if step not in ("gcp-setup", "products", "avg-price", "schedule-month"):  # the steps not about one taxi month
-        assert "--taxi" in result.stdout and "--month" in result.stdout
+    about_a_month = "--taxi" in result.stdout and "--month" in result.stdout
+    assert about_a_month == (step in (*MONTH_STEPS, "demo")), result.stdout
 
 
 def test_extract_prints_kestra_outputs_and_metrics(settings):

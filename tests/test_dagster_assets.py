@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import importlib
+from dataclasses import replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -15,8 +17,15 @@ from taxi_assets.datasets import DATASETS, GREEN
 from taxi_assets.definitions import defs
 from taxi_assets.defs import checks
 from taxi_assets.defs.assets import build_taxi_chain
-from taxi_assets.defs.checks import build_bigquery_checks, build_gcs_check, build_postgres_checks
+from taxi_assets.defs.checks import (
+    DUPLICATE_ROWS_TOLERANCE,
+    OUT_OF_MONTH_TOLERANCE,
+    build_bigquery_checks,
+    build_gcs_check,
+    build_postgres_checks,
+)
 from taxi_assets.months import Month
+from taxi_assets.sample_data import write_month
 
 
 def test_definitions_load_with_one_chain_and_job_per_taxi_type():
@@ -80,9 +89,13 @@ def test_materializing_a_partition_loads_the_month_and_runs_its_checks(cloud_set
     assert csv_meta["size_bytes"].value > 0 and len(csv_meta["sha256"].value) == 64
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert evaluations[checks.ROWS_MATCH_FILE].passed and evaluations[checks.ROW_IDS_PRESENT].passed
-    # The generated month has duplicates and late rows, like the real ones: warnings, not failures.
-    for name in (checks.NO_DUPLICATE_ROWS, checks.PICKUPS_IN_MONTH):
-        assert not evaluations[name].passed and evaluations[name].severity == dg.AssetCheckSeverity.WARN
+    # Generated months repeat one row in 997, a hundred times the tolerance: a warning, not a failure.
+    duplicates = evaluations[checks.DUPLICATE_ROWS_WITHIN_TOLERANCE]
+    assert not duplicates.passed and duplicates.severity == dg.AssetCheckSeverity.WARN
+    assert duplicates.metadata["duplicate_rows"].value == 2 and duplicates.metadata["allowed_rows"].value == 1
+    # ... and report one pickup in 1,009 from the previous month: within the tolerance of 1 in 1,000.
+    out_of_month = evaluations[checks.OUT_OF_MONTH_WITHIN_TOLERANCE]
+    assert out_of_month.passed and out_of_month.metadata["out_of_month_rows"].value == 2
     assert (
         pg.execute("SELECT count(*) FROM green_tripdata WHERE filename = 'green_tripdata_2019-02.csv.gz'").fetchone()[0]
         == 2_000
@@ -104,3 +117,123 @@ def test_every_job_selects_its_whole_chain(taxi):
     job = defs.resolve_job_def(f"{taxi}_trips_job")
     keys = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
     assert keys == {f"{taxi}_trips_{step}" for step in ("csv", "postgres", "gcs", "bigquery")}
+
+
+# --- the tolerances of the two quirk checks ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tolerance", "count", "rows", "passed"),
+    [
+        # The real months (../shared/reference/data.md, tlc.md) pass ...
+        (DUPLICATE_ROWS_TOLERANCE, 4, 7_667_792, True),  # the mirror's yellow 2019-01
+        (DUPLICATE_ROWS_TOLERANCE, 0, 7_696_617, True),  # the TLC's Parquet of it
+        (OUT_OF_MONTH_TOLERANCE, 537, 7_696_617, True),  # yellow 2019-01, 2001 to 2088
+        (OUT_OF_MONTH_TOLERANCE, 48, 2_964_624, True),  # "a few dozen" in yellow 2024-01
+        # ... one row is always tolerated, so a small month's single quirk is no warning ...
+        (DUPLICATE_ROWS_TOLERANCE, 1, 88_605, True),  # green 2020-11's size
+        (DUPLICATE_ROWS_TOLERANCE, 2, 88_605, False),
+        # ... and the faults these checks are for do not.
+        (DUPLICATE_ROWS_TOLERANCE, 50_000, 7_667_792, False),  # a 50,000-line block published twice
+        (OUT_OF_MONTH_TOLERANCE, 630_918, 630_918, False),  # another month's file under this name
+        (OUT_OF_MONTH_TOLERANCE, 7_667_792 * 5 // 744, 7_667_792, False),  # timestamps 5 h off (UTC)
+    ],
+)
+def test_quirk_checks_pass_within_their_tolerance_and_warn_above(tolerance, count, rows, passed):
+    result = tolerance.result("quirk", "green_trips_postgres", count, rows)
+    assert result.passed is passed and result.severity == dg.AssetCheckSeverity.WARN
+    meta = {k: v.value if hasattr(v, "value") else v for k, v in result.metadata.items()}
+    assert meta[tolerance.count_key] == count and meta["rows"] == rows
+    assert meta["tolerance_per_million"] == tolerance.per_million
+    assert meta["allowed_rows"] == max(1, -(-rows * tolerance.per_million // 1_000_000))
+    assert meta["rate_per_million"] == pytest.approx(count * 1e6 / rows, abs=0.01)
+
+
+def test_tolerances_sit_between_the_real_months_and_the_faults():
+    """Each is over ten times the worst real month measured, and each check says so in the UI."""
+    assert DUPLICATE_ROWS_TOLERANCE.per_million >= 10 * 4 * 1e6 / 7_667_792
+    assert OUT_OF_MONTH_TOLERANCE.per_million >= 10 * 537 * 1e6 / 7_696_617
+    specs = {s.name: s for s in build_postgres_checks(GREEN).check_specs}
+    for name, tolerance in (
+        (checks.DUPLICATE_ROWS_WITHIN_TOLERANCE, DUPLICATE_ROWS_TOLERANCE),
+        (checks.OUT_OF_MONTH_WITHIN_TOLERANCE, OUT_OF_MONTH_TOLERANCE),
+    ):
+        assert f"{tolerance.per_million:,} per million rows" in specs[name].description
+        assert not specs[name].blocking
+
+
+def _plant_month(server, month: Month, lines: list[str]) -> None:
+    """A green month file of these data lines on a test's own release server."""
+    path = server.root / "green" / GREEN.file_name(month)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", newline="") as out:
+        out.write("\r\n".join([",".join(GREEN.column_names), *lines]) + "\r\n")
+
+
+def _generated_lines(tmp_path, month: Month) -> list[str]:
+    path = write_month(tmp_path / "generated.csv.gz", GREEN, month, 2_000, seed=7)
+    with gzip.open(tmp_path / "generated.csv.gz", "rt", newline="") as f:
+        lines = f.read().split("\r\n")[1:-1]
+    assert len(lines) == path.rows
+    return lines
+
+
+def _postgres_checks(settings, month: Month) -> dict:
+    result = dg.materialize(
+        [*build_taxi_chain(GREEN)[:2], build_postgres_checks(GREEN)],
+        partition_key=str(month),
+        resources=dagster_resources(settings),
+    )
+    assert result.success  # warnings never fail the run
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert evaluations[checks.ROWS_MATCH_FILE].passed and evaluations[checks.ROW_IDS_PRESENT].passed
+    return evaluations
+
+
+def test_a_month_within_tolerance_passes_with_its_counts_in_metadata(settings, local_release, tmp_path):
+    month = Month(2019, 3)
+    lines = _generated_lines(tmp_path, month)
+    pickup = GREEN.pickup_index
+    in_month = [line for line in lines if line.split(",")[pickup].startswith(str(month))]
+    late = [line for line in lines if not line.split(",")[pickup].startswith(str(month))]
+    unique = list(dict.fromkeys(in_month))
+    assert len(late) >= 1 and len(unique) < len(in_month)  # the generator's quirks, to be thinned out
+    planted = [*unique, unique[10], late[0]]  # one exact duplicate, one pickup from February
+    _plant_month(local_release, month, planted)
+
+    evaluations = _postgres_checks(replace(settings, source_url=local_release.url), month)
+    duplicates = evaluations[checks.DUPLICATE_ROWS_WITHIN_TOLERANCE]
+    out_of_month = evaluations[checks.OUT_OF_MONTH_WITHIN_TOLERANCE]
+    assert duplicates.passed and out_of_month.passed
+    assert {k: v.value for k, v in duplicates.metadata.items()} == {
+        "duplicate_rows": 1,
+        "rows": len(planted),
+        "rate_per_million": round(1e6 / len(planted), 2),
+        "tolerance_per_million": 10,
+        "allowed_rows": 1,
+    }
+    assert {k: v.value for k, v in out_of_month.metadata.items()} == {
+        "out_of_month_rows": 1,
+        "rows": len(planted),
+        "rate_per_million": round(1e6 / len(planted), 2),
+        "tolerance_per_million": 1_000,
+        "allowed_rows": 2,
+    }
+
+
+def test_a_month_above_tolerance_warns_with_its_counts_in_metadata(settings, local_release, tmp_path):
+    """April's name on March's rows (every pickup outside the month), with a block printed twice."""
+    lines = _generated_lines(tmp_path, Month(2019, 3))
+    planted = [*lines, *lines[:100]]
+    _plant_month(local_release, Month(2019, 4), planted)
+
+    evaluations = _postgres_checks(replace(settings, source_url=local_release.url), Month(2019, 4))
+    for name, count_key, count in (
+        (checks.DUPLICATE_ROWS_WITHIN_TOLERANCE, "duplicate_rows", len(planted) - len(set(planted))),
+        (checks.OUT_OF_MONTH_WITHIN_TOLERANCE, "out_of_month_rows", len(planted)),
+    ):
+        evaluation = evaluations[name]
+        assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+        assert evaluation.metadata[count_key].value == count >= 100
+        assert evaluation.metadata["rows"].value == len(planted)
+        assert evaluation.metadata["rate_per_million"].value > evaluation.metadata["tolerance_per_million"].value

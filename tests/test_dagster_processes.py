@@ -115,6 +115,14 @@ def test_job_backfill_from_the_cli_completes_every_partition(dagster_env, proces
     assert {r.status for r in runs} == {DagsterRunStatus.SUCCESS}, processes.tail()
     counts = pg.execute("SELECT filename, count(*) FROM green_tripdata GROUP BY 1 ORDER BY 1").fetchall()
     assert counts == [(f"green_tripdata_2019-0{m}.csv.gz", 2_000) for m in (1, 2, 3)]
+    # What the user sees: the backfill's own lines, and the daemon's (its run workers and their step
+    # processes load the code location too) without a warning about our definitions or a migration.
+    assert "Warning" not in backfill.stdout + backfill.stderr, backfill.stdout + backfill.stderr
+    assert "Launched backfill job" in backfill.stdout
+    daemon = (processes.logs / "daemon.log").read_text()
+    assert "RUN_SUCCESS" in daemon
+    for noise in ("PreviewWarning", "BetaWarning", "SupersessionWarning", "alembic"):
+        assert noise not in daemon, [line for line in daemon.splitlines() if noise in line][:5]
 
 
 def _graphql(port: int, query: str, variables: dict | None = None) -> dict:

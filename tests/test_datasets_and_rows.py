@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import os
+import tempfile
 
 import pytest
 from helpers import FIXTURES, gzip_fixture
 
+from taxi_assets import rows
 from taxi_assets.datasets import DATASETS, FHV, GREEN, YELLOW, dataset
 from taxi_assets.errors import BadFileError
 from taxi_assets.months import Month, published_months
@@ -161,3 +164,120 @@ def test_the_fixture_zone_table_is_the_published_one():
         rows = list(csv.reader(f))
     assert rows[0] == ["LocationID", "Borough", "Zone", "service_zone"] and len(rows) == 266
     assert (FIXTURES / "taxi_zone_lookup.csv").stat().st_size == 12_322
+
+
+# Blank lines: a trailing newline too many (an editor's, a tool's) is no reason to refuse a
+# month; a blank line between rows still is.
+
+_ROWS = [f"1,2019-01-01 00:0{i}:00,{i}" for i in range(5)]
+
+
+def _gz(tmp_path, text: str, name="y.csv.gz"):
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text.encode()))
+    return path
+
+
+def _data(path, ds=YELLOW) -> list[bytes]:
+    _, blocks = data_lines(path, ds)
+    return [line for lines, _ in blocks for line in lines]
+
+
+@pytest.fixture(params=[None, 7], ids=["1MB-blocks", "7-byte-blocks"])
+def block_size(request, monkeypatch):
+    """Real-size blocks, and tiny ones: blank lines then straddle many block boundaries."""
+    if request.param:
+        monkeypatch.setattr(rows, "CHUNK_BYTES", request.param)
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n"], ids=["LF", "CRLF"])
+@pytest.mark.parametrize("blanks", [1, 3])
+def test_blank_lines_at_the_end_are_no_rows(tmp_path, block_size, eol, blanks):
+    path = _gz(tmp_path, eol.join([YELLOW_HEADER, *_ROWS]) + eol + eol * blanks)
+    assert _data(path) == [r.encode() for r in _ROWS]
+
+
+def test_blank_lines_at_the_end_of_a_file_without_a_last_line_ending(tmp_path, block_size):
+    """Mixed endings in the blank tail (`\\r\\n` then `\\n`), and a tail of whitespace only."""
+    path = _gz(tmp_path, "\r\n".join([YELLOW_HEADER, *_ROWS]) + "\r\n\r\n\n\r\n ")
+    assert _data(path) == [r.encode() for r in _ROWS]
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n"], ids=["LF", "CRLF"])
+@pytest.mark.parametrize("where", ["after the header", "between rows", "before the last row"])
+def test_a_blank_line_before_a_row_is_still_refused(tmp_path, block_size, eol, where):
+    lines = [YELLOW_HEADER, *_ROWS]
+    at = {"after the header": 1, "between rows": 3, "before the last row": len(lines) - 1}[where]
+    lines.insert(at, "")
+    path = _gz(tmp_path, eol.join(lines) + eol + eol)  # a blank tail too: only the inner one counts
+    with pytest.raises(BadFileError, match=r"y\.csv\.gz has a blank line before a row"):
+        _data(path)
+
+
+def test_a_blank_line_before_a_last_row_without_a_line_ending_is_refused(tmp_path, block_size):
+    path = _gz(tmp_path, "\n".join([YELLOW_HEADER, *_ROWS[:-1], "", _ROWS[-1]]))
+    with pytest.raises(BadFileError, match="blank line before a row"):
+        _data(path)
+
+
+def test_a_header_and_blank_lines_only_has_no_rows(tmp_path):
+    assert _data(_gz(tmp_path, YELLOW_HEADER + "\r\n\r\n\r\n")) == []
+    with pytest.raises(BadFileError, match="is empty"):
+        data_lines(_gz(tmp_path, "\n\n\n", "blank.csv.gz"), YELLOW)
+
+
+def test_the_parquet_conversion_ignores_blank_lines_at_the_end(tmp_path):
+    """upload-gcs reads the month through the same reader: same rows, no blank-line failure."""
+    import pyarrow.parquet as pq
+
+    from taxi_assets.parquet import write_parquet
+    from taxi_assets.sample_data import write_month
+
+    path = tmp_path / "yellow_tripdata_2019-01.csv.gz"
+    write_month(path, YELLOW, Month(2019, 1), 300, crlf=True)
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()) + b"\r\n\r\n"))
+    assert write_parquet(path, tmp_path / "y.parquet", YELLOW, Month(2019, 1)) == 300
+    assert pq.read_metadata(tmp_path / "y.parquet").num_rows == 300
+
+
+# The duplicate counter's spill: 16 MB per million rows, on disk but never under a name.
+
+
+def test_the_duplicate_spill_lives_in_its_folder_and_has_no_name(tmp_path, monkeypatch):
+    """Spilled digests go to a nameless file in `spill_dir`: a process killed mid-load leaves
+    nothing behind (the kernel frees a nameless file), and nothing lands in the system temp."""
+    monkeypatch.setattr(DuplicateCounter, "FLUSH_ROWS", 1_000)
+    spill_dir, system_tmp = tmp_path / "state", tmp_path / "system-tmp"
+    spill_dir.mkdir()
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    counter = DuplicateCounter(spill_dir=spill_dir)
+    digests = [hashlib.md5(str(i % 9_000).encode()).hexdigest().encode() for i in range(10_000)]  # 1,000 repeats
+    for start in range(0, len(digests), 700):
+        counter.add_hex(b"".join(digests[start : start + 700]))
+    spill = os.readlink(f"/proc/self/fd/{counter._spill.fileno()}")
+    assert spill.startswith(f"{spill_dir}/") and spill.endswith(" (deleted)")
+    assert list(spill_dir.iterdir()) == [] and list(system_tmp.iterdir()) == []
+    assert counter.duplicates() == 1_000
+    assert counter._spill is None  # closed: its space is free
+
+
+def test_a_duplicate_count_that_never_spills_touches_no_disk(tmp_path):
+    counter = DuplicateCounter(spill_dir=tmp_path / "does-not-exist")
+    counter.add_hex(b"".join(hashlib.md5(str(i % 40).encode()).hexdigest().encode() for i in range(50)))
+    assert counter.duplicates() == 10
+
+
+@pytest.mark.parametrize("blank", ["\n", "\r\n"], ids=["LF blank among CRLF rows", "CRLF blank among LF rows"])
+def test_a_blank_line_of_the_other_line_ending_is_a_blank_line_too(tmp_path, block_size, blank):
+    eol = "\r\n" if blank == "\n" else "\n"
+    text = eol.join([YELLOW_HEADER, *_ROWS[:2]]) + eol + blank + eol.join(_ROWS[2:]) + eol
+    with pytest.raises(BadFileError, match="blank line before a row"):
+        _data(_gz(tmp_path, text))
+
+
+def test_an_lf_row_among_crlf_rows_is_refused(tmp_path):
+    """Within a block; where the bare LF ends a block, COPY refuses the CR it leaves instead."""
+    text = "\r\n".join([YELLOW_HEADER, *_ROWS[:2]]) + "\n" + "\r\n".join(_ROWS[2:]) + "\r\n"
+    with pytest.raises(BadFileError, match="y.csv.gz mixes CRLF and LF line endings"):
+        _data(_gz(tmp_path, text))

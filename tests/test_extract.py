@@ -7,20 +7,23 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from conftest import SAMPLE_ROWS
-from helpers import gzip_fixture
+from helpers import ROOT, gzip_fixture, run_cli
 
 from taxi_assets.datasets import GREEN, YELLOW
 from taxi_assets.errors import BadFileError, ConfigError, DownloadError, NotPublishedError
 from taxi_assets.months import Month
+from taxi_assets.sample_data import write_month
 from taxi_assets.steps.extract import download_in_use, extract, local_path, parquet_path, purge_download
 
 JAN = Month(2019, 1)
@@ -287,3 +290,174 @@ def test_purge_keeps_a_download_that_a_running_step_holds(settings):
         kept = purge_download(settings, GREEN, JAN)
         assert (kept.removed, kept.kept) == ([], [path.name]) and path.is_file()
     assert purge_download(settings, GREEN, JAN).removed == [path.name + ".json", path.name]
+
+
+# Blank lines at the end of a month file are no rows (issue 9).
+
+
+def test_blank_lines_at_the_end_of_a_served_month_are_not_counted(settings, local_release):
+    served = local_release.file_for("/green/green_tripdata_2019-01.csv.gz")
+    served.write_bytes(gzip.compress(gzip.decompress(served.read_bytes()) + b"\r\n\r\n\r\n"))
+    info = extract(replace(settings, source_url=local_release.url), GREEN, JAN)
+    assert info.data_lines == SAMPLE_ROWS
+
+
+# Messages: a missing file of a published month, rejections by their published name.
+
+
+def test_a_published_month_the_server_lacks_says_the_server_has_no_such_file(settings, local_release, monkeypatch):
+    monkeypatch.setattr(local_release, "file_for", lambda url_path: None)  # a server missing every file
+    settings = replace(settings, source_url=local_release.url)
+    url = f"{local_release.url}/green/green_tripdata_2019-05.csv.gz"
+    with pytest.raises(NotPublishedError) as raised:
+        extract(settings, GREEN, Month(2019, 5))
+    assert str(raised.value) == (
+        f"green 2019-05: the server has no such file ({url} returned 404), "
+        "though the month is within the published range 2019-01..2021-07"
+    )
+    assert _leftovers(settings) == []
+
+
+def _served_as(local_release, content: bytes | None = None, text: str | None = None) -> None:
+    target = local_release.root / "green" / JAN_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(content if content is not None else gzip.compress(text.encode()))
+
+
+def _green_header() -> str:
+    return ",".join(GREEN.column_names)
+
+
+@pytest.mark.parametrize(
+    "served, problem",
+    [
+        ("truncated", "is truncated"),
+        ("not gzip", "is not valid gzip"),
+        ("yellow header", "does not have the green header"),
+        ("header only", "has a header but no rows"),
+        ("blank line between rows", "has a blank line before a row"),
+        ("empty", "is empty"),
+    ],
+)
+def test_a_rejected_download_is_named_by_its_published_name(settings, local_release, served, problem):
+    good = local_release.file_for(f"/green/{JAN_FILE}").read_bytes()
+    if served == "truncated":
+        _served_as(local_release, good[: len(good) // 2])
+    elif served == "not gzip":
+        _served_as(local_release, b"<html>Not the file you are looking for</html>\n")
+    elif served == "yellow header":
+        gzip_fixture("yellow_tripdata_2020-07_head266.csv", local_release.root / "green" / JAN_FILE)
+    elif served == "header only":
+        _served_as(local_release, text=_green_header() + "\r\n")
+    elif served == "blank line between rows":
+        lines = gzip.decompress(good).split(b"\n")
+        _served_as(local_release, gzip.compress(b"\n".join([*lines[:5], b"", *lines[5:]])))
+    else:
+        _served_as(local_release, gzip.compress(b""))
+    settings = replace(settings, source_url=local_release.url)
+    with pytest.raises(BadFileError) as raised:
+        extract(settings, GREEN, JAN)
+    assert str(raised.value).startswith(f"green 2019-01: downloaded file rejected, nothing kept: {JAN_FILE} {problem}")
+    assert ".part-" not in str(raised.value)
+    assert _leftovers(settings) == []
+
+
+# Stale temp files: a run killed mid-download leaves its `.part-<pid>`; the next run removes it.
+
+
+def test_extract_removes_temp_files_of_dead_runs_even_when_the_month_is_already_there(settings):
+    extract(settings, GREEN, JAN)
+    folder = settings.download_dir / "green"
+    dead, running = _a_dead_pid(), os.getpid()
+    stale = [
+        f"{JAN_FILE}.part-{dead}",  # a download killed mid-transfer
+        f"{JAN_FILE}.part-{dead}.json",  # ... between its file and its record
+        f"green_tripdata_2019-02.csv.gz.part-{dead}",  # another month's
+        f"green_tripdata_2019-01.parquet.part-{dead}",  # an upload-gcs conversion's
+    ]
+    for name in stale:
+        (folder / name).write_bytes(b"x" * 100)
+    (folder / f"{JAN_FILE}.part-{running}").write_bytes(b"still being written")
+    (folder / "notes.part-abc").write_bytes(b"not a temp file of ours")
+    info = extract(settings, GREEN, JAN)
+    assert not info.downloaded
+    assert _leftovers(settings) == sorted([JAN_FILE, JAN_RECORD, f"{JAN_FILE}.part-{running}", "notes.part-abc"])
+
+
+class _Slow(BaseHTTPRequestHandler):
+    """Sends the headers and half the file, then stalls until `release` is set."""
+
+    body: bytes = b""
+    release: threading.Event
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        half = len(self.body) // 2
+        try:
+            self.wfile.write(self.body[:half])
+            self.wfile.flush()
+            self.release.wait(60)
+            self.wfile.write(self.body[half:])
+        except OSError:
+            pass  # the client was killed
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_download_killed_mid_transfer_leaves_litter_the_next_run_removes(tmp_path, sig):
+    """`python -m taxi_assets extract` killed while the server stalls half-way: its temp file is
+    all that is left (nothing that looks whole); the next run removes it, and nothing lands in
+    the system's temp folder either."""
+    month_file = tmp_path / "release" / JAN_FILE
+    write_month(month_file, GREEN, JAN, 60_000, seed=7, compresslevel=1)  # 2+ MB: half is past one read
+    body = month_file.read_bytes()
+    handler = type("Handler", (_Slow,), {"body": body, "release": threading.Event()})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state, private_tmp = tmp_path / "state", tmp_path / "tmp"
+    private_tmp.mkdir()
+    env = {
+        **os.environ,
+        "TAXI_SOURCE_URL": f"http://127.0.0.1:{server.server_port}",
+        "TAXI_STATE_DIR": str(state),
+        "TMPDIR": str(private_tmp),
+    }
+    folder = state / "downloads" / "green"
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "taxi_assets", "extract", "--taxi", "green", "--month", "2019-01"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        part = folder / f"{JAN_FILE}.part-{proc.pid}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if part.exists() and part.stat().st_size >= 1 << 20:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"extract ended before it was killed: {proc.stderr.read().decode()}"
+        assert part.stat().st_size >= 1 << 20, "the download never got going"
+        proc.send_signal(sig)
+        proc.wait(30)
+        proc.stderr.close()
+        left = sorted(p.name for p in folder.iterdir())
+        # SIGKILL leaves the partial file, SIGTERM too unless a handler unwinds: never anything that looks whole
+        assert left == [part.name] if sig == signal.SIGKILL else left in ([part.name], [])
+        handler.release.set()
+        rerun = run_cli("extract", "--taxi", "green", "--month", "2019-01", env=env)
+    finally:
+        handler.release.set()
+        server.shutdown()
+    assert rerun.returncode == 0, rerun.stderr
+    assert (f"removed {part.name}, left by runs that were killed" in rerun.stderr) == bool(left)
+    everything = sorted(str(p.relative_to(state)) for p in state.rglob("*") if p.is_file())
+    assert everything == [f"downloads/green/{JAN_FILE}", f"downloads/green/{JAN_RECORD}"]
+    assert json.loads(folder.joinpath(JAN_RECORD).read_text())["data_lines"] == 60_000
+    assert list(private_tmp.iterdir()) == []

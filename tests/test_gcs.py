@@ -19,7 +19,7 @@ from taxi_assets.gcp import credentials, storage_client
 from taxi_assets.months import Month
 from taxi_assets.parquet import write_parquet
 from taxi_assets.sample_data import write_month
-from taxi_assets.steps.extract import extract
+from taxi_assets.steps.extract import extract, parquet_path
 from taxi_assets.steps.gcs import crc32c_b64, ensure_bucket, object_name, upload_gcs
 
 JAN = Month(2019, 1)
@@ -65,10 +65,15 @@ def test_gcp_setup_makes_the_bucket_once(gcs_settings):
     assert ensure_bucket(gcs_settings) is False
 
 
-def test_a_missing_bucket_says_to_run_gcp_setup(gcs_settings):
+def test_a_missing_bucket_says_to_run_gcp_setup_before_converting(gcs_settings):
+    """The bucket is checked first: no conversion (15 s for a yellow month) before the error."""
     info = extract(gcs_settings, GREEN, JAN)
+    folder = Path(info.path).parent
+    before = sorted(folder.iterdir())
     with pytest.raises(ConfigError, match="does not exist; run `python -m taxi_assets gcp-setup`"):
         upload_gcs(gcs_settings, GREEN, JAN, Path(info.path))
+    assert not parquet_path(Path(info.path)).exists()
+    assert sorted(folder.iterdir()) == before  # not even a temporary Parquet was started
 
 
 def test_upload_from_the_cli(gcs_settings):

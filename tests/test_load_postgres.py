@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import glob
 import gzip
 import hashlib
+import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import replace
 
 import psycopg
 import pytest
-from helpers import FIXTURES, ROOT, gzip_fixture
+from helpers import FIXTURES, ROOT, gzip_fixture, run_cli
 
 from taxi_assets import config, database
 from taxi_assets.config import Settings
 from taxi_assets.datasets import FHV, GREEN, YELLOW
-from taxi_assets.errors import BadFileError, LoadError
+from taxi_assets.errors import BadFileError, ConfigError, LoadError
 from taxi_assets.months import Month
 from taxi_assets.sample_data import write_month
 from taxi_assets.steps.postgres import load_postgres
@@ -315,3 +320,157 @@ def test_quoted_fhv_rows_are_normalized_too(pg_dsn, pg, tmp_path):
     )
     _load(pg_dsn, FHV, JAN, path)
     assert pg.execute("SELECT pulocationid, sr_flag FROM fhv_tripdata").fetchone() == ("264", 1)
+
+
+def test_blank_lines_at_the_end_of_the_file_are_no_rows(pg_dsn, pg, tmp_path):
+    path = tmp_path / GREEN.file_name(JAN)
+    write_month(path, GREEN, JAN, 1_000, crlf=True, seed=8)
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()) + b"\r\n\r\n"))
+    report = _load(pg_dsn, GREEN, JAN, path, expected_rows=1_000)
+    assert report.rows_loaded == 1_000
+    assert pg.execute("SELECT count(*) FROM green_tripdata").fetchone()[0] == 1_000
+
+
+def test_a_blank_line_between_rows_still_rolls_back(pg_dsn, pg, tmp_path, loaded_month):
+    path = tmp_path / GREEN.file_name(JAN)
+    write_month(path, GREEN, JAN, 1_000, crlf=False, seed=8)
+    lines = gzip.decompress(path.read_bytes()).split(b"\n")
+    path.write_bytes(gzip.compress(b"\n".join([*lines[:500], b"", *lines[500:]])))
+    with pytest.raises(BadFileError, match="previous rows untouched: .*has a blank line before a row"):
+        _load(pg_dsn, GREEN, JAN, path)
+    assert _month_rows(pg, GREEN, JAN) == loaded_month
+
+
+# A load killed with its duplicate-digest spill on disk (issue 9): nothing left anywhere.
+
+KILL_ROWS = 1_200_000  # past the counter's first spill (500,000 rows) with seconds of COPY to go
+
+
+@pytest.fixture(scope="module")
+def big_month(tmp_path_factory):
+    """A 1.2 M-row green January (60,000 generated rows, 20 times over) and its download record."""
+    from taxi_assets.steps import extract as ex
+
+    folder = tmp_path_factory.mktemp("big-month")
+    seed_file, big = folder / "seed.csv.gz", folder / GREEN.file_name(JAN)
+    write_month(seed_file, GREEN, JAN, KILL_ROWS // 20, seed=11, compresslevel=1, crlf=False)
+    header, _, rows = gzip.decompress(seed_file.read_bytes()).partition(b"\n")
+    big.write_bytes(gzip.compress(header + b"\n" + rows * 20, compresslevel=1))
+    head, lines = ex.verify(big, GREEN)
+    info = ex.FileInfo("green", str(JAN), str(big), "local", big.stat().st_size, ex._sha256(big), lines, head)
+    return big, json.dumps(info.__dict__)
+
+
+def _spill_files(pid: int, folder) -> list[str]:
+    """The nameless files process `pid` holds open in `folder` (Linux: `/proc/<pid>/fd`)."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith(f"{folder}/") and target.endswith(" (deleted)"):
+                found.append(target)
+    return found
+
+
+def _files_under(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if not p.is_dir())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_load_killed_after_spilling_digests_leaves_nothing_behind(
+    pg_dsn, pg, tmp_path, loaded_month, source_server, big_month, sig
+):
+    """`python -m taxi_assets load-postgres` killed once its duplicate-digest spill is on disk:
+    the spill was a nameless file in the download folder, so nothing is left in the state
+    folder or the system temp folder; the previous rows stand; the next run loads the month."""
+    state, private_tmp = tmp_path / "state", tmp_path / "tmp"
+    private_tmp.mkdir()
+    folder = state / "downloads" / "green"
+    folder.mkdir(parents=True)
+    shutil.copy(big_month[0], folder / GREEN.file_name(JAN))
+    (folder / (GREEN.file_name(JAN) + ".json")).write_text(big_month[1])
+    expected = _files_under(state) + [f"locks/green/{GREEN.file_name(JAN)}.lock"]
+    env = {
+        config.POSTGRES_DSN: pg_dsn,
+        config.STATE_DIR: str(state),
+        config.SOURCE_URL: source_server.url,
+        "TMPDIR": str(private_tmp),
+    }
+    in_system_tmp = set(glob.glob(os.path.join(tempfile.gettempdir(), "taxi-digests-*")))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taxi_assets", "load-postgres", "--taxi", "green", "--month", "2019-01"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline, spills = time.monotonic() + 120, []
+    while time.monotonic() < deadline and proc.poll() is None and not spills:
+        spills = _spill_files(proc.pid, folder)
+        time.sleep(0.01)
+    assert proc.poll() is None, f"the load ended before it was killed: {proc.stderr.read().decode()}"
+    assert spills, "the load never spilled its digests"
+    copied = pg.execute("SELECT tuples_processed FROM pg_stat_progress_copy").fetchone()
+    proc.send_signal(sig)
+    proc.wait(30)
+    proc.stderr.close()
+    assert copied and copied[0] < KILL_ROWS, "killed after COPY: the test proves nothing"
+    assert _files_under(state) == expected  # the download, its record, its lock: no temp file
+    assert list(private_tmp.iterdir()) == []
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "taxi-digests-*"))) <= in_system_tmp
+    time.sleep(0.5)  # the backend notices the closed socket and aborts
+    assert _month_rows(pg, GREEN, JAN) == loaded_month
+
+    rerun = run_cli("load-postgres", "--taxi", "green", "--month", "2019-01", env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert pg.execute("SELECT count(*) FROM green_tripdata").fetchone()[0] == KILL_ROWS
+    assert _files_under(state) == expected
+    assert list(private_tmp.iterdir()) == []
+    assert _leftover_tables(pg) == []
+
+
+# "cannot connect to Postgres": the server's reason, on one line, never the password.
+
+
+def test_cannot_connect_keeps_the_reason_on_one_line_without_the_password(tmp_path):
+    from helpers import free_port
+
+    port = free_port()  # nothing listens there
+    settings = Settings(state_dir=tmp_path, postgres_dsn=f"postgresql://taxi:s3cret-pw@127.0.0.1:{port}/ny_taxi")
+    with pytest.raises(ConfigError) as raised:
+        database.connect(settings)
+    message = str(raised.value)
+    assert message.startswith(f"cannot connect to Postgres at 127.0.0.1:{port}/ny_taxi (TAXI_POSTGRES_DSN): ")
+    assert "Connection refused" in message
+    assert "\n" not in message and "\t" not in message and "  " not in message
+    assert "s3cret-pw" not in message
+
+
+def test_cannot_connect_from_the_cli_is_one_line(tmp_path, source_server):
+    from helpers import free_port
+
+    port = free_port()
+    env = {
+        config.POSTGRES_DSN: f"postgresql://taxi:s3cret-pw@127.0.0.1:{port}/ny_taxi",
+        config.STATE_DIR: str(tmp_path / "state"),
+        config.SOURCE_URL: source_server.url,
+    }
+    result = run_cli("load-postgres", "--taxi", "green", "--month", "2019-01", env=env)
+    assert result.returncode == 1
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(f"error: cannot connect to Postgres at 127.0.0.1:{port}/ny_taxi (TAXI_POSTGRES_DSN): ")
+    assert "Connection refused; Is the server running" in last
+    assert not result.stderr.split(last)[1].strip() and "\t" not in result.stderr
+    assert "s3cret-pw" not in result.stderr
+
+
+def test_a_password_in_a_servers_reason_is_masked():
+    message = (
+        'connection failed: connection to server at "db" (10.0.0.5), port 5432 failed: FATAL:  role "hunter22" x\n'
+    )
+    message += '\tIs the server running?\nconnection to server at "db" (10.0.0.6), port 5432 failed: timeout\n'
+    message += "\tIs the server running?\n"
+    assert database.one_line_reason(message, "hunter22") == (
+        'connection to server at "db" (10.0.0.5), port 5432 failed: FATAL: role "***" x; Is the server running?; '
+        'connection to server at "db" (10.0.0.6), port 5432 failed: timeout'
+    )

@@ -6,9 +6,11 @@ import re
 import subprocess
 import sys
 
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 from helpers import ROOT, embedded_default_env, kill_processes_under
 
 from taxi_assets import config
+from taxi_assets.definitions import defs
 
 README = (ROOT / "README.md").read_text()
 
@@ -27,8 +29,10 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 
 def test_readme_command_1_materializes_a_month_on_the_embedded_default(tmp_path, source_server):
-    """`python3 dev.py demo` with nothing configured: embedded Postgres and emulators, whole chain."""
+    """`python3 dev.py demo` with nothing configured: embedded Postgres and emulators, whole chain,
+    recorded in the Dagster instance the README's UI opens, and nothing printed but what it did."""
     env = embedded_default_env(tmp_path / "state", source_server.url)
+    env.pop("DAGSTER_HOME", None)
     try:
         result = subprocess.run(
             ["python3", "dev.py", *_readme_command(1).split()[2:]],
@@ -47,6 +51,38 @@ def test_readme_command_1_materializes_a_month_on_the_embedded_default(tmp_path,
     assert "green_tripdata (BigQuery emulator): 2,000 rows for 2019-01" in result.stdout
     assert (tmp_path / "state" / "postgres" / "PG_VERSION").exists()
     assert (tmp_path / "state" / "emulators" / "gcs").is_dir()
+    # Output is what the demo did: no preview warnings from our definitions, no alembic migrations
+    # of Dagster's storage, and each log line once.
+    output = result.stdout + result.stderr
+    assert "Warning" not in output and "alembic" not in output, output
+    logged = [line.split(" ", 2)[2] for line in result.stderr.splitlines() if " INFO " in line]
+    assert len(logged) == len(set(logged)), result.stderr
+
+    # The instance the README's UI opens (`export DAGSTER_HOME=$(python -m taxi_assets dagster-home)`)
+    # is the one the demo recorded into: the month materialized, its checks evaluated.
+    home = subprocess.run(
+        [sys.executable, "-m", "taxi_assets", "dagster-home"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert home.returncode == 0, home.stderr
+    assert home.stdout.strip() == str(tmp_path / "state" / "dagster")
+    ui = re.escape(f"DAGSTER_HOME={tmp_path / 'state' / 'dagster'} .venv/bin/") + "(dg|dagster) dev"
+    assert re.search(ui, result.stdout.splitlines()[-1]), result.stdout  # the demo's last line says how
+    with DagsterInstance.from_config(home.stdout.strip()) as instance:
+        [run] = instance.get_runs()
+        assert run.status == DagsterRunStatus.SUCCESS and run.tags["dagster/partition"] == "2019-01"
+        for asset in ("csv", "postgres", "gcs", "bigquery"):
+            assert instance.get_materialized_partitions(AssetKey(f"green_trips_{asset}")) == {"2019-01"}
+        green_checks = {
+            key for key in defs.resolve_asset_graph().asset_check_keys if key.asset_key.path[0].startswith("green_")
+        }
+        assert len(green_checks) >= 7
+        for key in green_checks:
+            record = instance.get_latest_asset_check_evaluation_record(key)
+            assert record is not None and record.run_id == run.run_id, key
+            evaluation = record.event.asset_check_evaluation
+            assert evaluation.partition == "2019-01", key
+            if key.name in ("rows_match_file", "row_ids_present", "object_matches_local_file", "matches_postgres"):
+                assert evaluation.passed, key
 
 
 def test_every_configuration_variable_is_documented():
@@ -73,3 +109,53 @@ def test_the_steps_do_not_import_dagster():
     code = "import sys, taxi_assets.cli, taxi_assets.steps.extract, taxi_assets.steps.postgres; print('dagster' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_readme_command_1_without_network_ends_in_one_line_saying_what_to_do(tmp_path):
+    """The demo's run fails at its first step: no Dagster log or stack trace, the step's own one
+    line (what failed, what to do offline); the whole log stays in the instance."""
+    env = embedded_default_env(tmp_path / "state", "http://no-such-host.invalid")  # .invalid never resolves
+    env = {k: v for k, v in env.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
+    env.pop("DAGSTER_HOME", None)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "taxi_assets", "demo"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        kill_processes_under(tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.startswith("Materializing green 2019-01 from http://no-such-host.invalid")
+    assert len(result.stdout.splitlines()) == 1, result.stdout
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: green 2019-01: cannot resolve no-such-host.invalid"), line
+    assert "TAXI_SOURCE_URL" in line
+    with DagsterInstance.from_config(str(tmp_path / "state" / "dagster")) as instance:
+        [run] = instance.get_runs()
+        assert run.status == DagsterRunStatus.FAILURE
+
+
+def test_an_unexpected_failure_of_the_demo_names_the_step_the_error_and_the_log(tmp_path):
+    from dagster import job, op
+
+    from taxi_assets.demo import failure_line
+    from taxi_assets.months import Month
+
+    @op
+    def load():
+        raise ValueError("no good\n  at all")
+
+    @job
+    def chain():
+        load()
+
+    with DagsterInstance.ephemeral() as instance:
+        result = chain.execute_in_process(instance=instance, raise_on_error=False)
+    assert failure_line(result, "green_trips_job", Month(2019, 1), tmp_path) == (
+        f"the green_trips_job run for 2019-01 failed in load: ValueError: no good at all (the whole log: run "
+        f"{result.run_id[:8]} in the Dagster instance at {tmp_path}, or `python -m taxi_assets -v demo` prints it here)"
+    )

@@ -26,17 +26,21 @@ CHAIN = ["yellow_trips_csv", "yellow_trips_postgres", "yellow_trips_gcs", "yello
 @pytest.fixture
 def webserver(tmp_path, source_server):
     """dagster-webserver as a user starts it, with no TAXI_*/GCP_* configuration, after README
-    command 1 (the demo) materialized yellow 2019-01 into the same instance."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    env = embedded_default_env(tmp_path / "state", source_server.url) | {"DAGSTER_HOME": str(home)}
+    command 1 (the demo) materialized yellow 2019-01: neither sets DAGSTER_HOME, the webserver
+    opens the instance `python -m taxi_assets dagster-home` names, as the README says."""
+    env = embedded_default_env(tmp_path / "state", source_server.url)
+    env.pop("DAGSTER_HOME", None)
     try:
         demo = [sys.executable, "-m", "taxi_assets", "demo", "--taxi", "yellow", "--month", "2019-01"]
         result = subprocess.run(demo, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     finally:
         kill_processes_under(tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    home = [sys.executable, "-m", "taxi_assets", "dagster-home"]
+    env["DAGSTER_HOME"] = subprocess.run(
+        home, cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert env["DAGSTER_HOME"] == str(tmp_path / "state" / "dagster")
     port = free_port()
     log = tmp_path / "webserver.log"
     with open(log, "w") as out:

@@ -13,7 +13,6 @@ from dagster import (
     define_asset_job,
     schedule,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.defs.assets import group
@@ -28,7 +27,9 @@ def job_name(dataset: TaxiDataset) -> str:
     return f"{dataset.taxi}_trips_job"
 
 
-def build_job(dataset: TaxiDataset) -> UnresolvedAssetJobDefinition:
+def build_job(dataset: TaxiDataset):
+    """The taxi type's asset job (what `define_asset_job` returns: Dagster exports no public name
+    for that type, and nothing here imports from `dagster._core`)."""
     return define_asset_job(
         job_name(dataset),
         selection=AssetSelection.groups(group(dataset)),
@@ -38,10 +39,11 @@ def build_job(dataset: TaxiDataset) -> UnresolvedAssetJobDefinition:
     )
 
 
-def build_schedule(job: UnresolvedAssetJobDefinition, dataset: TaxiDataset) -> ScheduleDefinition:
+def build_schedule(job, dataset: TaxiDataset) -> ScheduleDefinition:
     """On the 1st of each month, New York time, the month just ended: the rule the Kestra flows
     follow too (taxi_assets.months.month_just_ended). Dagster's own partitioned schedule would
-    request the last partition forever after the published range; this one skips, saying why."""
+    request the last partition forever after the published range; this one skips, saying why.
+    `job` is the taxi type's job from `build_job`."""
 
     @schedule(
         name=f"{dataset.taxi}_trips_monthly",

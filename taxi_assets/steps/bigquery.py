@@ -4,12 +4,17 @@ The table is partitioned by `month` (the file's month, not the pickup date: file
 from other months) and clustered on pickup time and zones. A load job writes the month's
 partition through its decorator (`table$YYYYMM`) with WRITE_TRUNCATE: BigQuery swaps that one
 partition atomically, so a re-run never duplicates, a failed load leaves the previous rows,
-no scratch table is made and the work is proportional to the month.
+no scratch table is made and the work is proportional to the month. A column-partitioned
+table takes only rows whose `month` falls in the decorator's partition: a Parquet of another
+month fails the job and the partition keeps its rows.
+
+Errors passed on from BigQuery are one line, without local paths (`api_error_text`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -55,9 +60,14 @@ def schema(dataset: TaxiDataset) -> list[bigquery.SchemaField]:
     ]
 
 
+def partitioning() -> bigquery.TimePartitioning:
+    """One partition per file month, on the `month` column."""
+    return bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.MONTH, field=MONTH_COLUMN)
+
+
 def ensure_table(client: bigquery.Client, settings: Settings, dataset: TaxiDataset) -> None:
     table = bigquery.Table(table_id(settings, dataset), schema=schema(dataset))
-    table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.MONTH, field=MONTH_COLUMN)
+    table.time_partitioning = partitioning()
     table.clustering_fields = [dataset.pickup_column.lower(), "pulocationid", "dolocationid"]
     client.create_table(table, exists_ok=True)
 
@@ -72,27 +82,129 @@ def month_rows(client: bigquery.Client, settings: Settings, dataset: TaxiDataset
     return next(iter(job.result())).n
 
 
+def partition_load(settings: Settings, dataset: TaxiDataset, month: Month) -> tuple[str, bigquery.LoadJobConfig]:
+    """The load job BigQuery runs for a month: its destination and configuration.
+
+    The destination is the month's partition (`table$YYYYMM`) and WRITE_TRUNCATE replaces that
+    partition only, in one atomic job. The table is partitioned on the `month` column, so
+    BigQuery rejects the whole job if any row's `month` lies outside that partition: a Parquet
+    of another month cannot replace this one. Schema and partitioning are stated in full (they
+    must equal the table's, which `ensure_table` creates from the same functions).
+    """
+    destination = f"{table_id(settings, dataset)}${month.year:04d}{month.month:02d}"
+    config = bigquery.LoadJobConfig(
+        source_format=bigquery.SourceFormat.PARQUET,
+        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,  # this partition only
+        schema=schema(dataset),
+        time_partitioning=partitioning(),
+    )
+    return destination, config
+
+
+_CHECK = "taxi-assets scratch check"
+_CHECK_RESULT = re.compile(_CHECK + r": rows=(\d+) of_file=(\d+) files=([^,;]*)")
+
+
+def _scratch_check_sql(scratch: str, filename: str, first_day: str, expected_rows: int | None) -> str:
+    """A statement that fails (BigQuery's ERROR()) unless the scratch table is exactly this file:
+    every row carries its month and file name, and there are `expected_rows` of them."""
+    of_file = f"COUNTIF({MONTH_COLUMN} = DATE '{first_day}' AND {FILENAME_COLUMN.sql_name} = '{filename}')"
+    count_ok = "COUNT(*) > 0" if expected_rows is None else f"COUNT(*) = {int(expected_rows)}"
+    others = (
+        f"STRING_AGG(DISTINCT IF({FILENAME_COLUMN.sql_name} = '{filename}', NULL, {FILENAME_COLUMN.sql_name}), ' ')"
+    )
+    return (
+        f"SELECT IF({count_ok} AND {of_file} = COUNT(*), 0, ERROR(CONCAT('{_CHECK}: rows=', CAST(COUNT(*) AS STRING),"
+        f" ' of_file=', CAST({of_file} AS STRING), ' files=', IFNULL({others}, '')))) FROM `{scratch}`"
+    )
+
+
+def _scratch_mismatch(
+    exc: gexc.GoogleAPIError, dataset: TaxiDataset, month: Month, uri: str, expected_rows: int | None
+) -> LoadError | None:
+    """The clear error for a failed scratch check, or None when `exc` is another failure."""
+    found = _CHECK_RESULT.search(api_error_text(exc))
+    if found is None:
+        return None
+    rows, of_file, files = int(found[1]), int(found[2]), found[3].split()
+    where = f"{dataset.taxi} {month}: {uri}"
+    again = f"previous rows kept; run upload-gcs for {dataset.taxi} {month} again"
+    if of_file != rows:
+        other = ", ".join(files) if files else "another month"
+        return LoadError(
+            f"{where} holds rows of {other} ({rows - of_file} of its {rows} rows), not of {dataset.file_name(month)};"
+            f" {again}"
+        )
+    if expected_rows is None:
+        return LoadError(f"{where} holds no rows; {again}")
+    return LoadError(f"{where} holds {rows} rows but the file has {expected_rows} data lines; {again}")
+
+
 def _emulator_replace_month(
-    client: bigquery.Client, settings: Settings, dataset: TaxiDataset, month: Month, uri: str
+    client: bigquery.Client,
+    settings: Settings,
+    dataset: TaxiDataset,
+    month: Month,
+    uri: str,
+    expected_rows: int | None = None,
 ) -> None:
     """Emulator only: bqemulator rejects partition decorators (`Invalid table id`).
 
-    So: load into a scratch table, then swap the month in one transaction, then drop the
-    scratch table. Same outcome as the decorator load (a bad object leaves the month as it
-    was), in three jobs instead of one; BigQuery itself always takes the decorator path.
+    So: load into a scratch table, then in one transaction check the scratch rows (all of this
+    file's month and name, as many as `expected_rows`) and only then swap the month, then drop
+    the scratch table. Where BigQuery refuses rows outside the decorator's partition, the check
+    refuses them here: a wrong or stale object fails with LoadError and the month keeps its
+    rows. BigQuery itself always takes the decorator path.
     """
     target = table_id(settings, dataset)
     scratch = f"{target}__load_{month.year:04d}{month.month:02d}_{uuid.uuid4().hex[:8]}"  # one per run
+    first_day = f"{month}-01"
     client.create_table(bigquery.Table(scratch, schema=schema(dataset)), exists_ok=True)
     try:
         config = bigquery.LoadJobConfig(source_format=bigquery.SourceFormat.PARQUET, write_disposition="WRITE_TRUNCATE")
         client.load_table_from_uri(uri, scratch, job_config=config).result()
-        client.query(
-            f"BEGIN TRANSACTION; DELETE FROM `{target}` WHERE {MONTH_COLUMN} = DATE '{month}-01';"
-            f" INSERT INTO `{target}` SELECT * FROM `{scratch}`; COMMIT TRANSACTION;"
-        ).result()
+        check = _scratch_check_sql(scratch, dataset.file_name(month), first_day, expected_rows)
+        try:
+            client.query(
+                f"BEGIN TRANSACTION; {check};"
+                f" DELETE FROM `{target}` WHERE {MONTH_COLUMN} = DATE '{first_day}';"
+                f" INSERT INTO `{target}` SELECT * FROM `{scratch}`; COMMIT TRANSACTION;"
+            ).result()
+        except gexc.GoogleAPIError as exc:
+            mismatch = _scratch_mismatch(exc, dataset, month, uri, expected_rows)
+            if mismatch is None:
+                raise
+            raise mismatch from None
     finally:
         client.delete_table(scratch, not_found_ok=True)
+
+
+# An absolute local path (a file under /tmp, the state folder, the emulator's storage root), or
+# one under ~: not after a word character, ':' or '/', so URLs and gs:// URIs are left alone.
+_LOCAL_PATH = re.compile(r"(?<![\w:/.~-])~?/[^\s'\"`]+")
+
+
+def api_error_text(exc: Exception, uri: str | None = None) -> str:
+    """What a Google API error says, as one line without local filesystem paths.
+
+    A failed job's own message (not the client's "Location / Job ID" trailer, nor the
+    emulator's SQL excerpt on the following lines); a local path of the object at `uri` becomes
+    `uri`, any other local path its file name.
+    """
+    errors = getattr(exc, "errors", None) or [{}]
+    first = errors[0] if isinstance(errors[0], dict) else {}
+    text = str(first.get("message") or getattr(exc, "message", None) or exc)
+    text = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    suffix = uri.removeprefix("gs://") if uri and uri.startswith("gs://") else None
+
+    def local(found: re.Match) -> str:
+        path = found[0].rstrip(".,;:)]}")
+        tail = found[0][len(path) :]
+        if suffix and path.endswith("/" + suffix):
+            return uri + tail
+        return (path.rstrip("/").rsplit("/", 1)[-1] or "/") + tail
+
+    return _LOCAL_PATH.sub(local, text) or type(exc).__name__
 
 
 def load_bigquery(
@@ -102,29 +214,27 @@ def load_bigquery(
     started = time.monotonic()
     client = bigquery_client(settings)
     uri = f"gs://{settings.gcp_bucket}/{object_name(dataset, month)}"
-    target = f"{table_id(settings, dataset)}${month.year:04d}{month.month:02d}"
+    target, config = partition_load(settings, dataset, month)
     try:
         if storage_client(settings).bucket(settings.gcp_bucket).get_blob(object_name(dataset, month)) is None:
             raise ConfigError(f"{uri} does not exist; run upload-gcs for {dataset.taxi} {month} first")
         ensure_table(client, settings, dataset)
         if settings.bigquery_emulator:
-            _emulator_replace_month(client, settings, dataset, month, uri)
+            _emulator_replace_month(client, settings, dataset, month, uri, expected_rows)
         else:
-            config = bigquery.LoadJobConfig(
-                source_format=bigquery.SourceFormat.PARQUET,
-                write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,  # this partition only
-                schema=schema(dataset),
-            )
             client.load_table_from_uri(uri, target, job_config=config).result()
         rows = month_rows(client, settings, dataset, month)
     except gexc.NotFound as exc:
         raise ConfigError(
-            f"{uri} or dataset {settings.gcp_dataset} not found ({exc.message}); run gcp-setup and upload-gcs first"
+            f"{uri} or dataset {settings.gcp_dataset} not found ({api_error_text(exc, uri)});"
+            " run gcp-setup and upload-gcs first"
         ) from None
     except (gexc.Forbidden, gexc.Unauthorized) as exc:
-        raise ConfigError(f"not allowed to load {target}: {exc.message}") from None
+        raise ConfigError(f"not allowed to load {target}: {api_error_text(exc, uri)}") from None
     except gexc.GoogleAPIError as exc:
-        raise LoadError(f"{dataset.taxi} {month}: BigQuery load failed, previous rows kept: {exc}") from None
+        raise LoadError(
+            f"{dataset.taxi} {month}: BigQuery load failed, previous rows kept: {api_error_text(exc, uri)}"
+        ) from None
     if expected_rows is not None and rows != expected_rows:
         raise LoadError(
             f"{dataset.taxi} {month}: BigQuery now holds {rows} rows for the month but the file has {expected_rows};"

@@ -6,6 +6,10 @@ looks whole. A sidecar `<file>.json`, written after the file, records size, sha2
 count; a file matching its sidecar is not downloaded again. A file without its record, or a
 record without its file, is never trusted: the month is downloaded again.
 
+A process killed mid-download (SIGKILL, SIGTERM, a container stopped) leaves its temp file:
+every extract first removes the temp files in its taxi's download folder whose writing process
+is gone (`remove_stale_temps`), so such litter lasts until the next run, never longer.
+
 `purge_download` frees the disk once a month is loaded: it removes the record first, then the
 file (the reverse of the order they were written), then leftover temp files of that month, so a
 crash part-way leaves at worst a file without its record, which the next extract replaces.
@@ -18,18 +22,21 @@ import hashlib
 import json
 import logging
 import os
+import re
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
 
-from taxi_assets.config import Settings
+from taxi_assets.config import SOURCE_URL, Settings
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.errors import BadFileError, ConfigError, DownloadError, NotPublishedError
-from taxi_assets.months import Month, published_range
+from taxi_assets.months import FIRST_MONTH, LAST_MONTH, Month, published_range
 from taxi_assets.rows import data_lines
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,12 @@ log = logging.getLogger(__name__)
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _BUFFER = 1 << 20
 _PART = ".part-"  # temp files: `<file>.part-<pid>` and its sidecar `<file>.part-<pid>.json`
+_TEMP_NAME = re.compile(r"^.+\.part-\d+(\.json)?$")  # a download's, a record's or a conversion's
+_OFFLINE_HINT = (
+    f"set {SOURCE_URL} to a reachable release server, e.g. "
+    "`python -m taxi_assets.sample_server --dir /tmp/release --port 8765` and "
+    f"{SOURCE_URL}=http://127.0.0.1:8765"
+)
 
 
 @dataclass(frozen=True)
@@ -111,12 +124,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify(path: Path, dataset: TaxiDataset) -> tuple[list[str], int]:
-    """Check gzip integrity and header; return (header, data lines). Raises BadFileError."""
-    header, blocks = data_lines(path, dataset)
+def verify(path: Path, dataset: TaxiDataset, name: str | None = None) -> tuple[list[str], int]:
+    """Check gzip integrity and header; return (header, data lines). Raises BadFileError naming
+    the file `name` (default: the path's; a temp file passes the name it is published under)."""
+    name = name or path.name
+    header, blocks = data_lines(path, dataset, name)
     lines = sum(len(lines) for lines, _ in blocks)
     if not lines:
-        raise BadFileError(f"{path.name} has a header but no rows")
+        raise BadFileError(f"{name} has a header but no rows")
     return header, lines
 
 
@@ -150,17 +165,43 @@ def _progress(total: int | None, name: str):
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, leave=False)
 
 
-def _fetch(url: str, dest: Path, settings: Settings, what: str) -> str:
-    """Stream `url` into `dest`; return its sha256. Retries network errors and 5xx."""
+def _unresolved_host(exc: BaseException) -> str | None:
+    """The host name whose lookup failed, if `exc` comes from a failed name resolution (no
+    network, no DNS, a mistyped host): what requests wraps in two or three layers."""
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, urllib3.exceptions.NameResolutionError):
+            return getattr(e, "_host", None) or ""
+        if isinstance(e, socket.gaierror):
+            return ""
+        todo += [e.__cause__, e.__context__, getattr(e, "reason", None)]
+        todo += [a for a in e.args if isinstance(a, BaseException)]
+    return None
+
+
+def _not_found(what: str, month: Month, url: str) -> NotPublishedError:
+    if FIRST_MONTH <= month <= LAST_MONTH:
+        return NotPublishedError(
+            f"{what}: the server has no such file ({url} returned 404), "
+            f"though the month is within the published range {published_range()}"
+        )
+    return NotPublishedError(f"{what} is not published ({url} returned 404); months available {published_range()}")
+
+
+def _fetch(url: str, dest: Path, settings: Settings, what: str, month: Month) -> str:
+    """Stream `url` into `dest`; return its sha256. Retries network errors and 5xx, but not a
+    host name that does not resolve: that is no passing fault, it is a machine offline."""
     attempt = 0
     while True:
         attempt += 1
         try:
             with requests.get(url, stream=True, timeout=(10, settings.http_timeout)) as resp:
                 if resp.status_code == 404:
-                    raise NotPublishedError(
-                        f"{what} is not published ({url} returned 404); months available {published_range()}"
-                    )
+                    raise _not_found(what, month, url)
                 if resp.status_code in _RETRY_STATUS:
                     raise requests.HTTPError(f"HTTP {resp.status_code}", response=resp)
                 if resp.status_code != 200:
@@ -189,6 +230,9 @@ def _fetch(url: str, dest: Path, settings: Settings, what: str) -> str:
                     raise requests.ConnectionError(f"connection closed after {size} of {expected} bytes")
                 return digest.hexdigest()
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            if (host := _unresolved_host(exc)) is not None:
+                host = host or urlsplit(url).hostname
+                raise DownloadError(f"{what}: cannot resolve {host} (no network?): {_OFFLINE_HINT}") from None
             if attempt > settings.http_retries:
                 raise DownloadError(f"{what}: download failed after {attempt} attempts: {exc}") from None
             wait = settings.http_backoff * 2 ** (attempt - 1)
@@ -198,6 +242,7 @@ def _fetch(url: str, dest: Path, settings: Settings, what: str) -> str:
 
 def extract(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo:
     """Make sure a verified copy of the month's file is on disk and describe it."""
+    remove_stale_temps(local_path(settings, dataset, month).parent)
     if info := cached(settings, dataset, month):
         log.info("%s is already downloaded and verified (%d data lines)", info.filename, info.data_lines)
         return info
@@ -209,9 +254,9 @@ def extract(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo:
     sidecar_tmp = tmp.with_name(tmp.name + ".json")
     try:
         started = time.monotonic()
-        sha256 = _fetch(url, tmp, settings, what)
+        sha256 = _fetch(url, tmp, settings, what, month)
         try:
-            header, lines = verify(tmp, dataset)
+            header, lines = verify(tmp, dataset, path.name)
         except BadFileError as exc:
             raise BadFileError(f"{what}: downloaded file rejected, nothing kept: {exc}") from None
         info = FileInfo(
@@ -266,6 +311,33 @@ def _writer_running(name: str, prefix: str) -> int | None:
     except PermissionError:
         pass  # it exists, under another user
     return int(pid)
+
+
+def remove_stale_temps(folder: Path) -> list[str]:
+    """Remove the temp files in `folder` (`<name>.part-<pid>[.json]`: downloads, their records,
+    Parquet conversions) whose writing process is gone: a run killed mid-way leaves them, and
+    no later run of theirs will. Files only; returns the names removed."""
+    removed, freed = [], 0
+    try:
+        listing = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    for entry in listing:
+        if not _TEMP_NAME.match(entry.name) or not entry.is_file(follow_symlinks=False):
+            continue
+        prefix = entry.name[: entry.name.rindex(_PART) + len(_PART)]
+        if _writer_running(entry.name, prefix) is not None:
+            continue
+        try:
+            size = entry.stat(follow_symlinks=False).st_size
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            continue  # another run removed it meanwhile
+        removed.append(entry.name)
+        freed += size
+    if removed:
+        log.info("removed %s, left by runs that were killed (%d bytes freed)", ", ".join(sorted(removed)), freed)
+    return removed
 
 
 def purge_download(settings: Settings, dataset: TaxiDataset, month: Month) -> PurgeReport:

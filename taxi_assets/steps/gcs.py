@@ -69,15 +69,42 @@ def ensure_bucket(settings: Settings) -> bool:
         raise ConfigError(f"not allowed to use bucket {settings.gcp_bucket}: {exc.message}") from None
 
 
+def _missing_bucket(settings: Settings) -> ConfigError:
+    return ConfigError(f"bucket {settings.gcp_bucket} does not exist; run `python -m taxi_assets gcp-setup`")
+
+
+def check_bucket(settings: Settings, name: str = "", client=None) -> None:
+    """Fail at once (ConfigError) if the bucket does not exist: one listing of at most one object.
+
+    A listing, not a bucket GET: Storage Object Admin on the bucket (what upload-gcs needs)
+    grants storage.objects.list but not storage.buckets.get. Without even that, the upload
+    itself reports what is not allowed.
+    """
+    try:
+        client = client or storage_client(settings)
+        list(client.list_blobs(settings.gcp_bucket, prefix=name or None, max_results=1))
+    except gexc.NotFound:
+        raise _missing_bucket(settings) from None
+    except gexc.Unauthorized as exc:
+        raise ConfigError(f"not allowed to use bucket {settings.gcp_bucket}: {exc.message}") from None
+    except gexc.Forbidden:
+        log.debug("cannot list gs://%s; the upload will tell whether it may write", settings.gcp_bucket)
+
+
 def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: Path) -> UploadReport:
-    """Convert the verified month file to Parquet (cached beside it) and put it in the bucket."""
+    """Convert the verified month file to Parquet (cached beside it) and put it in the bucket.
+
+    The bucket is checked first: a missing bucket fails before the conversion (15 s for a
+    yellow month), not after it.
+    """
+    name, client = object_name(dataset, month), storage_client(settings)
+    check_bucket(settings, name, client)
     parquet = parquet_path(csv_gz)
     rows = write_parquet(csv_gz, parquet, dataset, month)
     local_crc, size = crc32c_b64(parquet), parquet.stat().st_size
-    name = object_name(dataset, month)
     uri = f"gs://{settings.gcp_bucket}/{name}"
     try:
-        bucket = storage_client(settings).bucket(settings.gcp_bucket)
+        bucket = client.bucket(settings.gcp_bucket)
         existing = bucket.get_blob(name)
         if existing is not None and existing.crc32c == local_crc and existing.size == size:
             log.info("%s already holds these bytes; not uploading again", uri)
@@ -86,9 +113,7 @@ def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: P
         blob.upload_from_filename(str(parquet), content_type="application/vnd.apache.parquet", checksum="crc32c")
         blob.reload()
     except gexc.NotFound:
-        raise ConfigError(
-            f"bucket {settings.gcp_bucket} does not exist; run `python -m taxi_assets gcp-setup`"
-        ) from None
+        raise _missing_bucket(settings) from None
     except (gexc.Forbidden, gexc.Unauthorized) as exc:
         raise ConfigError(f"not allowed to write {uri}: {exc.message}") from None
     if blob.crc32c != local_crc or blob.size != size:

@@ -5,7 +5,9 @@ streams the .csv.gz into a fresh table (COPY ... FREEZE, row ids computed on the
 it, and in the same transaction swaps it in for the month's old partition. Until COMMIT nobody
 sees the new rows; on any failure the transaction rolls back and the old rows stay as they
 were. Work is proportional to the month, never to the table. Loads of one month are
-serialized by an advisory lock, so Dagster and Kestra cannot interleave.
+serialized by an advisory lock, so Dagster and Kestra cannot interleave. The exact-duplicate
+count spills its digests to a nameless file beside the month file (under the state folder), so
+a load killed at any point leaves no file behind.
 """
 
 from __future__ import annotations
@@ -232,7 +234,7 @@ def load_postgres(
     partition = partition_name(dataset, month)
     staging = f"{partition}_loading"
     columns = sql.SQL(", ").join(_ident(c) for c in (ROW_ID_COLUMN.sql_name, *dataset.sql_names))
-    duplicates = DuplicateCounter()
+    duplicates = DuplicateCounter(spill_dir=path.parent)  # beside the download: under the state folder
     try:
         with conn.transaction(), ThreadPoolExecutor(max_workers=1) as background:
             _lock_month(conn, partition)
@@ -255,12 +257,12 @@ def load_postgres(
             replaced = _swap_in(conn, dataset, staging, partition, filename)
             duplicate_rows = duplicate_rows.result()
     except psycopg.Error as exc:
-        duplicates.close()
         message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise LoadError(f"{dataset.taxi} {month}: load rolled back, previous rows untouched: {message}") from exc
     except BadFileError as exc:
-        duplicates.close()
         raise BadFileError(f"{dataset.taxi} {month}: load rolled back, previous rows untouched: {exc}") from exc
+    finally:
+        duplicates.close()  # the spill file has no name: closing it frees its space
     report = LoadReport(
         taxi=dataset.taxi,
         month=str(month),

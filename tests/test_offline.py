@@ -1,0 +1,94 @@
+"""Without network: a host name that does not resolve fails at once, in one line that says
+what to do offline; other network faults keep their retries."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+import requests
+from helpers import free_port, run_cli
+
+from taxi_assets.config import Settings
+from taxi_assets.datasets import GREEN
+from taxi_assets.errors import DownloadError
+from taxi_assets.months import Month
+from taxi_assets.steps.extract import extract
+
+JAN = Month(2019, 1)
+UNRESOLVABLE = "http://no-such-host.invalid"  # .invalid never resolves (RFC 2606)
+OFFLINE_HINT = (
+    "set TAXI_SOURCE_URL to a reachable release server, e.g. "
+    "`python -m taxi_assets.sample_server --dir /tmp/release --port 8765` and TAXI_SOURCE_URL=http://127.0.0.1:8765"
+)
+PROXIES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    """Straight to the host: a proxy would answer for it (with a retried 502/503)."""
+    for name in PROXIES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+@pytest.fixture
+def requests_made(monkeypatch) -> list[str]:
+    made, get = [], requests.get
+
+    def counting(url, *args, **kwargs):
+        made.append(url)
+        return get(url, *args, **kwargs)
+
+    monkeypatch.setattr(requests, "get", counting)
+    return made
+
+
+def test_the_cli_says_in_one_line_at_once_what_to_do_offline(tmp_path, no_proxy):
+    env = {"TAXI_SOURCE_URL": UNRESOLVABLE, "TAXI_STATE_DIR": str(tmp_path / "state")}  # no proxy: see no_proxy
+    started = time.monotonic()
+    result = run_cli("extract", "--taxi", "green", "--month", "2019-01", env=env)
+    seconds = time.monotonic() - started  # a Python start and imports included
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: green 2019-01: cannot resolve no-such-host.invalid (no network?): {OFFLINE_HINT}"
+    ]
+    assert seconds < 2, f"took {seconds:.1f}s"
+    assert list((tmp_path / "state" / "downloads" / "green").iterdir()) == []
+
+
+def test_a_name_that_does_not_resolve_is_tried_once(tmp_path, no_proxy, requests_made):
+    settings = Settings(source_url=UNRESOLVABLE, state_dir=tmp_path, http_retries=5, http_backoff=1.0)
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"^green 2019-01: cannot resolve no-such-host\.invalid \(no network\?\)"):
+        extract(settings, GREEN, JAN)
+    assert len(requests_made) == 1 and time.monotonic() - started < 1
+
+
+def test_a_dns_server_out_of_reach_is_not_retried_either(tmp_path, no_proxy, requests_made, monkeypatch):
+    """Offline with a resolver configured: EAI_AGAIN ("Temporary failure in name resolution")."""
+
+    def no_dns(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    settings = Settings(
+        source_url="https://github.com/DataTalksClub/nyc-tlc-data/releases/download",
+        state_dir=tmp_path,
+        http_backoff=1.0,
+    )
+    with pytest.raises(DownloadError) as raised:
+        extract(settings, GREEN, JAN)
+    assert str(raised.value) == f"green 2019-01: cannot resolve github.com (no network?): {OFFLINE_HINT}"
+    assert len(requests_made) == 1
+
+
+def test_a_refused_connection_is_still_retried(tmp_path, no_proxy, requests_made, caplog):
+    settings = Settings(
+        source_url=f"http://127.0.0.1:{free_port()}", state_dir=tmp_path, http_retries=2, http_backoff=0.01
+    )
+    with pytest.raises(DownloadError, match="download failed after 3 attempts: .*Connection refused"):
+        extract(settings, GREEN, JAN)
+    assert len(requests_made) == 3
+    assert "attempt 1 failed" in caplog.text
