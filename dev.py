@@ -56,9 +56,16 @@ def ensure_venv(extras: str) -> None:
     if stamp.exists() and stamp.read_text() == wanted:
         return
     print(f"installing taxi-assets{f'[{extras}]' if extras else ''} into {VENV} ...", flush=True)
-    subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
     target = f".[{extras}]" if extras else "."
-    subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "-e", target], check=True, cwd=ROOT)
+    for args in (["--upgrade", "pip"], ["-e", target]):
+        # pip's and the build backend's chatter (setuptools warns about every editable install)
+        # is shown only when the install fails: the user asked for a demo or the tests.
+        done = subprocess.run(
+            [PYTHON, "-m", "pip", "install", "--quiet", *args], cwd=ROOT, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            sys.stderr.write(done.stdout + done.stderr)
+            raise SystemExit(f"pip install {' '.join(args)} failed (exit {done.returncode}); its output is above")
     stamp.write_text(wanted)
 
 
