@@ -8,6 +8,7 @@ code, so the BigQuery table holds exactly the ids the Postgres table holds.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from datetime import date
@@ -24,6 +25,11 @@ from taxi_assets.months import Month
 from taxi_assets.rows import data_lines, with_row_ids
 
 MONTH_COLUMN = "month"  # DATE, first day of the file's month: the BigQuery partition column
+
+# The layout `write_parquet` produces. Bump it whenever the Parquet it writes changes (columns,
+# types, row ids, values, compression): upload-gcs records it with every upload and converts and
+# uploads again a month whose object an older conversion made (see `steps/gcs.py`).
+CONVERSION_VERSION = 1
 
 _ARROW_TYPES = {
     "STRING": pa.string(),
@@ -42,6 +48,13 @@ def arrow_schema(dataset: TaxiDataset) -> pa.Schema:
     ]
     fields += [pa.field(c.sql_name, _ARROW_TYPES[c.bq_type]) for c in dataset.columns]
     return pa.schema(fields)
+
+
+def conversion_id(dataset: TaxiDataset) -> str:
+    """What made a month's Parquet: `CONVERSION_VERSION` and a digest of the dataset's Arrow
+    schema, so a column changed in `datasets.py` counts even where the version was not bumped."""
+    schema = hashlib.sha256(arrow_schema(dataset).to_string().encode()).hexdigest()[:12]
+    return f"v{CONVERSION_VERSION}-{schema}"
 
 
 def _parse_type(target: pa.DataType) -> pa.DataType:

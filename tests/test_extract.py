@@ -277,8 +277,10 @@ def test_purge_also_removes_the_months_parquet_and_dead_conversions(settings):
     parquet.write_bytes(b"PAR1")
     dead = parquet.with_name(parquet.name + ".part-999999999")  # no such process
     dead.write_bytes(b"half")
+    upload_record = parquet.with_name(parquet.name + ".json")
+    upload_record.write_text("{}")
     report = purge_download(settings, GREEN, JAN)
-    assert {parquet.name, dead.name} <= set(report.removed)
+    assert {parquet.name, dead.name, upload_record.name} <= set(report.removed)
     assert list(path.parent.iterdir()) == []
 
 

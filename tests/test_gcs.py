@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,15 +13,15 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import FIXTURES, gzip_fixture, run_cli, settings_env
 
-from taxi_assets import config
+from taxi_assets import config, parquet
 from taxi_assets.datasets import FHV, GREEN, YELLOW
 from taxi_assets.errors import ConfigError
 from taxi_assets.gcp import credentials, storage_client
 from taxi_assets.months import Month
-from taxi_assets.parquet import write_parquet
+from taxi_assets.parquet import conversion_id, write_parquet
 from taxi_assets.sample_data import write_month
 from taxi_assets.steps.extract import extract, parquet_path
-from taxi_assets.steps.gcs import crc32c_b64, ensure_bucket, object_name, upload_gcs
+from taxi_assets.steps.gcs import crc32c_b64, ensure_bucket, object_name, upload_gcs, upload_record_path
 
 JAN = Month(2019, 1)
 
@@ -82,7 +83,120 @@ def test_upload_from_the_cli(gcs_settings):
     result = run_cli("upload-gcs", "--taxi", "green", "--month", "2019-01", env=env)
     assert result.returncode == 0, result.stderr
     outputs = json.loads(result.stdout.splitlines()[0][2:-2])["outputs"]
-    assert outputs["uploaded"] is True and outputs["rows"] == 2_000
+    assert outputs["uploaded"] is True and outputs["converted"] is True and outputs["rows"] == 2_000
+    again = run_cli("upload-gcs", "--taxi", "green", "--month", "2019-01", env=env)
+    assert again.returncode == 0, again.stderr
+    outputs = json.loads(again.stdout.splitlines()[0][2:-2])["outputs"]
+    assert outputs["uploaded"] is False and outputs["converted"] is False and outputs["rows"] == 2_000
+    assert "is unchanged since its upload" in again.stderr and "not converting or uploading" in again.stderr
+
+
+# A re-run of an unchanged month (issue 10): the upload record, checked against the download's
+# sha256 and the object's checksum, spares the conversion and the upload; anything else redoes both.
+
+
+def _uploaded(settings, caplog):
+    """An uploaded month: (its download, its object, its upload record)."""
+    caplog.set_level(logging.INFO, logger="taxi_assets")
+    ensure_bucket(settings)
+    info = extract(settings, GREEN, JAN)
+    first = upload_gcs(settings, GREEN, JAN, Path(info.path))
+    assert first.uploaded and first.converted
+    blob = storage_client(settings).bucket(settings.gcp_bucket).get_blob(object_name(GREEN, JAN))
+    caplog.clear()
+    return Path(info.path), blob, upload_record_path(Path(info.path))
+
+
+def _blob(settings):
+    return storage_client(settings).bucket(settings.gcp_bucket).get_blob(object_name(GREEN, JAN))
+
+
+def test_a_rerun_of_an_unchanged_month_neither_converts_nor_uploads(gcs_settings, caplog):
+    path, blob, record_path = _uploaded(gcs_settings, caplog)
+    assert record_path.name == "green_tripdata_2019-01.parquet.json"
+    record = json.loads(record_path.read_text())
+    assert record == {
+        "csv": path.name,
+        "csv_sha256": json.loads(path.with_name(path.name + ".json").read_text())["sha256"],
+        "conversion": conversion_id(GREEN),
+        "uri": f"gs://{gcs_settings.gcp_bucket}/green/green_tripdata_2019-01.parquet",
+        "crc32c": blob.crc32c,
+        "md5": blob.md5_hash,
+        "bytes": blob.size,
+        "rows": 2_000,
+        "generation": blob.generation,
+    }
+    parquet_path(path).unlink()  # a conversion would write it again
+    listing = sorted(p.name for p in path.parent.iterdir())
+    again = upload_gcs(gcs_settings, GREEN, JAN, path)
+    assert (again.uploaded, again.converted) == (False, False)
+    assert (again.uri, again.bytes, again.crc32c, again.rows) == (record["uri"], blob.size, blob.crc32c, 2_000)
+    assert sorted(p.name for p in path.parent.iterdir()) == listing  # no Parquet, not even a temporary one
+    now = _blob(gcs_settings)
+    assert (now.generation, now.updated, now.crc32c) == (blob.generation, blob.updated, blob.crc32c)  # not uploaded
+    assert json.loads(record_path.read_text()) == record
+    lines = [r.getMessage() for r in caplog.records if r.name == "taxi_assets.steps.gcs"]
+    assert len(lines) == 1 and "is unchanged since its upload" in lines[0], lines
+    assert f"conversion {conversion_id(GREEN)}" in lines[0] and "not converting or uploading" in lines[0]
+
+
+@pytest.mark.parametrize("change", ["overwritten", "deleted"])
+def test_an_object_changed_in_the_bucket_is_converted_and_uploaded_again(gcs_settings, caplog, change):
+    path, blob, record_path = _uploaded(gcs_settings, caplog)
+    stored = storage_client(gcs_settings).bucket(gcs_settings.gcp_bucket).blob(object_name(GREEN, JAN))
+    if change == "overwritten":
+        stored.upload_from_string(b"PAR1 not this month PAR1")
+    else:
+        stored.delete()
+    again = upload_gcs(gcs_settings, GREEN, JAN, path)
+    assert again.uploaded and again.converted and again.crc32c == blob.crc32c and again.rows == 2_000
+    now = _blob(gcs_settings)
+    assert now.crc32c == crc32c_b64(parquet_path(path)) and now.size == blob.size
+    assert now.generation != blob.generation
+    record = json.loads(record_path.read_text())
+    assert (record["crc32c"], record["generation"]) == (now.crc32c, now.generation)
+    why = "changed in the bucket since the upload" if change == "overwritten" else "is not in the bucket"
+    assert why in caplog.text
+    assert not upload_gcs(gcs_settings, GREEN, JAN, path).converted  # recorded again: the next re-run is spared
+
+
+def test_a_new_release_of_the_month_is_converted_and_uploaded_again(gcs_settings, local_release, caplog):
+    settings = replace(gcs_settings, source_url=local_release.url)
+    path, blob, record_path = _uploaded(settings, caplog)
+    old_sha = json.loads(record_path.read_text())["csv_sha256"]
+    write_month(local_release.root / "green" / path.name, GREEN, JAN, 1_500, seed=7)  # the release changed
+    path.unlink()  # gone without its record: extract downloads the month again
+    info = extract(settings, GREEN, JAN)
+    assert info.downloaded and info.sha256 != old_sha
+    again = upload_gcs(settings, GREEN, JAN, path)
+    assert again.uploaded and again.converted and again.rows == 1_500 and again.crc32c != blob.crc32c
+    assert "the download is not the one last uploaded" in caplog.text
+    assert json.loads(record_path.read_text())["csv_sha256"] == info.sha256
+    assert _blob(settings).crc32c == again.crc32c
+
+
+def test_a_record_of_another_conversion_converts_again(gcs_settings, caplog, monkeypatch):
+    path, blob, record_path = _uploaded(gcs_settings, caplog)
+    old = conversion_id(GREEN)
+    monkeypatch.setattr(parquet, "CONVERSION_VERSION", parquet.CONVERSION_VERSION + 1)  # the layout changed
+    assert conversion_id(GREEN) != old
+    parquet_path(path).unlink()
+    again = upload_gcs(gcs_settings, GREEN, JAN, path)
+    assert again.converted and parquet_path(path).is_file()
+    assert not again.uploaded  # this bump changed no byte, so the bucket already held them
+    assert f"the Parquet conversion changed (now {conversion_id(GREEN)}, recorded {old})" in caplog.text
+    assert json.loads(record_path.read_text())["conversion"] == conversion_id(GREEN)
+    assert not upload_gcs(gcs_settings, GREEN, JAN, path).converted
+
+
+def test_a_download_without_its_extract_record_is_always_converted(gcs_settings, caplog):
+    """Nothing vouches for the file's sha256 then (it is not hashed again): convert, and record nothing."""
+    path, _, record_path = _uploaded(gcs_settings, caplog)
+    record_path.unlink()
+    path.with_name(path.name + ".json").unlink()
+    again = upload_gcs(gcs_settings, GREEN, JAN, path)
+    assert again.converted and not again.uploaded and not record_path.exists()
+    assert f"{path.name} has no extract record" in caplog.text
 
 
 def test_amounts_with_float_noise_round_to_numeric_instead_of_failing(tmp_path):

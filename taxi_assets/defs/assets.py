@@ -152,6 +152,7 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
                 "size_bytes": report.bytes,
                 "crc32c": report.crc32c,
                 "uploaded": report.uploaded,
+                "converted": report.converted,
             }
         )
 

@@ -108,6 +108,11 @@ def parquet_path(csv_gz: Path) -> Path:
     return csv_gz.with_name(csv_gz.name.removesuffix(".csv.gz") + ".parquet")
 
 
+def record_path(path: Path) -> Path:
+    """The record (`<file>.json`) vouching for a file of ours: a download's, a Parquet's upload."""
+    return _sidecar(path)
+
+
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
@@ -362,16 +367,16 @@ def purge_download(settings: Settings, dataset: TaxiDataset, month: Month) -> Pu
 def _purge(settings: Settings, dataset: TaxiDataset, month: Month, path: Path, what: str) -> PurgeReport:
     folder = path.parent
     record, parquet = _sidecar(path).name, parquet_path(path).name
+    upload_record = _sidecar(parquet_path(path)).name  # upload-gcs's record of the object
     prefixes = (path.name + _PART, parquet + _PART)  # temp files of a download, of a conversion
+    names = (record, path.name, parquet, upload_record)
     entries = {}
     if folder.is_dir():
         with os.scandir(folder) as listing:
-            entries = {
-                e.name: e for e in listing if e.name in (record, path.name, parquet) or e.name.startswith(prefixes)
-            }
+            entries = {e.name: e for e in listing if e.name in names or e.name.startswith(prefixes)}
     removed, kept, freed = [], [], 0
     temps = sorted(n for n in entries if n.startswith(prefixes))
-    for name in [record, path.name, parquet, *temps]:
+    for name in [*names, *temps]:
         entry = entries.get(name)
         if entry is None:
             continue

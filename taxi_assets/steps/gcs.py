@@ -3,12 +3,22 @@
 The object is `gs://{bucket}/{taxi}/{taxi}_tripdata_{YYYY-MM}.parquet`, uploaded resumably in
 8 MB chunks (memory bounded), verified by crc32c against the local file, and not uploaded
 again when the bucket already holds the same bytes.
+
+After a verified upload a record `{taxi}_tripdata_{YYYY-MM}.parquet.json` beside the download
+says what went where: the download's sha256 (from extract's record, not hashed again), the
+conversion (`parquet.conversion_id`), the object's URI, crc32c, md5, size and the row count. A
+re-run whose download, conversion and object (one metadata GET) all still match it neither
+converts nor uploads; anything else (no record, another file, another conversion, the object
+missing or changed in the bucket) converts and uploads as the first run did.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import json
 import logging
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,8 +30,8 @@ from taxi_assets.datasets import TaxiDataset
 from taxi_assets.errors import ConfigError, LoadError
 from taxi_assets.gcp import storage_client
 from taxi_assets.months import Month
-from taxi_assets.parquet import write_parquet
-from taxi_assets.steps.extract import parquet_path
+from taxi_assets.parquet import conversion_id, write_parquet
+from taxi_assets.steps.extract import FileInfo, parquet_path, record_path
 
 log = logging.getLogger(__name__)
 CHUNK = 8 * 1024 * 1024
@@ -34,9 +44,31 @@ class UploadReport:
     crc32c: str
     rows: int
     uploaded: bool  # False: the bucket already held these exact bytes
+    converted: bool = True  # False: the upload record showed the object unchanged; nothing redone
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """What the last verified upload of a month put in the bucket, and from what."""
+
+    csv: str  # the download's file name
+    csv_sha256: str  # as extract recorded it
+    conversion: str  # parquet.conversion_id
+    uri: str
+    crc32c: str  # the object's, base64 as GCS reports it
+    md5: str | None  # the object's md5Hash, when the store gives one
+    bytes: int
+    rows: int
+    generation: int | None = None  # informative only: a re-upload of the same bytes changes it
+
+
+def upload_record_path(csv_gz: Path) -> Path:
+    """`{taxi}_tripdata_{YYYY-MM}.parquet.json`, beside the download (a record of the Parquet,
+    named as every record is: see extract's `record_path`)."""
+    return record_path(parquet_path(csv_gz))
 
 
 def object_name(dataset: TaxiDataset, month: Month) -> str:
@@ -91,32 +123,117 @@ def check_bucket(settings: Settings, name: str = "", client=None) -> None:
         log.debug("cannot list gs://%s; the upload will tell whether it may write", settings.gcp_bucket)
 
 
+def _download_sha256(csv_gz: Path) -> tuple[str | None, str]:
+    """The sha256 extract recorded for `csv_gz` (its `<file>.json`), or None and why not. Not
+    hashed again: extract has just checked the file against it. A file whose size differs from
+    the record, or newer than it (extract writes the record after the file), is not vouched for."""
+    try:
+        info = FileInfo(**json.loads(record_path(csv_gz).read_text()))
+        stat, record_stat = csv_gz.stat(), record_path(csv_gz).stat()
+    except FileNotFoundError:
+        return None, f"{csv_gz.name} has no extract record"
+    except (OSError, ValueError, TypeError):
+        return None, f"the extract record of {csv_gz.name} is unreadable"
+    if stat.st_size != info.bytes or stat.st_mtime_ns > record_stat.st_mtime_ns:
+        return None, f"{csv_gz.name} changed since extract recorded it"
+    return info.sha256, ""
+
+
+def _unchanged(bucket, name: str, uri: str, record_file: Path, sha256: str, conversion: str):
+    """(the upload record, "") when the object in the bucket is what the recorded upload of this
+    very download and conversion put there; else (None, why not)."""
+    try:
+        record = UploadRecord(**json.loads(record_file.read_text()))
+    except FileNotFoundError:
+        return None, "no upload record"
+    except (OSError, ValueError, TypeError):
+        return None, f"the upload record {record_file.name} is unreadable"
+    if record.csv_sha256 != sha256:
+        return None, f"the download is not the one last uploaded (sha256 {sha256[:12]}…, was {record.csv_sha256[:12]}…)"
+    if record.conversion != conversion:
+        return None, f"the Parquet conversion changed (now {conversion}, recorded {record.conversion})"
+    if record.uri != uri:
+        return None, f"the last upload went to {record.uri}"
+    blob = bucket.get_blob(name)  # metadata only
+    if blob is None:
+        return None, f"{uri} is not in the bucket"
+    if (blob.crc32c, blob.size) != (record.crc32c, record.bytes) or (record.md5 and blob.md5_hash != record.md5):
+        return None, (
+            f"{uri} changed in the bucket since the upload (crc32c {blob.crc32c}, {blob.size} bytes;"
+            f" recorded {record.crc32c}, {record.bytes} bytes)"
+        )
+    return record, ""
+
+
+def _write_record(path: Path, record: UploadRecord) -> None:
+    """Atomically: a temp file `<name without .json>.part-<pid>.json` (which extract's temp
+    clean-up and purge-download already know), then a rename."""
+    tmp = path.with_name(f"{path.name.removesuffix('.json')}.part-{os.getpid()}.json")
+    try:
+        tmp.write_text(json.dumps(asdict(record), indent=1))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _storage_errors(settings: Settings, uri: str):
+    try:
+        yield
+    except gexc.NotFound:
+        raise _missing_bucket(settings) from None
+    except (gexc.Forbidden, gexc.Unauthorized) as exc:
+        raise ConfigError(f"not allowed to write {uri}: {exc.message}") from None
+
+
 def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: Path) -> UploadReport:
-    """Convert the verified month file to Parquet (cached beside it) and put it in the bucket.
+    """Convert the verified month file to Parquet (cached beside it) and put it in the bucket,
+    unless the upload record shows the bucket already holds this download's conversion.
 
     The bucket is checked first: a missing bucket fails before the conversion (15 s for a
     yellow month), not after it.
     """
     name, client = object_name(dataset, month), storage_client(settings)
     check_bucket(settings, name, client)
+    uri, what = f"gs://{settings.gcp_bucket}/{name}", f"{dataset.taxi} {month}"
+    record_file, conversion = upload_record_path(csv_gz), conversion_id(dataset)
+    bucket = client.bucket(settings.gcp_bucket)
+    sha256, why = _download_sha256(csv_gz)
+    if sha256:
+        with _storage_errors(settings, uri):
+            record, why = _unchanged(bucket, name, uri, record_file, sha256, conversion)
+        if record:
+            log.info(
+                "%s: %s is unchanged since its upload (download sha256 %s…, conversion %s, crc32c %s, %d bytes);"
+                " not converting or uploading",
+                what,
+                uri,
+                sha256[:12],
+                conversion,
+                record.crc32c,
+                record.bytes,
+            )
+            return UploadReport(uri, record.bytes, record.crc32c, record.rows, uploaded=False, converted=False)
+    log.info("%s: converting to Parquet: %s", what, why)
     parquet = parquet_path(csv_gz)
     rows = write_parquet(csv_gz, parquet, dataset, month)
     local_crc, size = crc32c_b64(parquet), parquet.stat().st_size
-    uri = f"gs://{settings.gcp_bucket}/{name}"
-    try:
-        bucket = client.bucket(settings.gcp_bucket)
-        existing = bucket.get_blob(name)
-        if existing is not None and existing.crc32c == local_crc and existing.size == size:
+    with _storage_errors(settings, uri):
+        blob = bucket.get_blob(name)
+        uploaded = not (blob is not None and blob.crc32c == local_crc and blob.size == size)
+        if not uploaded:
             log.info("%s already holds these bytes; not uploading again", uri)
-            return UploadReport(uri, size, local_crc, rows, uploaded=False)
-        blob = bucket.blob(name, chunk_size=CHUNK)  # chunked: a resumable upload
-        blob.upload_from_filename(str(parquet), content_type="application/vnd.apache.parquet", checksum="crc32c")
-        blob.reload()
-    except gexc.NotFound:
-        raise _missing_bucket(settings) from None
-    except (gexc.Forbidden, gexc.Unauthorized) as exc:
-        raise ConfigError(f"not allowed to write {uri}: {exc.message}") from None
+        else:
+            blob = bucket.blob(name, chunk_size=CHUNK)  # chunked: a resumable upload
+            blob.upload_from_filename(str(parquet), content_type="application/vnd.apache.parquet", checksum="crc32c")
+            blob.reload()
     if blob.crc32c != local_crc or blob.size != size:
         raise LoadError(f"{uri} does not match the local file after upload (crc32c {blob.crc32c} vs {local_crc})")
-    log.info("uploaded %s (%d bytes, %d rows)", uri, size, rows)
-    return UploadReport(uri, size, local_crc, rows, uploaded=True)
+    if sha256:
+        record = UploadRecord(
+            csv_gz.name, sha256, conversion, uri, local_crc, blob.md5_hash, size, rows, blob.generation
+        )
+        _write_record(record_file, record)
+    if uploaded:
+        log.info("uploaded %s (%d bytes, %d rows)", uri, size, rows)
+    return UploadReport(uri, size, local_crc, rows, uploaded=uploaded)
