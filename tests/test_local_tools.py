@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from helpers import ROOT, embedded_default_env, kill_processes_under
 
-from taxi_assets.cli import psql_invocation
+from taxi_assets.psql import psql_invocation
 
 NOWHERE = "http://127.0.0.1:9"  # a release server for tests that download nothing
 
