@@ -23,6 +23,7 @@ from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.errors import BadFileError
 from taxi_assets.months import Month
 from taxi_assets.rows import data_lines, with_row_ids
+from taxi_assets.steps.extract import temp_path
 
 MONTH_COLUMN = "month"  # DATE, first day of the file's month: the BigQuery partition column
 
@@ -94,7 +95,7 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month) 
         timestamp_parsers=["%Y-%m-%d %H:%M:%S"],
     )
     filename, first_day = dataset.file_name(month), date(month.year, month.month, 1)
-    tmp = dest.with_name(f"{dest.name}.part-{os.getpid()}")
+    tmp = temp_path(dest)  # the name extract's clean-up of killed runs knows
     rows = 0
     _, blocks = data_lines(source, dataset)
     # no duplicate count here: that is the Postgres load's report

@@ -110,14 +110,14 @@ def parquet_path(csv_gz: Path) -> Path:
 
 def record_path(path: Path) -> Path:
     """The record (`<file>.json`) vouching for a file of ours: a download's, a Parquet's upload."""
-    return _sidecar(path)
-
-
-def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def _temp(path: Path) -> Path:
+def temp_path(path: Path) -> Path:
+    """Where this process writes `path` before renaming it into place: `<name>.part-<pid>`, and
+    for a record `<name>.part-<pid>.json`; the names `remove_stale_temps` and purge know."""
+    if path.name.endswith(".json"):
+        return record_path(temp_path(path.with_name(path.name.removesuffix(".json"))))
     return path.with_name(f"{path.name}{_PART}{os.getpid()}")
 
 
@@ -143,7 +143,7 @@ def verify(path: Path, dataset: TaxiDataset, name: str | None = None) -> tuple[l
 def cached(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo | None:
     """The local file's description if the file and its sidecar are both there and still match."""
     path = local_path(settings, dataset, month)
-    record, has_file = _sidecar(path), path.is_file()
+    record, has_file = record_path(path), path.is_file()
     if not record.exists():
         if has_file:
             log.warning("local %s has no record (an interrupted download or purge); downloading it again", path.name)
@@ -255,8 +255,7 @@ def extract(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo:
     path = local_path(settings, dataset, month)
     path.parent.mkdir(parents=True, exist_ok=True)
     url = dataset.url(settings.source_url, month)
-    tmp = _temp(path)
-    sidecar_tmp = tmp.with_name(tmp.name + ".json")
+    tmp, sidecar_tmp = temp_path(path), temp_path(record_path(path))
     try:
         started = time.monotonic()
         sha256 = _fetch(url, tmp, settings, what, month)
@@ -277,7 +276,7 @@ def extract(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo:
         )
         os.replace(tmp, path)  # the published name appears only now, complete and verified
         sidecar_tmp.write_text(json.dumps(asdict(info), indent=1))
-        os.replace(sidecar_tmp, _sidecar(path))
+        os.replace(sidecar_tmp, record_path(path))
         log.info(
             "downloaded %s: %d bytes, %d data lines in %.1fs", path.name, info.bytes, lines, time.monotonic() - started
         )
@@ -302,9 +301,9 @@ class PurgeReport:
         return asdict(self)
 
 
-def _writer_running(name: str, prefix: str) -> int | None:
-    """The pid in a temp file's name `<prefix><pid>[.json]` if that process still runs, else None."""
-    pid = name[len(prefix) :].removesuffix(".json")
+def _writer_running(name: str) -> int | None:
+    """The pid in a temp file's name `<name>.part-<pid>[.json]` if that process still runs, else None."""
+    pid = name[name.rindex(_PART) + len(_PART) :].removesuffix(".json")
     if not pid.isdigit() or int(pid) <= 0:
         return None
     if os.name != "posix":
@@ -330,8 +329,7 @@ def remove_stale_temps(folder: Path) -> list[str]:
     for entry in listing:
         if not _TEMP_NAME.match(entry.name) or not entry.is_file(follow_symlinks=False):
             continue
-        prefix = entry.name[: entry.name.rindex(_PART) + len(_PART)]
-        if _writer_running(entry.name, prefix) is not None:
+        if _writer_running(entry.name) is not None:
             continue
         try:
             size = entry.stat(follow_symlinks=False).st_size
@@ -361,13 +359,13 @@ def purge_download(settings: Settings, dataset: TaxiDataset, month: Month) -> Pu
         if not alone:
             log.warning("%s: kept its download: a step loading it is still running (the last one purges)", what)
             return PurgeReport(dataset.taxi, str(month), str(folder), [], 0, [path.name])
-        return _purge(settings, dataset, month, path, what)
+        return _purge(path, what, dataset.taxi, str(month))
 
 
-def _purge(settings: Settings, dataset: TaxiDataset, month: Month, path: Path, what: str) -> PurgeReport:
+def _purge(path: Path, what: str, taxi: str, month: str) -> PurgeReport:
     folder = path.parent
-    record, parquet = _sidecar(path).name, parquet_path(path).name
-    upload_record = _sidecar(parquet_path(path)).name  # upload-gcs's record of the object
+    record, parquet = record_path(path).name, parquet_path(path).name
+    upload_record = record_path(parquet_path(path)).name  # upload-gcs's record of the object
     prefixes = (path.name + _PART, parquet + _PART)  # temp files of a download, of a conversion
     names = (record, path.name, parquet, upload_record)
     entries = {}
@@ -383,8 +381,7 @@ def _purge(settings: Settings, dataset: TaxiDataset, month: Month, path: Path, w
         if not (entry.is_file(follow_symlinks=False) or entry.is_symlink()):
             log.warning("%s: left %s alone: not a file", what, entry.path)
             continue
-        prefix = next((p for p in prefixes if name.startswith(p)), None)
-        if prefix and (pid := _writer_running(name, prefix)) is not None:
+        if name.startswith(prefixes) and (pid := _writer_running(name)) is not None:
             log.warning("%s: kept %s: the process writing it (pid %d) is still running", what, name, pid)
             kept.append(name)
             continue
@@ -399,4 +396,4 @@ def _purge(settings: Settings, dataset: TaxiDataset, month: Month, path: Path, w
         log.info("%s: purged %s (%d bytes freed)", what, ", ".join(removed), freed)
     else:
         log.info("%s: nothing downloaded to purge in %s (0 bytes freed)", what, folder)
-    return PurgeReport(dataset.taxi, str(month), str(folder), removed, freed, kept)
+    return PurgeReport(taxi, month, str(folder), removed, freed, kept)

@@ -31,7 +31,7 @@ from taxi_assets.errors import ConfigError, LoadError
 from taxi_assets.gcp import storage_client
 from taxi_assets.months import Month
 from taxi_assets.parquet import conversion_id, write_parquet
-from taxi_assets.steps.extract import FileInfo, parquet_path, record_path
+from taxi_assets.steps.extract import FileInfo, parquet_path, record_path, temp_path
 
 log = logging.getLogger(__name__)
 CHUNK = 8 * 1024 * 1024
@@ -166,9 +166,9 @@ def _unchanged(bucket, name: str, uri: str, record_file: Path, sha256: str, conv
 
 
 def _write_record(path: Path, record: UploadRecord) -> None:
-    """Atomically: a temp file `<name without .json>.part-<pid>.json` (which extract's temp
-    clean-up and purge-download already know), then a rename."""
-    tmp = path.with_name(f"{path.name.removesuffix('.json')}.part-{os.getpid()}.json")
+    """Atomically: a temp file (named as extract's temp clean-up and purge-download know), then
+    a rename."""
+    tmp = temp_path(path)
     try:
         tmp.write_text(json.dumps(asdict(record), indent=1))
         os.replace(tmp, path)
