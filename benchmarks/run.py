@@ -3,14 +3,19 @@
     python3 dev.py bench                       # a yellow month at real scale (7.7 M rows)
     python3 dev.py bench --rows 1000000 --repeat 1 --skip-pandas   # a quick look
 
-(a) bare COPY of the same CSV (decompressed beforehand) into a plain logged typed table with
-    no extra columns: the floor Postgres itself sets;
-(b) `load_postgres` end to end, from the .csv.gz on disk, row ids included, into the real table;
+(f) `zcat file | psql -c "\\copy ..."` into a plain logged typed table with no extra columns:
+    the floor a shell sets (inflating in a process of its own);
+(a) bare COPY of the same CSV (decompressed beforehand) into that table: the floor Postgres
+    itself sets;
+(b) `load_postgres` end to end from a verified download (as extract leaves it: the .csv.gz, its
+    record and its row ids, computed once by extract), row ids included, into the real table;
+(b0) the same from a bare .csv.gz, hashing every line itself (what every load did before);
 (c) the reference Kestra flow's SQL: gunzip, COPY into staging, ALTER + UPDATE md5, MERGE;
 (d) the course's ingest script: pandas read_csv(chunksize=100000) + to_sql.
 Each runs in a fresh process (so its peak RSS is its own) after a CHECKPOINT on an empty
-database (so none pays for another's dirty pages). (a) and (b) alternate `--repeat` times;
-medians are compared. Postgres: TAXI_BENCH_POSTGRES_DSN (an admin DSN), else the embedded one
+database (so none pays for another's dirty pages). (f), (a) and (b) alternate `--repeat` times;
+medians are compared. The download is made by extract from a local release server, untimed,
+once; its verification (gzip check, header, row ids) is timed beside, since a load relies on it. Postgres: TAXI_BENCH_POSTGRES_DSN (an admin DSN), else the embedded one
 (no server is assumed to run on the machine).
 """
 
@@ -83,6 +88,27 @@ def run_a(dsn: str, gz: Path) -> int:
                 copy.write(chunk)
         conn.commit()
         _report(started)
+        return conn.execute("SELECT count(*) FROM bare_copy").fetchone()[0]
+
+
+def run_f(dsn: str, gz: Path) -> int:
+    """The floor as a shell would set it: `zcat file | psql -c "\\copy ..."` (inflate in its own process)."""
+    from taxi_assets.psql import psql_invocation
+
+    with psycopg.connect(dsn) as conn:
+        conn.execute(f"CREATE TABLE bare_copy ({_typed_columns()})")
+        conn.commit()
+    command, env = psql_invocation(
+        dsn, ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", "\\copy bare_copy FROM STDIN (FORMAT csv, HEADER true)"]
+    )
+    started = time.monotonic()
+    zcat = subprocess.Popen(["zcat", str(gz)], stdout=subprocess.PIPE)
+    subprocess.run(command, env=env, stdin=zcat.stdout, check=True)
+    zcat.stdout.close()
+    if zcat.wait():
+        raise SystemExit("zcat failed")
+    _report(started)
+    with psycopg.connect(dsn) as conn:
         return conn.execute("SELECT count(*) FROM bare_copy").fetchone()[0]
 
 
@@ -162,10 +188,12 @@ def run_d(dsn: str, gz: Path) -> int:
     return rows
 
 
-RUNNERS = {"a": run_a, "b": run_b, "c": run_c, "d": run_d}
+RUNNERS = {"f": run_f, "a": run_a, "b": run_b, "b0": run_b, "c": run_c, "d": run_d}
 LABELS = {
+    "f": "(f) zcat file | psql \\copy (floor)",
     "a": "(a) bare COPY of the CSV (floor)",
     "b": "(b) taxi_assets load-postgres",
+    "b0": "(b0) load-postgres hashing every line itself",
     "c": "(c) reference flow SQL (staging, UPDATE md5, MERGE)",
     "d": "(d) pandas read_csv + to_sql",
 }
@@ -209,6 +237,32 @@ def measure(which: str, dsn: str, gz: Path) -> dict:
     return result
 
 
+def _download(gz: Path) -> tuple[Path, float]:
+    """The month as extract leaves it (file, record, row ids), made by extract from a local
+    release server, once; and how long extract's verification of it takes (timed again)."""
+    from taxi_assets.config import Settings
+    from taxi_assets.sample_server import SampleServer
+    from taxi_assets.steps.extract import extract, verify
+
+    release = CACHE / "release" / str(_rows_in(gz))
+    (release / YELLOW.taxi).mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        (release / YELLOW.taxi / gz.name).symlink_to(gz)
+    server = SampleServer(release, rows=0).start()
+    try:
+        settings = Settings(state_dir=CACHE / "state" / str(_rows_in(gz)), source_url=server.url)
+        info = extract(settings, YELLOW, MONTH)
+    finally:
+        server.shutdown()
+    started = time.monotonic()
+    verify(Path(info.path), YELLOW, sha256=info.sha256)
+    return Path(info.path), time.monotonic() - started
+
+
+def _rows_in(gz: Path) -> int:
+    return int(gz.parent.name)  # _sample's folder is named after the row count
+
+
 def _admin_dsn() -> str:
     if dsn := os.environ.get("TAXI_BENCH_POSTGRES_DSN"):
         return dsn
@@ -221,7 +275,7 @@ def _admin_dsn() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=REAL_ROWS)
-    parser.add_argument("--repeat", type=int, default=3, help="alternating runs of (a) and (b)")
+    parser.add_argument("--repeat", type=int, default=3, help="alternating runs of (f), (a) and (b)")
     parser.add_argument("--skip-pandas", action="store_true", help="skip (d), which takes minutes at real scale")
     parser.add_argument(
         "--rss-rows", type=int, default=1_000_000, help="a smaller month, to show (b)'s RSS does not grow"
@@ -235,6 +289,7 @@ def main() -> None:
 
     gz = _sample(args.rows)
     _plain_csv(gz)
+    download, verify_s = _download(gz)
     admin = _admin_dsn()
     db = f"taxi_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -244,30 +299,33 @@ def main() -> None:
     print(
         f"{args.rows:,} yellow rows, {gz.stat().st_size / 1e6:.0f} MB gzipped; Postgres {version}; {os.cpu_count()} cores"
     )
+    print(f"  extract's verification of the download (gzip, header, row ids; once per download): {verify_s:.2f} s")
     try:
-        runs: dict[str, list[dict]] = {"a": [], "b": []}
+        runs: dict[str, list[dict]] = {"f": [], "a": [], "b": []}
         for _ in range(args.repeat):
-            for which in ("a", "b"):
-                runs[which].append(measure(which, dsn, gz))
+            for which in ("f", "a", "b"):
+                runs[which].append(measure(which, dsn, download if which == "b" else gz))
+        b0 = measure("b0", dsn, gz)  # the bare file: no record, so no row ids
         c = measure("c", dsn, gz)
         d = None if args.skip_pandas else measure("d", dsn, gz)
-        small = measure("b", dsn, _sample(args.rss_rows)) if args.rss_rows < args.rows else None
+        small = measure("b", dsn, _download(_sample(args.rss_rows))[0]) if args.rss_rows < args.rows else None
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
-    a_s = statistics.median(r["seconds"] for r in runs["a"])
-    b_s = statistics.median(r["seconds"] for r in runs["b"])
+    f_s, a_s, b_s = (statistics.median(r["seconds"] for r in runs[k]) for k in ("f", "a", "b"))
     b_rss = max(r["peak_rss_mb"] for r in runs["b"])
-    print("\nresults (medians of (a) and (b)):")
+    print(f"\nresults (medians of {args.repeat}):")
     lines = [
+        ("(b) / (f), target <= 1.2", b_s / f_s, b_s / f_s <= 1.2),
         ("(b) / (a), target <= 1.3", b_s / a_s, b_s / a_s <= 1.3),
+        ("(b0) / (b), row ids from extract", b0["seconds"] / b_s, True),
         ("(c) / (b), target >= 2.5", c["seconds"] / b_s, c["seconds"] / b_s >= 2.5),
     ]
     if d:
         lines.append(("(d) / (b), target >= 10", d["seconds"] / b_s, d["seconds"] / b_s >= 10))
     for label, ratio, ok in lines:
-        print(f"  {label:<28} {ratio:6.2f}  {'ok' if ok else 'MISSED'}")
+        print(f"  {label:<34} {ratio:6.2f}  {'ok' if ok else 'MISSED'}")
     print(f"  (b) peak RSS, target <= 300 MB: {b_rss:.0f} MB  {'ok' if b_rss <= 300 else 'MISSED'}")
     if small:
         print(

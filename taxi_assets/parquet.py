@@ -8,21 +8,27 @@ code, so the BigQuery table holds exactly the ids the Postgres table holds.
 
 from __future__ import annotations
 
+import binascii
+import contextlib
+import csv
 import hashlib
-import io
 import os
+import queue
+import threading
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from isal import igzip
 
 from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.errors import BadFileError
 from taxi_assets.months import Month
-from taxi_assets.rows import data_lines, with_row_ids
+from taxi_assets.rows import ROW_ID_BYTES, RowIds
 from taxi_assets.steps.extract import temp_path
 
 MONTH_COLUMN = "month"  # DATE, first day of the file's month: the BigQuery partition column
@@ -30,7 +36,7 @@ MONTH_COLUMN = "month"  # DATE, first day of the file's month: the BigQuery part
 # The layout `write_parquet` produces. Bump it whenever the Parquet it writes changes (columns,
 # types, row ids, values, compression): upload-gcs records it with every upload and converts and
 # uploads again a month whose object an older conversion made (see `steps/gcs.py`).
-CONVERSION_VERSION = 1
+CONVERSION_VERSION = 2  # 2: row ids from extract, no dictionary for timestamps, no statistics, 64 k-row groups
 
 _ARROW_TYPES = {
     "STRING": pa.string(),
@@ -72,47 +78,161 @@ def _parse_type(target: pa.DataType) -> pa.DataType:
     return target
 
 
+_SCALE = 9  # NUMERIC's digits after the point
+# |amount| below which amount * 10**9 (< 2**50) is exact to well under half a unit in float64, so
+# rounding it gives what `pc.round` gives; a block with a larger amount takes the general path.
+_FAST_LIMIT = 1e6
+
+
+def _scaled_decimals(column: pa.ChunkedArray, target: pa.DataType) -> pa.Array | None:
+    """float64 amounts as decimal128 in one numpy pass: rounded to 9 decimals (half to even, as
+    `pc.round`), the integer written as the decimal's low 8 bytes and its sign as the high 8.
+    None when a value is that large or not finite: the general path then takes the block."""
+    values = column.combine_chunks()
+    if values.offset:
+        return None
+    scaled = np.rint(values.fill_null(0).to_numpy() * 10.0**_SCALE)
+    if not (np.isfinite(scaled).all() and np.abs(scaled).max(initial=0) < _FAST_LIMIT * 10.0**_SCALE):
+        return None
+    pairs = np.empty((len(scaled), 2), dtype=np.int64)
+    pairs[:, 0] = scaled
+    pairs[:, 1] = pairs[:, 0] >> 63
+    validity = values.buffers()[0]
+    return pa.Array.from_buffers(target, len(values), [validity, pa.py_buffer(pairs)], null_count=values.null_count)
+
+
 def _to_decimals(table: pa.Table, schema: pa.Schema, source: Path) -> pa.Table:
     for i, name in enumerate(table.column_names):
         target = schema.field(name).type
         if pa.types.is_decimal(target):
-            try:
-                table = table.set_column(i, name, pc.round(table.column(i), 9).cast(target))
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise BadFileError(f"{source.name}: {name} has a value NUMERIC cannot hold: {exc}") from None
+            column = _scaled_decimals(table.column(i), target)
+            if column is None:
+                try:
+                    column = pc.round(table.column(i), _SCALE).cast(target)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise BadFileError(f"{source.name}: {name} has a value NUMERIC cannot hold: {exc}") from None
+            table = table.set_column(i, name, column)
     return table
 
 
-def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month) -> int:
-    """Convert a verified .csv.gz into Parquet at `dest` (atomically); return the row count."""
-    schema = arrow_schema(dataset)
-    names = [ROW_ID_COLUMN.sql_name, *dataset.sql_names]
-    read = pacsv.ReadOptions(column_names=names, autogenerate_column_names=False, use_threads=False)
-    convert = pacsv.ConvertOptions(
-        column_types={f.name: _parse_type(f.type) for f in schema if f.name in names},
-        null_values=[""],
-        strings_can_be_null=True,
-        timestamp_parsers=["%Y-%m-%d %H:%M:%S"],
+ROW_GROUP_ROWS = 64_000  # ~12 MB of Arrow data (peak RSS); BigQuery reads row groups in parallel
+# CSV bytes parsed at a time (~10 k rows): 4 MB blocks doubled the step's peak RSS (the
+# inflated bytes are Python objects, and glibc's heap keeps blocks that large).
+_BLOCK_BYTES = 1 << 20
+
+
+def _integer_floats_as_integers(table: pa.Table, dataset: TaxiDataset) -> pa.Table:
+    """`264.0` as `264`, as the Postgres load writes it: text columns rewritten, integer ones
+    parsed as float64 and cast back (a cast that fails on a real fraction)."""
+    for i, name in enumerate(table.column_names):
+        column = table.column(i)
+        if pa.types.is_string(column.type):
+            table = table.set_column(i, name, pc.replace_substring_regex(column, r"^(-?\d+)\.0+$", r"\1"))
+        elif pa.types.is_floating(column.type) and name in _integer_names(dataset):
+            table = table.set_column(i, name, column.cast(pa.int64()))
+    return table
+
+
+def _integer_names(dataset: TaxiDataset) -> set[str]:
+    return {c.sql_name for c in dataset.columns if c.bq_type == "INTEGER"}
+
+
+def _id_column(digests: bytes) -> pa.Array:
+    """32-character hex ids, built straight into Arrow's string layout (fixed-width offsets)."""
+    rows = len(digests) // ROW_ID_BYTES
+    offsets = np.arange(0, 32 * rows + 1, 32, dtype=np.int32)
+    return pa.Array.from_buffers(
+        pa.string(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(binascii.hexlify(digests))]
     )
-    filename, first_day = dataset.file_name(month), date(month.year, month.month, 1)
+
+
+def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, row_ids: RowIds | None = None) -> int:
+    """Convert a verified .csv.gz into Parquet at `dest` (atomically); return the row count.
+
+    The row ids come from extract's row-id file (`row_ids`), so the Parquet carries exactly the
+    ids the Postgres load sends; without one they are hashed first. One thread parses and
+    converts blocks of ~10 k rows while the other encodes and writes them in row groups; both
+    spend their time in pyarrow's C++, so the two cores work at once.
+    """
+    schema = arrow_schema(dataset)
+    normalize = bool(dataset.integer_float_columns)
+    parse_types = {f.name: _parse_type(f.type) for f in schema if f.name in dataset.sql_names}
+    if normalize:  # `1.0` in an integer column: parsed as a float, cast back after
+        parse_types |= {n: pa.float64() for n in _integer_names(dataset)}
+    read = pacsv.ReadOptions(column_names=list(dataset.sql_names), use_threads=False, block_size=_BLOCK_BYTES)
+    # Timestamps by Arrow's own ISO-8601 parser: twice as fast as a strptime format.
+    convert = pacsv.ConvertOptions(column_types=parse_types, null_values=[""], strings_can_be_null=True)
+    filename = pa.scalar(dataset.file_name(month), pa.string())
+    first_day = pa.scalar(date(month.year, month.month, 1), pa.date32())
     tmp = temp_path(dest)  # the name extract's clean-up of killed runs knows
-    rows = 0
-    _, blocks = data_lines(source, dataset)
-    # no duplicate count here: that is the Postgres load's report
-    payloads = with_row_ids(blocks, normalize_integer_floats=bool(dataset.integer_float_columns))
-    try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for payload, n in payloads:
-                try:
-                    parsed = pacsv.read_csv(io.BytesIO(payload), read_options=read, convert_options=convert)
-                except pa.ArrowInvalid as exc:
-                    raise BadFileError(f"{source.name}: {exc}") from None
+    ids = row_ids or RowIds.compute(source, dataset)
+    batches: queue.Queue = queue.Queue(maxsize=2)  # memory: a few blocks, whatever the month
+    rows, stop = 0, threading.Event()
+
+    def convert_blocks(text) -> None:
+        """Parse and convert in this thread while the main one encodes and writes the Parquet;
+        both spend their time in pyarrow's C++ with the GIL released."""
+        try:
+            for batch in pacsv.open_csv(text, read_options=read, convert_options=convert):
+                if stop.is_set():
+                    break
+                parsed = pa.Table.from_batches([batch])
+                if normalize:
+                    parsed = _integer_floats_as_integers(parsed, dataset)
                 parsed = _to_decimals(parsed, schema, source)
-                parsed = parsed.append_column(FILENAME_COLUMN.sql_name, pa.array([filename] * n, pa.string()))
-                parsed = parsed.append_column(MONTH_COLUMN, pa.array([first_day] * n, pa.date32()))
-                writer.write_table(parsed.select(schema.names).cast(schema))
-                rows += n
+                n = parsed.num_rows
+                parsed = parsed.append_column(ROW_ID_COLUMN.sql_name, _id_column(ids.read(n)))
+                parsed = parsed.append_column(FILENAME_COLUMN.sql_name, pa.repeat(filename, n))
+                parsed = parsed.append_column(MONTH_COLUMN, pa.repeat(first_day, n))
+                batches.put(parsed.select(schema.names).cast(schema))
+            batches.put(None)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            batches.put(BadFileError(f"{source.name}: {str(exc).splitlines()[0]}"))
+        except BaseException as exc:  # handed to the writing thread, which re-raises it
+            batches.put(exc)
+
+    try:
+        with (
+            igzip.open(source, "rb") as text,
+            pq.ParquetWriter(
+                tmp,
+                schema,
+                compression="zstd",
+                # not for ids (unique) nor timestamps (nearly so): a dictionary there costs time and bytes
+                use_dictionary=[
+                    f.name for f in schema if f.name != ROW_ID_COLUMN.sql_name and not pa.types.is_timestamp(f.type)
+                ],
+                write_statistics=False,  # nothing reads them: BigQuery loads every row
+            ) as writer,
+        ):
+            header = next(csv.reader([text.readline().decode("utf-8-sig", errors="replace")]), [])
+            if problem := dataset.header_problem(header):
+                raise BadFileError(f"{source.name} does not have the {dataset.taxi} header: {problem}")
+            converter = threading.Thread(target=convert_blocks, args=(text,), name="taxi-parquet-convert", daemon=True)
+            converter.start()
+            try:
+                group: list[pa.Table] = []
+                while (table := batches.get()) is not None:
+                    if isinstance(table, BaseException):
+                        raise table
+                    group.append(table)
+                    rows += table.num_rows
+                    if sum(t.num_rows for t in group) >= ROW_GROUP_ROWS:
+                        writer.write_table(pa.concat_tables(group))
+                        group = []
+                if group:
+                    writer.write_table(pa.concat_tables(group))
+            finally:
+                stop.set()
+                while converter.is_alive():  # unblock it if it waits on a full queue
+                    with contextlib.suppress(queue.Empty):
+                        batches.get(timeout=0.05)
+                converter.join()
+            if not ids.at_end():
+                raise BadFileError(f"{source.name} has fewer rows than its row ids; run extract again")
         os.replace(tmp, dest)
     finally:
+        if row_ids is None:
+            ids.close()
         tmp.unlink(missing_ok=True)
     return rows

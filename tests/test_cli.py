@@ -60,7 +60,11 @@ def test_purge_download_reports_what_it_freed_and_a_second_run_is_a_no_op(settin
     purged, _ = _step(settings, "purge-download", "green", "2019-04")
     assert purged["outputs"] == {
         "folder": str(folder),
-        "removed": ["green_tripdata_2019-04.csv.gz.json", "green_tripdata_2019-04.csv.gz"],
+        "removed": [
+            "green_tripdata_2019-04.csv.gz.json",
+            "green_tripdata_2019-04.csv.gz",
+            "green_tripdata_2019-04.row_ids",
+        ],
         "bytes_freed": on_disk,
     }
     assert on_disk > extracted["outputs"]["bytes"] and list(folder.iterdir()) == []

@@ -15,7 +15,7 @@ from taxi_assets import rows
 from taxi_assets.datasets import DATASETS, FHV, GREEN, YELLOW, dataset
 from taxi_assets.errors import BadFileError
 from taxi_assets.months import Month, published_months
-from taxi_assets.rows import DuplicateCounter, data_lines, row_id, with_row_ids
+from taxi_assets.rows import DuplicateCounter, RowIds, data_lines, row_id, with_row_ids, write_row_ids
 from taxi_assets.sample_data import header
 
 # Published headers, verbatim (../shared/reference/data.md).
@@ -133,9 +133,9 @@ def test_integer_floats_are_normalized_but_hashed_as_published(tmp_path):
 def test_duplicate_counter_is_exact_across_flushes(monkeypatch):
     monkeypatch.setattr(DuplicateCounter, "FLUSH_ROWS", 1_000)
     counter = DuplicateCounter()
-    digests = [hashlib.md5(str(i % 4_500).encode()).hexdigest().encode() for i in range(5_000)]  # 500 repeats
+    digests = [hashlib.md5(str(i % 4_500).encode()).digest() for i in range(5_000)]  # 500 repeats
     for start in range(0, len(digests), 700):
-        counter.add_hex(b"".join(digests[start : start + 700]))
+        counter.add(b"".join(digests[start : start + 700]))
     assert counter.duplicates() == 500
 
 
@@ -252,9 +252,9 @@ def test_the_duplicate_spill_lives_in_its_folder_and_has_no_name(tmp_path, monke
     system_tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
     counter = DuplicateCounter(spill_dir=spill_dir)
-    digests = [hashlib.md5(str(i % 9_000).encode()).hexdigest().encode() for i in range(10_000)]  # 1,000 repeats
+    digests = [hashlib.md5(str(i % 9_000).encode()).digest() for i in range(10_000)]  # 1,000 repeats
     for start in range(0, len(digests), 700):
-        counter.add_hex(b"".join(digests[start : start + 700]))
+        counter.add(b"".join(digests[start : start + 700]))
     spill = os.readlink(f"/proc/self/fd/{counter._spill.fileno()}")
     assert spill.startswith(f"{spill_dir}/") and spill.endswith(" (deleted)")
     assert list(spill_dir.iterdir()) == [] and list(system_tmp.iterdir()) == []
@@ -264,7 +264,7 @@ def test_the_duplicate_spill_lives_in_its_folder_and_has_no_name(tmp_path, monke
 
 def test_a_duplicate_count_that_never_spills_touches_no_disk(tmp_path):
     counter = DuplicateCounter(spill_dir=tmp_path / "does-not-exist")
-    counter.add_hex(b"".join(hashlib.md5(str(i % 40).encode()).hexdigest().encode() for i in range(50)))
+    counter.add(b"".join(hashlib.md5(str(i % 40).encode()).digest() for i in range(50)))
     assert counter.duplicates() == 10
 
 
@@ -281,3 +281,60 @@ def test_an_lf_row_among_crlf_rows_is_refused(tmp_path):
     text = "\r\n".join([YELLOW_HEADER, *_ROWS[:2]]) + "\n" + "\r\n".join(_ROWS[2:]) + "\r\n"
     with pytest.raises(BadFileError, match="y.csv.gz mixes CRLF and LF line endings"):
         _data(_gz(tmp_path, text))
+
+
+# Row ids computed once: extract writes them to the row-id file, every later step reads them.
+
+
+def _payloads(path, **kwargs) -> bytes:
+    _, blocks = data_lines(path, YELLOW)
+    return b"".join(p for p, _ in with_row_ids(blocks, normalize_integer_floats=False, **kwargs))
+
+
+def _row_id_file(path, target, sha256="ab" * 32) -> int:
+    _, blocks = data_lines(path, YELLOW)
+    with open(target, "wb") as out:
+        return write_row_ids(blocks, out, sha256)
+
+
+def _with_quoted_rows(tmp_path):
+    """The yellow fixture with a few rows quoted as a CSV writer might: hashed from their fields."""
+    lines = (FIXTURES / "yellow_tripdata_2020-07_head266.csv").read_text().splitlines()
+    lines[5] = ",".join(f'"{field}"' for field in lines[5].split(","))
+    path = tmp_path / "yellow_tripdata_2020-07.csv.gz"
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    return path
+
+
+def test_row_ids_read_from_the_row_id_file_are_the_ids_hashed_from_the_lines(tmp_path, monkeypatch):
+    monkeypatch.setattr(rows, "CHUNK_BYTES", 1024)  # many blocks, one with quotes
+    path = _with_quoted_rows(tmp_path)
+    assert _row_id_file(path, tmp_path / "ids") == 266
+    with RowIds.open(tmp_path / "ids", "ab" * 32, 266) as ids:
+        from_file = _payloads(path, row_ids=ids)
+        assert ids.at_end()
+    assert from_file == _payloads(path)
+    assert from_file.count(b"\n") == 266
+
+
+def test_a_row_id_file_of_another_download_or_row_count_is_not_used(tmp_path):
+    path = gzip_fixture("yellow_tripdata_2020-07_head266.csv", tmp_path / "y.csv.gz")
+    _row_id_file(path, tmp_path / "ids", "ab" * 32)
+    assert RowIds.open(tmp_path / "ids", "cd" * 32, 266) is None  # another download of the month
+    assert RowIds.open(tmp_path / "ids", "ab" * 32, 265) is None  # not this file's row count
+    assert RowIds.open(tmp_path / "missing", "ab" * 32, 266) is None
+    with RowIds.open(tmp_path / "ids", "ab" * 32, 266) as ids:
+        assert ids is not None
+
+
+def test_row_ids_out_of_step_with_the_rows_are_refused(tmp_path):
+    path = gzip_fixture("yellow_tripdata_2020-07_head266.csv", tmp_path / "y.csv.gz")
+    _row_id_file(path, tmp_path / "ids")
+    body = (tmp_path / "ids").read_bytes()
+    shifted = body[:32] + body[48:] + body[32:48]  # every id one row late
+    (tmp_path / "ids").write_bytes(shifted)
+    with (
+        RowIds.open(tmp_path / "ids", "ab" * 32, 266) as ids,
+        pytest.raises(BadFileError, match="does not match the rows"),
+    ):
+        _payloads(path, row_ids=ids)

@@ -24,12 +24,20 @@ from taxi_assets.datasets import GREEN, YELLOW
 from taxi_assets.errors import BadFileError, ConfigError, DownloadError, NotPublishedError
 from taxi_assets.months import Month
 from taxi_assets.sample_data import write_month
-from taxi_assets.steps.extract import download_in_use, extract, local_path, parquet_path, purge_download
+from taxi_assets.steps.extract import (
+    download_in_use,
+    extract,
+    local_path,
+    parquet_path,
+    purge_download,
+    row_ids_path,
+)
 
 JAN = Month(2019, 1)
 FEB = Month(2019, 2)
 JAN_FILE = "green_tripdata_2019-01.csv.gz"
 JAN_RECORD = JAN_FILE + ".json"
+JAN_IDS = "green_tripdata_2019-01.row_ids"  # the row ids, computed once while verifying
 
 
 def _leftovers(settings, ds=GREEN) -> list[str]:
@@ -44,7 +52,7 @@ def test_download_is_verified_recorded_and_kept(settings):
     assert info.downloaded and info.data_lines == SAMPLE_ROWS and info.bytes == path.stat().st_size
     assert len(info.sha256) == 64
     assert json.loads(path.with_name(path.name + ".json").read_text())["sha256"] == info.sha256
-    assert _leftovers(settings) == ["green_tripdata_2019-01.csv.gz", "green_tripdata_2019-01.csv.gz.json"]
+    assert _leftovers(settings) == [JAN_FILE, JAN_RECORD, JAN_IDS]
 
 
 def test_a_valid_local_file_is_not_downloaded_again(settings):
@@ -152,8 +160,8 @@ def test_purge_removes_the_record_then_the_file_and_reports_the_bytes(settings):
     info = extract(settings, GREEN, JAN)
     record_bytes = _record(Path(info.path)).stat().st_size
     report = purge_download(settings, GREEN, JAN)
-    assert report.removed == [JAN_RECORD, JAN_FILE]
-    assert report.bytes_freed == info.bytes + record_bytes
+    assert report.removed == [JAN_RECORD, JAN_FILE, JAN_IDS]
+    assert report.bytes_freed == info.bytes + record_bytes + 32 + 16 * info.data_lines
     assert _leftovers(settings) == []
 
 
@@ -181,8 +189,16 @@ def test_purge_leaves_other_months_and_taxis_alone(settings):
     extract(settings, GREEN, FEB)
     extract(settings, YELLOW, JAN)
     purge_download(settings, GREEN, JAN)
-    assert _leftovers(settings) == ["green_tripdata_2019-02.csv.gz", "green_tripdata_2019-02.csv.gz.json"]
-    assert _leftovers(settings, YELLOW) == ["yellow_tripdata_2019-01.csv.gz", "yellow_tripdata_2019-01.csv.gz.json"]
+    assert _leftovers(settings) == [
+        "green_tripdata_2019-02.csv.gz",
+        "green_tripdata_2019-02.csv.gz.json",
+        "green_tripdata_2019-02.row_ids",
+    ]
+    assert _leftovers(settings, YELLOW) == [
+        "yellow_tripdata_2019-01.csv.gz",
+        "yellow_tripdata_2019-01.csv.gz.json",
+        "yellow_tripdata_2019-01.row_ids",
+    ]
     assert not extract(settings, GREEN, FEB).downloaded and not extract(settings, YELLOW, JAN).downloaded
 
 
@@ -194,7 +210,13 @@ def test_purge_removes_partial_files_of_dead_downloads_but_not_of_a_running_one(
     (folder / f"{JAN_FILE}.part-{dead}.json").write_bytes(b"{}")
     (folder / f"{JAN_FILE}.part-{running}").write_bytes(b"y" * 10)  # a download still writing
     report = purge_download(settings, GREEN, JAN)
-    assert report.removed == [JAN_RECORD, JAN_FILE, f"{JAN_FILE}.part-{dead}", f"{JAN_FILE}.part-{dead}.json"]
+    assert report.removed == [
+        JAN_RECORD,
+        JAN_FILE,
+        JAN_IDS,
+        f"{JAN_FILE}.part-{dead}",
+        f"{JAN_FILE}.part-{dead}.json",
+    ]
     assert report.kept == [f"{JAN_FILE}.part-{running}"]
     assert _leftovers(settings) == [f"{JAN_FILE}.part-{running}"]
 
@@ -241,10 +263,10 @@ def test_a_purge_that_dies_half_way_leaves_a_file_no_extract_trusts(settings, mo
         patched.setattr(os, "unlink", dies_after_removing)
         with pytest.raises(_Crash):
             purge_download(settings, GREEN, JAN)
-    assert _leftovers(settings) == [JAN_FILE]  # the record went first: nothing vouches for the file
+    assert _leftovers(settings) == [JAN_FILE, JAN_IDS]  # the record went first: nothing vouches for the file
     again = extract(settings, GREEN, JAN)
     assert again.downloaded and again.sha256 == first.sha256
-    assert purge_download(settings, GREEN, JAN).removed == [JAN_RECORD, JAN_FILE]
+    assert purge_download(settings, GREEN, JAN).removed == [JAN_RECORD, JAN_FILE, JAN_IDS]
 
 
 @pytest.mark.parametrize(
@@ -291,7 +313,7 @@ def test_purge_keeps_a_download_that_a_running_step_holds(settings):
     with download_in_use(settings, GREEN, JAN):
         kept = purge_download(settings, GREEN, JAN)
         assert (kept.removed, kept.kept) == ([], [path.name]) and path.is_file()
-    assert purge_download(settings, GREEN, JAN).removed == [path.name + ".json", path.name]
+    assert purge_download(settings, GREEN, JAN).removed == [JAN_RECORD, JAN_FILE, JAN_IDS]
 
 
 # Blank lines at the end of a month file are no rows (issue 9).
@@ -383,7 +405,9 @@ def test_extract_removes_temp_files_of_dead_runs_even_when_the_month_is_already_
     (folder / "notes.part-abc").write_bytes(b"not a temp file of ours")
     info = extract(settings, GREEN, JAN)
     assert not info.downloaded
-    assert _leftovers(settings) == sorted([JAN_FILE, JAN_RECORD, f"{JAN_FILE}.part-{running}", "notes.part-abc"])
+    assert _leftovers(settings) == sorted(
+        [JAN_FILE, JAN_RECORD, JAN_IDS, f"{JAN_FILE}.part-{running}", "notes.part-abc"]
+    )
 
 
 class _Slow(BaseHTTPRequestHandler):
@@ -460,6 +484,44 @@ def test_a_download_killed_mid_transfer_leaves_litter_the_next_run_removes(tmp_p
     assert rerun.returncode == 0, rerun.stderr
     assert (f"removed {part.name}, left by runs that were killed" in rerun.stderr) == bool(left)
     everything = sorted(str(p.relative_to(state)) for p in state.rglob("*") if p.is_file())
-    assert everything == [f"downloads/green/{JAN_FILE}", f"downloads/green/{JAN_RECORD}"]
+    assert everything == [f"downloads/green/{JAN_FILE}", f"downloads/green/{JAN_RECORD}", f"downloads/green/{JAN_IDS}"]
     assert json.loads(folder.joinpath(JAN_RECORD).read_text())["data_lines"] == 60_000
     assert list(private_tmp.iterdir()) == []
+
+
+# Row ids: computed once, while the download is verified (issue 10).
+
+
+def _ids_of_lines(path: Path) -> bytes:
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines()[1:]
+    return b"".join(hashlib.md5(line.encode()).digest() for line in lines)
+
+
+def test_extract_keeps_the_row_ids_of_the_download_beside_it(settings):
+    info = extract(settings, GREEN, JAN)
+    ids = row_ids_path(Path(info.path)).read_bytes()
+    assert ids[:32] == bytes.fromhex(info.sha256)  # keyed by the very download
+    assert ids[32:] == _ids_of_lines(Path(info.path))
+
+
+@pytest.mark.parametrize("damage", ["missing", "another download's"])
+def test_a_rerun_restores_row_ids_that_are_missing_or_stale_without_downloading(settings, damage, caplog):
+    info = extract(settings, GREEN, JAN)
+    ids = row_ids_path(Path(info.path))
+    good = ids.read_bytes()
+    if damage == "missing":
+        ids.unlink()
+    else:
+        ids.write_bytes(bytes(32) + good[32:])
+    caplog.set_level(logging.INFO, logger="taxi_assets")
+    again = extract(settings, GREEN, JAN)
+    assert not again.downloaded and ids.read_bytes() == good
+    assert "computing the row ids of local green_tripdata_2019-01.csv.gz" in caplog.text
+
+
+def test_a_rerun_with_its_row_ids_in_place_does_not_compute_them_again(settings):
+    info = extract(settings, GREEN, JAN)
+    ids = row_ids_path(Path(info.path))
+    before = ids.stat().st_mtime_ns
+    assert not extract(settings, GREEN, JAN).downloaded
+    assert ids.stat().st_mtime_ns == before

@@ -9,6 +9,9 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from helpers import FIXTURES, gzip_fixture, run_cli, settings_env
@@ -20,7 +23,7 @@ from taxi_assets.gcp import credentials, storage_client
 from taxi_assets.months import Month
 from taxi_assets.parquet import conversion_id, write_parquet
 from taxi_assets.sample_data import write_month
-from taxi_assets.steps.extract import extract, parquet_path
+from taxi_assets.steps.extract import extract, parquet_path, row_ids, row_ids_path
 from taxi_assets.steps.gcs import crc32c_b64, ensure_bucket, object_name, upload_gcs, upload_record_path
 
 JAN = Month(2019, 1)
@@ -235,3 +238,59 @@ def test_the_embedded_emulators_are_recognized_and_nothing_else_is(fake_gcs, bq_
     assert _answers(f"{fake_gcs[0]}/storage/v1/b")
     assert _answers(f"{bq_emulator}/bigquery/v2/projects/taxi-assets-local/datasets")
     assert not _answers(f"{source_server.url}/storage/v1/b")  # another HTTP service on the port
+
+
+# Row ids computed once (issue 10); a conversion fast enough to be worth it.
+
+
+def test_the_parquet_takes_its_row_ids_from_the_download_not_from_hashing_again(settings, tmp_path):
+    download = Path(extract(settings, GREEN, JAN).path)
+    ids = row_ids_path(download)
+    body = ids.read_bytes()
+    planted = hashlib.md5(b"planted").digest() * ((len(body) - 32) // 16)  # same download, same size
+    ids.write_bytes(body[:32] + planted)
+    write_parquet(download, tmp_path / "g.parquet", GREEN, JAN, row_ids(download))
+    assert set(pq.read_table(tmp_path / "g.parquet").column("unique_row_id").to_pylist()) == {
+        hashlib.md5(b"planted").hexdigest()
+    }
+
+
+def test_a_conversion_without_row_ids_hashes_them_to_the_same_parquet(settings, tmp_path):
+    download = Path(extract(settings, GREEN, JAN).path)
+    write_parquet(download, tmp_path / "with.parquet", GREEN, JAN, row_ids(download))
+    write_parquet(download, tmp_path / "without.parquet", GREEN, JAN)
+    lines = gzip.decompress(download.read_bytes()).decode().splitlines()[1:]
+    with_ids = pq.read_table(tmp_path / "with.parquet")
+    assert with_ids.equals(pq.read_table(tmp_path / "without.parquet"))
+    assert with_ids.column("unique_row_id").to_pylist() == [hashlib.md5(x.encode()).hexdigest() for x in lines]
+    assert list(download.parent.glob("*taxi-row-ids*")) == []  # the hashed ids were a nameless temp file
+
+
+def test_amounts_become_numeric_as_rounding_to_nine_decimals_does(tmp_path):
+    rng = np.random.default_rng(10)
+    values = [
+        *rng.uniform(-999_999, 999_999, 100_000).round(2),
+        *rng.uniform(-1_000, 1_000, 100_000),  # all 17 significant digits
+        0.1 + 0.2,
+        2.675,
+        -0.0,
+        None,
+        999_999.999_999_999,
+    ]
+    column = pa.chunked_array([pa.array(values, pa.float64())])
+    numeric = pa.decimal128(38, 9)
+    assert parquet._scaled_decimals(column, numeric).equals(pc.round(column, 9).cast(numeric).combine_chunks())
+    for beyond in (1e6, -3e12, float("inf"), float("nan")):  # the general path's: it tells what NUMERIC cannot hold
+        assert parquet._scaled_decimals(pa.chunked_array([pa.array([1.0, beyond])]), numeric) is None
+
+
+def test_a_block_with_a_large_amount_takes_the_general_path(tmp_path):
+    csv = tmp_path / "yellow_tripdata_2020-07.csv.gz"
+    header = (FIXTURES / "yellow_tripdata_2020-07_head266.csv").read_text().splitlines()[0]
+    row = "1,2020-07-01 00:25:32,2020-07-01 00:33:39,1,1.50,1,N,238,75,2,{fare},0.5,0.5,0,0,0.3,9.3,0"
+    body = "\n".join(row.format(fare=f) for f in ("7.25", "12345678901.23"))
+    csv.write_bytes(gzip.compress(f"{header}\n{body}\n".encode()))
+    write_parquet(csv, tmp_path / "y.parquet", YELLOW, Month(2020, 7))
+    fares = [str(v) for v in pq.read_table(tmp_path / "y.parquet").column("fare_amount").to_pylist()]
+    general = pc.round(pa.array([12345678901.23]), 9).cast(pa.decimal128(38, 9))  # float64's precision
+    assert fares == ["7.250000000", str(general[0])]

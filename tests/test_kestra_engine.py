@@ -171,8 +171,8 @@ def assert_month_purged(execution, stack: Settings, taxi: str, month: str, parqu
     name = DATASETS[taxi].file_name(Month.parse(month))
     purged = execution.outputs("purge_download")["vars"]
     assert purged["folder"] == str(stack.state_dir / "downloads" / taxi)
-    parquet_name = name.replace(".csv.gz", ".parquet")
-    expected = {name, name + ".json"} | ({parquet_name, parquet_name + ".json"} if parquet else set())
+    parquet_name, ids = name.replace(".csv.gz", ".parquet"), name.replace(".csv.gz", ".row_ids")
+    expected = {name, name + ".json", ids} | ({parquet_name, parquet_name + ".json"} if parquet else set())
     assert set(purged["removed"]) == expected and execution.metric("purge_download", "bytes_freed") > 0
     assert not [p.name for p in Path(purged["folder"]).iterdir() if p.name.startswith(name.split(".")[0])]
 

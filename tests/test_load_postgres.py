@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import glob
@@ -18,6 +19,7 @@ import tempfile
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -29,6 +31,7 @@ from taxi_assets.datasets import FHV, GREEN, YELLOW
 from taxi_assets.errors import BadFileError, ConfigError, LoadError
 from taxi_assets.months import Month
 from taxi_assets.sample_data import write_month
+from taxi_assets.steps.extract import extract, row_ids_path
 from taxi_assets.steps.postgres import load_postgres
 
 JAN, FEB = Month(2019, 1), Month(2019, 2)
@@ -389,7 +392,9 @@ def test_a_load_killed_after_spilling_digests_leaves_nothing_behind(
     folder.mkdir(parents=True)
     shutil.copy(big_month[0], folder / GREEN.file_name(JAN))
     (folder / (GREEN.file_name(JAN) + ".json")).write_text(big_month[1])
-    expected = _files_under(state) + [f"locks/green/{GREEN.file_name(JAN)}.lock"]
+    # and what the load's extract adds: the row ids it computes for a download that lacks them
+    ids = str(row_ids_path(folder / GREEN.file_name(JAN)).relative_to(state))
+    expected = sorted([*_files_under(state), ids, f"locks/green/{GREEN.file_name(JAN)}.lock"])
     env = {
         config.POSTGRES_DSN: pg_dsn,
         config.STATE_DIR: str(state),
@@ -474,3 +479,31 @@ def test_a_password_in_a_servers_reason_is_masked():
         'connection to server at "db" (10.0.0.5), port 5432 failed: FATAL: role "***" x; Is the server running?; '
         'connection to server at "db" (10.0.0.6), port 5432 failed: timeout'
     )
+
+
+# Row ids computed once (issue 10): the load reads extract's row-id file instead of hashing.
+
+
+def test_a_load_with_the_row_ids_from_extract_equals_one_hashing_every_line(pg_dsn, pg, settings, tmp_path):
+    download = Path(extract(settings, GREEN, JAN).path)
+    _load(pg_dsn, GREEN, JAN, download)
+    with_ids = _month_rows(pg, GREEN, JAN)
+    bare = tmp_path / "bare" / download.name  # no record, no row ids: the load hashes each line
+    bare.parent.mkdir()
+    shutil.copy(download, bare)
+    _load(pg_dsn, GREEN, JAN, bare)
+    lines = gzip.decompress(download.read_bytes()).decode().splitlines()[1:]
+    expected = sorted(collections.Counter(hashlib.md5(line.encode()).hexdigest() for line in lines).items())
+    assert with_ids == _month_rows(pg, GREEN, JAN) == expected
+
+
+def test_row_ids_out_of_step_with_the_download_fail_the_load_and_keep_the_previous_rows(pg_dsn, pg, settings):
+    download = Path(extract(settings, GREEN, JAN).path)
+    _load(pg_dsn, GREEN, JAN, download)
+    before = _month_rows(pg, GREEN, JAN)
+    ids = row_ids_path(download)
+    body = ids.read_bytes()
+    ids.write_bytes(body[:32] + body[48:] + body[32:48])  # same download, same size, every id a row late
+    with pytest.raises(BadFileError, match=r"load rolled back, previous rows untouched: .*\.row_ids does not match"):
+        _load(pg_dsn, GREEN, JAN, download)
+    assert _month_rows(pg, GREEN, JAN) == before

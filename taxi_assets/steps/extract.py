@@ -2,8 +2,10 @@
 
 The file appears under its published name only once it is complete and verified (temp file
 `<file>.part-<pid>`, fsync, rename), so a crash or a truncated transfer never leaves a file that
-looks whole. A sidecar `<file>.json`, written after the file, records size, sha256 and data-line
-count; a file matching its sidecar is not downloaded again. A file without its record, or a
+looks whole. Verifying reads every row, so it also computes the rows' ids once for every later
+step: the row-id file `<taxi>_tripdata_<YYYY-MM>.row_ids` (see `rows.RowIds`). A sidecar
+`<file>.json`, written after both, records size, sha256 and data-line count; a file matching
+its sidecar is not downloaded again. A file without its record, or a
 record without its file, is never trusted: the month is downloaded again.
 
 A process killed mid-download (SIGKILL, SIGTERM, a container stopped) leaves its temp file:
@@ -37,7 +39,7 @@ from taxi_assets.config import SOURCE_URL, Settings
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.errors import BadFileError, ConfigError, DownloadError, NotPublishedError
 from taxi_assets.months import FIRST_MONTH, LAST_MONTH, Month, published_range
-from taxi_assets.rows import data_lines
+from taxi_assets.rows import RowIds, data_lines, write_row_ids
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,11 @@ def parquet_path(csv_gz: Path) -> Path:
     return csv_gz.with_name(csv_gz.name.removesuffix(".csv.gz") + ".parquet")
 
 
+def row_ids_path(csv_gz: Path) -> Path:
+    """Where extract keeps the download's row ids: beside it, purged with it."""
+    return csv_gz.with_name(csv_gz.name.removesuffix(".csv.gz") + ".row_ids")
+
+
 def record_path(path: Path) -> Path:
     """The record (`<file>.json`) vouching for a file of ours: a download's, a Parquet's upload."""
     return path.with_name(path.name + ".json")
@@ -129,15 +136,50 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify(path: Path, dataset: TaxiDataset, name: str | None = None) -> tuple[list[str], int]:
-    """Check gzip integrity and header; return (header, data lines). Raises BadFileError naming
-    the file `name` (default: the path's; a temp file passes the name it is published under)."""
+def verify(path: Path, dataset: TaxiDataset, name: str | None = None, *, sha256: str = "") -> tuple[list[str], int]:
+    """Check gzip integrity and header; return (header, data lines). With the file's `sha256`,
+    also write its row-id file (atomically) while reading. Raises BadFileError naming the file
+    `name` (default: the path's; a temp file passes the name it is published under)."""
     name = name or path.name
     header, blocks = data_lines(path, dataset, name)
-    lines = sum(len(lines) for lines, _ in blocks)
+    if not sha256:
+        lines = sum(len(lines) for lines, _ in blocks)
+    else:
+        ids = row_ids_path(path.with_name(name))
+        tmp = temp_path(ids)
+        try:
+            with open(tmp, "wb") as out:
+                lines = write_row_ids(blocks, out, sha256)
+            if lines:
+                os.replace(tmp, ids)
+        finally:
+            tmp.unlink(missing_ok=True)
     if not lines:
         raise BadFileError(f"{name} has a header but no rows")
     return header, lines
+
+
+def row_ids(csv_gz: Path) -> RowIds | None:
+    """The row ids extract computed for `csv_gz`, if its record still vouches for the file and
+    the row-id file belongs to that very download; else None (the caller hashes the rows)."""
+    info, _ = recorded_download(csv_gz)
+    return None if info is None else RowIds.open(row_ids_path(csv_gz), info.sha256, info.data_lines)
+
+
+def recorded_download(csv_gz: Path) -> tuple[FileInfo | None, str]:
+    """extract's record of `csv_gz` (its `<file>.json`), or None and why not. Not hashed again:
+    extract has just checked the file against it. A file whose size differs from the record,
+    or newer than it (extract writes the record after the file), is not vouched for."""
+    try:
+        info = FileInfo(**json.loads(record_path(csv_gz).read_text()))
+        stat, record_stat = csv_gz.stat(), record_path(csv_gz).stat()
+    except FileNotFoundError:
+        return None, f"{csv_gz.name} has no extract record"
+    except (OSError, ValueError, TypeError):
+        return None, f"the extract record of {csv_gz.name} is unreadable"
+    if stat.st_size != info.bytes or stat.st_mtime_ns > record_stat.st_mtime_ns:
+        return None, f"{csv_gz.name} changed since extract recorded it"
+    return info, ""
 
 
 def cached(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo | None:
@@ -159,6 +201,15 @@ def cached(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo |
     if path.stat().st_size != info.bytes or _sha256(path) != info.sha256:
         log.warning("local %s does not match its record; downloading it again", path.name)
         return None
+    if (ids := RowIds.open(row_ids_path(path), info.sha256, info.data_lines)) is not None:
+        ids.close()
+    else:
+        log.info("computing the row ids of local %s (its row-id file is missing or stale)", path.name)
+        try:
+            verify(path, dataset, sha256=info.sha256)
+        except BadFileError as exc:
+            log.warning("local %s no longer verifies (%s); downloading it again", path.name, exc)
+            return None
     return FileInfo(**{**asdict(info), "path": str(path), "downloaded": False})
 
 
@@ -260,7 +311,7 @@ def extract(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo:
         started = time.monotonic()
         sha256 = _fetch(url, tmp, settings, what, month)
         try:
-            header, lines = verify(tmp, dataset, path.name)
+            header, lines = verify(tmp, dataset, path.name, sha256=sha256)
         except BadFileError as exc:
             raise BadFileError(f"{what}: downloaded file rejected, nothing kept: {exc}") from None
         info = FileInfo(
@@ -344,7 +395,7 @@ def remove_stale_temps(folder: Path) -> list[str]:
 
 
 def purge_download(settings: Settings, dataset: TaxiDataset, month: Month) -> PurgeReport:
-    """Remove one month's download, its record, its Parquet and their leftover temp files; idempotent.
+    """Remove one month's download, its record, its row ids, its Parquet and their leftover temp files; idempotent.
 
     Only entries of the taxi's download folder named after this month are touched, and only
     files and symlinks (a symlink is removed, never what it points to). The record goes first,
@@ -364,10 +415,10 @@ def purge_download(settings: Settings, dataset: TaxiDataset, month: Month) -> Pu
 
 def _purge(path: Path, what: str, taxi: str, month: str) -> PurgeReport:
     folder = path.parent
-    record, parquet = record_path(path).name, parquet_path(path).name
+    record, parquet, ids = record_path(path).name, parquet_path(path).name, row_ids_path(path).name
     upload_record = record_path(parquet_path(path)).name  # upload-gcs's record of the object
-    prefixes = (path.name + _PART, parquet + _PART)  # temp files of a download, of a conversion
-    names = (record, path.name, parquet, upload_record)
+    prefixes = (path.name + _PART, parquet + _PART, ids + _PART)  # temps: a download's, a conversion's, ids'
+    names = (record, path.name, ids, parquet, upload_record)
     entries = {}
     if folder.is_dir():
         with os.scandir(folder) as listing:

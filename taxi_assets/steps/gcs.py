@@ -31,7 +31,7 @@ from taxi_assets.errors import ConfigError, LoadError
 from taxi_assets.gcp import storage_client
 from taxi_assets.months import Month
 from taxi_assets.parquet import conversion_id, write_parquet
-from taxi_assets.steps.extract import FileInfo, parquet_path, record_path, temp_path
+from taxi_assets.steps.extract import parquet_path, record_path, recorded_download, row_ids, temp_path
 
 log = logging.getLogger(__name__)
 CHUNK = 8 * 1024 * 1024
@@ -123,22 +123,6 @@ def check_bucket(settings: Settings, name: str = "", client=None) -> None:
         log.debug("cannot list gs://%s; the upload will tell whether it may write", settings.gcp_bucket)
 
 
-def _download_sha256(csv_gz: Path) -> tuple[str | None, str]:
-    """The sha256 extract recorded for `csv_gz` (its `<file>.json`), or None and why not. Not
-    hashed again: extract has just checked the file against it. A file whose size differs from
-    the record, or newer than it (extract writes the record after the file), is not vouched for."""
-    try:
-        info = FileInfo(**json.loads(record_path(csv_gz).read_text()))
-        stat, record_stat = csv_gz.stat(), record_path(csv_gz).stat()
-    except FileNotFoundError:
-        return None, f"{csv_gz.name} has no extract record"
-    except (OSError, ValueError, TypeError):
-        return None, f"the extract record of {csv_gz.name} is unreadable"
-    if stat.st_size != info.bytes or stat.st_mtime_ns > record_stat.st_mtime_ns:
-        return None, f"{csv_gz.name} changed since extract recorded it"
-    return info.sha256, ""
-
-
 def _unchanged(bucket, name: str, uri: str, record_file: Path, sha256: str, conversion: str):
     """(the upload record, "") when the object in the bucket is what the recorded upload of this
     very download and conversion put there; else (None, why not)."""
@@ -198,7 +182,8 @@ def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: P
     uri, what = f"gs://{settings.gcp_bucket}/{name}", f"{dataset.taxi} {month}"
     record_file, conversion = upload_record_path(csv_gz), conversion_id(dataset)
     bucket = client.bucket(settings.gcp_bucket)
-    sha256, why = _download_sha256(csv_gz)
+    info, why = recorded_download(csv_gz)
+    sha256 = info.sha256 if info else None
     if sha256:
         with _storage_errors(settings, uri):
             record, why = _unchanged(bucket, name, uri, record_file, sha256, conversion)
@@ -216,7 +201,7 @@ def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: P
             return UploadReport(uri, record.bytes, record.crc32c, record.rows, uploaded=False, converted=False)
     log.info("%s: converting to Parquet: %s", what, why)
     parquet = parquet_path(csv_gz)
-    rows = write_parquet(csv_gz, parquet, dataset, month)
+    rows = write_parquet(csv_gz, parquet, dataset, month, row_ids(csv_gz))
     local_crc, size = crc32c_b64(parquet), parquet.stat().st_size
     with _storage_errors(settings, uri):
         blob = bucket.get_blob(name)

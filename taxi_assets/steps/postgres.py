@@ -12,8 +12,6 @@ a load killed at any point leaves no file behind.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import queue
 import sys
@@ -30,6 +28,7 @@ from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.errors import BadFileError, LoadError
 from taxi_assets.months import Month
 from taxi_assets.rows import DuplicateCounter, data_lines, with_row_ids
+from taxi_assets.steps.extract import row_ids
 
 log = logging.getLogger(__name__)
 
@@ -146,17 +145,6 @@ def _swap_in(conn: psycopg.Connection, dataset: TaxiDataset, staging: str, parti
     return replaced
 
 
-def _blocks_from_mmap() -> None:
-    """Have glibc serve the multi-MB blocks with mmap, returned to the OS when freed.
-
-    By default glibc raises its mmap threshold after the first such free and then serves
-    the blocks from the heap, where blocks freed by the writer thread fragment it: peak RSS
-    crept from 140 to 200 MB over a 7.7 M-row month. A fixed threshold keeps it flat.
-    """
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
-        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = 1 MiB
-
-
 _interval_lock = threading.Lock()
 _interval_users = 0
 _DEFAULT_INTERVAL = sys.getswitchinterval()
@@ -193,7 +181,6 @@ def _stream(copy: psycopg.Copy, payloads) -> int:
                 pass
 
     writer = threading.Thread(target=write, name="taxi-copy-writer", daemon=True)
-    _blocks_from_mmap()
     _short_switch_interval(True)
     rows = 0
     try:
@@ -235,6 +222,7 @@ def load_postgres(
     staging = f"{partition}_loading"
     columns = sql.SQL(", ").join(_ident(c) for c in (ROW_ID_COLUMN.sql_name, *dataset.sql_names))
     duplicates = DuplicateCounter(spill_dir=path.parent)  # beside the download: under the state folder
+    ids = row_ids(path)  # computed by extract; None: hash the lines here
     try:
         with conn.transaction(), ThreadPoolExecutor(max_workers=1) as background:
             _lock_month(conn, partition)
@@ -244,7 +232,10 @@ def load_postgres(
                 s=_ident(staging), c=columns
             )
             payloads = with_row_ids(
-                blocks, normalize_integer_floats=bool(dataset.integer_float_columns), duplicates=duplicates
+                blocks,
+                normalize_integer_floats=bool(dataset.integer_float_columns),
+                duplicates=duplicates,
+                row_ids=ids,
             )
             with conn.cursor().copy(copy_sql) as copy:
                 rows = _stream(copy, payloads)
@@ -263,6 +254,8 @@ def load_postgres(
         raise BadFileError(f"{dataset.taxi} {month}: load rolled back, previous rows untouched: {exc}") from exc
     finally:
         duplicates.close()  # the spill file has no name: closing it frees its space
+        if ids is not None:
+            ids.close()
     report = LoadReport(
         taxi=dataset.taxi,
         month=str(month),
