@@ -340,15 +340,15 @@ def _quoted_rows(lines: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     return ids, out
 
 
-def with_row_ids(
+def rows_with_ids(
     blocks: Iterator[tuple[list[bytes], bool]],
     *,
     normalize_integer_floats: bool,
     duplicates: DuplicateCounter | None = None,
     row_ids: RowIds | None = None,
-) -> Iterator[tuple[bytes, int]]:
-    """CSV payloads `unique_row_id,<fields>` ready for COPY, with their row counts; the row
-    ids come from `row_ids` when given (else each line is hashed) and go to `duplicates` too.
+) -> Iterator[list[bytes]]:
+    """Each block's rows as CSV `unique_row_id,<fields>` (no line ending); the row ids come from
+    `row_ids` when given (else each line is hashed) and go to `duplicates` too.
 
     The hot loop of every load: the rest is C.
     """
@@ -368,4 +368,10 @@ def with_row_ids(
             lines = _INTEGER_FLOAT.sub(rb"\1", b"\n".join(lines)).split(b"\n")
         if duplicates is not None:
             duplicates.add(raw if raw is not None else binascii.unhexlify(b"".join(hashes)))
-        yield b"\n".join(map(b",".join, zip(hashes, lines, strict=True))) + b"\n", len(lines)
+        yield list(map(b",".join, zip(hashes, lines, strict=True)))
+
+
+def with_row_ids(blocks: Iterator[tuple[list[bytes], bool]], **options) -> Iterator[tuple[bytes, int]]:
+    """`rows_with_ids` as COPY payloads (lines of CSV), with their row counts."""
+    for rows in rows_with_ids(blocks, **options):
+        yield b"\n".join(rows) + b"\n", len(rows)

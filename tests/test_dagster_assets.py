@@ -9,6 +9,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+import psycopg
 import pytest
 from helpers import dagster_resources
 
@@ -106,10 +107,16 @@ def test_the_check_query_sees_a_tampered_month(settings, pg):
     """The checks count the table itself; they do not repeat what the load reported."""
     chain = build_taxi_chain(GREEN)[:2]  # csv -> postgres
     assert dg.materialize(chain, partition_key="2019-05", resources=dagster_resources(settings)).success
-    pg.execute("DELETE FROM green_tripdata WHERE ctid IN (SELECT ctid FROM green_tripdata LIMIT 3)")
-    pg.execute("UPDATE green_tripdata SET unique_row_id = NULL WHERE ctid IN (SELECT ctid FROM green_tripdata LIMIT 2)")
+    pg.execute(
+        "DELETE FROM green_tripdata WHERE (tableoid, ctid) IN (SELECT tableoid, ctid FROM green_tripdata LIMIT 3)"
+    )
     profile = checks.month_profile(pg, GREEN, Month(2019, 5))
-    assert profile["rows"] == 1_997 and profile["null_row_ids"] == 2
+    assert profile["rows"] == 1_997 and profile["null_row_ids"] == 0
+    # A row without its id cannot even be stored: the month's halves are ranges of ids.
+    with pytest.raises(psycopg.errors.Error, match="partition"):
+        pg.execute(
+            "UPDATE green_tripdata SET unique_row_id = NULL WHERE ctid IN (SELECT ctid FROM green_tripdata LIMIT 2)"
+        )
 
 
 @pytest.mark.parametrize("taxi", sorted(DATASETS))

@@ -507,3 +507,59 @@ def test_row_ids_out_of_step_with_the_download_fail_the_load_and_keep_the_previo
     with pytest.raises(BadFileError, match=r"load rolled back, previous rows untouched: .*\.row_ids does not match"):
         _load(pg_dsn, GREEN, JAN, download)
     assert _month_rows(pg, GREEN, JAN) == before
+
+
+# Two sessions COPY a month's two halves at once (issue 10): the halves, and what a failure leaves.
+
+
+def _tables(pg, ds) -> list[str]:
+    return [
+        r[0] for r in pg.execute("SELECT relname FROM pg_class WHERE relname LIKE %s ORDER BY 1", (f"{ds.table}%",))
+    ]
+
+
+def test_a_month_is_two_halves_split_by_row_id_and_nothing_else_is_left(pg_dsn, pg, tmp_path):
+    path = tmp_path / GREEN.file_name(JAN)
+    write_month(path, GREEN, JAN, 4_000, seed=2)
+    _load(pg_dsn, GREEN, JAN, path)
+    halves = pg.execute(
+        "SELECT tableoid::regclass::text, min(unique_row_id), max(unique_row_id), count(*) FROM green_tripdata"
+        " GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert [h[0] for h in halves] == ["green_tripdata_2019_01_0", "green_tripdata_2019_01_1"]
+    assert halves[0][2] < "8" <= halves[1][1] and sum(h[3] for h in halves) == 4_000
+    assert _tables(pg, GREEN) == ["green_tripdata", "green_tripdata_2019_01", *[h[0] for h in halves]]
+
+
+def test_a_swap_failing_after_the_second_half_committed_leaves_neither_half(
+    pg_dsn, pg, tmp_path, loaded_month, monkeypatch
+):
+    from taxi_assets.steps import postgres
+
+    def fails(*args, **kwargs):
+        raise psycopg.errors.LockNotAvailable("the swap could not take its lock")
+
+    monkeypatch.setattr(postgres, "_swap_in", fails)  # after the second session's commit
+    path = tmp_path / GREEN.file_name(JAN)
+    write_month(path, GREEN, JAN, 3_000, seed=8)
+    with pytest.raises(LoadError, match="load rolled back, previous rows untouched: the swap could not take its lock"):
+        _load(pg_dsn, GREEN, JAN, path)
+    assert _month_rows(pg, GREEN, JAN) == loaded_month
+    assert not [t for t in _tables(pg, GREEN) if "loading" in t]
+
+
+def test_a_half_left_by_a_load_killed_between_its_commits_is_dropped_by_the_next(pg_dsn, pg, tmp_path, loaded_month):
+    pg.execute("CREATE TABLE green_tripdata_2019_01_loading_1 (unique_row_id text)")  # as such a kill leaves it
+    path = tmp_path / GREEN.file_name(JAN)
+    write_month(path, GREEN, JAN, 1_000, seed=3)
+    assert _load(pg_dsn, GREEN, JAN, path).rows_loaded == 1_000
+    assert not [t for t in _tables(pg, GREEN) if "loading" in t]
+
+
+def test_a_load_inside_an_open_transaction_is_refused(pg_dsn, tmp_path):
+    path = tmp_path / GREEN.file_name(JAN)
+    write_month(path, GREEN, JAN, 10)
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("SELECT 1")  # opens a transaction
+        with pytest.raises(LoadError, match="needs a connection outside a transaction"):
+            load_postgres(conn, GREEN, JAN, path)

@@ -1,7 +1,7 @@
 """upload-gcs (and the bucket half of gcp-setup): the month's Parquet in the bucket.
 
 The object is `gs://{bucket}/{taxi}/{taxi}_tripdata_{YYYY-MM}.parquet`, uploaded resumably in
-8 MB chunks (memory bounded), verified by crc32c against the local file, and not uploaded
+32 MB chunks (memory bounded), verified by crc32c against the local file, and not uploaded
 again when the bucket already holds the same bytes.
 
 After a verified upload a record `{taxi}_tripdata_{YYYY-MM}.parquet.json` beside the download
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import google_crc32c
+import pyarrow as pa
 from google.api_core import exceptions as gexc
 
 from taxi_assets.config import Settings
@@ -34,7 +36,9 @@ from taxi_assets.parquet import conversion_id, write_parquet
 from taxi_assets.steps.extract import parquet_path, record_path, recorded_download, row_ids, temp_path
 
 log = logging.getLogger(__name__)
-CHUNK = 8 * 1024 * 1024
+# Resumable-upload chunk (a multiple of 256 KiB), held in memory while sent: 300 MB went into
+# fake-gcs-server in 13 s with 8 MiB chunks, 10 s with 16 MiB, 5.4 s with 32 MiB.
+CHUNK = 32 * 1024 * 1024
 
 
 @dataclass
@@ -82,6 +86,14 @@ def crc32c_b64(path: Path) -> str:
         while chunk := f.read(CHUNK):
             checksum.update(chunk)
     return base64.b64encode(checksum.digest()).decode()
+
+
+def _give_back_memory() -> None:
+    """Return what the conversion freed to the system before the upload holds its chunks, so the
+    step's peak is the larger of the two, not their sum (glibc keeps freed heap otherwise)."""
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def ensure_bucket(settings: Settings) -> bool:
@@ -202,6 +214,7 @@ def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: P
     log.info("%s: converting to Parquet: %s", what, why)
     parquet = parquet_path(csv_gz)
     rows = write_parquet(csv_gz, parquet, dataset, month, row_ids(csv_gz))
+    _give_back_memory()
     local_crc, size = crc32c_b64(parquet), parquet.stat().st_size
     with _storage_errors(settings, uri):
         blob = bucket.get_blob(name)

@@ -1,10 +1,13 @@
 """load-postgres: replace one month of a taxi table, atomically, by partition swap.
 
-Each taxi table is LIST-partitioned by `filename`, one partition per month file. A load
-streams the .csv.gz into a fresh table (COPY ... FREEZE, row ids computed on the way), checks
-it, and in the same transaction swaps it in for the month's old partition. Until COMMIT nobody
-sees the new rows; on any failure the transaction rolls back and the old rows stay as they
-were. Work is proportional to the month, never to the table. Loads of one month are
+Each taxi table is LIST-partitioned by `filename`, one partition per month file; a month's
+partition is itself split in two by `unique_row_id` (ids 0-7… and 8-f…), so that two sessions
+COPY its halves at once: COPY is one core's work in Postgres, and a month is that COPY. A load
+streams the .csv.gz into fresh tables (COPY ... FREEZE, row ids joined on the way), checks them,
+and in the main session's transaction swaps them in for the month's old partition. Until that
+COMMIT nobody sees the new rows; on any failure the transaction rolls back and the old rows stay
+as they were. The second session commits its half, unattached, just before the swap; a half
+left by a load killed in between is dropped by the next load of the month. Work is proportional to the month, never to the table. Loads of one month are
 serialized by an advisory lock, so Dagster and Kestra cannot interleave. The exact-duplicate
 count spills its digests to a nameless file beside the month file (under the state folder), so
 a load killed at any point leaves no file behind.
@@ -12,11 +15,13 @@ a load killed at any point leaves no file behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +32,7 @@ from psycopg import sql
 from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.errors import BadFileError, LoadError
 from taxi_assets.months import Month
-from taxi_assets.rows import DuplicateCounter, data_lines, with_row_ids
+from taxi_assets.rows import DuplicateCounter, data_lines, rows_with_ids
 from taxi_assets.steps.extract import row_ids
 
 log = logging.getLogger(__name__)
@@ -112,23 +117,47 @@ def _month_stats(conn: psycopg.Connection, dataset: TaxiDataset, month: Month, t
     return row[0], dict(zip((k.lower() for k in dataset.key_columns), row[1:], strict=True))
 
 
-def _create_staging(
-    conn: psycopg.Connection, dataset: TaxiDataset, staging: str, partition: str, filename: str
-) -> None:
+_SPLIT_AT = "8"  # ids 0-7… go to the month's first half, 8-f… to its second
+_SPLIT = ord(_SPLIT_AT)
+_BOUNDS = (("MINVALUE", _SPLIT_AT), (_SPLIT_AT, "MAXVALUE"))
+
+
+def _half_names(partition: str) -> list[str]:
+    return [f"{partition}_{i}" for i in range(len(_BOUNDS))]
+
+
+def _staging_names(partition: str) -> list[str]:
+    return [f"{partition}_loading_{i}" for i in range(len(_BOUNDS))]
+
+
+def _create_staging(conn: psycopg.Connection, dataset: TaxiDataset, staging: str, half: int, filename: str) -> None:
+    # A half left by a load killed between its two commits: dropped by the session that needs the
+    # name (the main session holds the month's lock: no other load of the month runs).
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {s}").format(s=_ident(staging)))
     # From the column definitions, not LIKE: LIKE would hold a lock on the parent for the
     # whole COPY, and two months swapping in at once would deadlock on it.
     conn.execute(sql.SQL("CREATE TABLE {s} ({c})").format(s=_ident(staging), c=_column_defs(dataset)))
-    # The filename is a constant of the partition: a default, not bytes sent per row.
-    # The CHECK lets ATTACH PARTITION skip its validation scan.
+    # The filename is a constant of the partition: a default, not bytes sent per row. The
+    # CHECKs let ATTACH PARTITION skip its validation scans (the month's, the half's).
+    low, high = _BOUNDS[half]
+    in_half = [sql.SQL("unique_row_id IS NOT NULL")]
+    in_half += [] if low == "MINVALUE" else [sql.SQL('unique_row_id COLLATE "C" >= {}').format(sql.Literal(low))]
+    in_half += [] if high == "MAXVALUE" else [sql.SQL('unique_row_id COLLATE "C" < {}').format(sql.Literal(high))]
     conn.execute(
         sql.SQL(
-            "ALTER TABLE {s} ALTER COLUMN filename SET DEFAULT {f}, ADD CONSTRAINT {c} CHECK (filename = {f})"
-        ).format(s=_ident(staging), f=sql.Literal(filename), c=_ident(f"{partition}_filename"))
+            "ALTER TABLE {s} ALTER COLUMN filename SET DEFAULT {f}, ADD CHECK (filename = {f}), ADD CHECK ({h})"
+        ).format(s=_ident(staging), f=sql.Literal(filename), h=sql.SQL(" AND ").join(in_half))
     )
 
 
-def _swap_in(conn: psycopg.Connection, dataset: TaxiDataset, staging: str, partition: str, filename: str) -> bool:
-    """Replace the month's partition by the staging table; True if there was one before."""
+def _drop_halves(conn: psycopg.Connection, partition: str) -> None:
+    """Drop the staging halves of a load whose swap did not happen (one may be committed)."""
+    for name in _staging_names(partition):
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(name)))
+
+
+def _swap_in(conn: psycopg.Connection, dataset: TaxiDataset, partition: str, filename: str) -> bool:
+    """Replace the month's partition by the staging halves; True if there was one before."""
     table = _ident(dataset.table)
     # Take the lock DETACH needs up front: swaps of different months queue here, briefly.
     conn.execute(sql.SQL("LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE").format(t=table))
@@ -136,13 +165,41 @@ def _swap_in(conn: psycopg.Connection, dataset: TaxiDataset, staging: str, parti
     if replaced:
         conn.execute(sql.SQL("ALTER TABLE {t} DETACH PARTITION {p}").format(t=table, p=_ident(partition)))
         conn.execute(sql.SQL("DROP TABLE {p}").format(p=_ident(partition)))
-    conn.execute(sql.SQL("ALTER TABLE {s} RENAME TO {p}").format(s=_ident(staging), p=_ident(partition)))
+    conn.execute(
+        sql.SQL('CREATE TABLE {p} ({c}) PARTITION BY RANGE (unique_row_id COLLATE "C")').format(
+            p=_ident(partition), c=_column_defs(dataset)
+        )
+    )
+    for staging, half, (low, high) in zip(_staging_names(partition), _half_names(partition), _BOUNDS, strict=True):
+        conn.execute(sql.SQL("ALTER TABLE {s} RENAME TO {h}").format(s=_ident(staging), h=_ident(half)))
+        conn.execute(
+            sql.SQL("ALTER TABLE {p} ATTACH PARTITION {h} FOR VALUES FROM ({lo}) TO ({hi})").format(
+                p=_ident(partition),
+                h=_ident(half),
+                lo=sql.SQL(low) if low == "MINVALUE" else sql.Literal(low),
+                hi=sql.SQL(high) if high == "MAXVALUE" else sql.Literal(high),
+            )
+        )
     conn.execute(
         sql.SQL("ALTER TABLE {t} ATTACH PARTITION {p} FOR VALUES IN ({f})").format(
             t=table, p=_ident(partition), f=sql.Literal(filename)
         )
     )
     return replaced
+
+
+def _second_session(conn: psycopg.Connection) -> psycopg.Connection:
+    """A connection to where `conn` is connected, as the same user (its password included)."""
+    password = conn.pgconn.password
+    return psycopg.connect(conn.info.dsn, password=password.decode() if password else None, connect_timeout=15)
+
+
+def _halves(rows: Iterator[list[bytes]]) -> Iterator[tuple[list[bytes], int]]:
+    """Each block's rows as two COPY payloads, by the first hex digit of their id."""
+    for block in rows:
+        low = [row for row in block if row[0] < _SPLIT]
+        high = [row for row in block if row[0] >= _SPLIT]
+        yield [b"\n".join(half) + b"\n" if half else b"" for half in (low, high)], len(block)
 
 
 _interval_lock = threading.Lock()
@@ -158,45 +215,52 @@ def _short_switch_interval(on: bool) -> None:
         sys.setswitchinterval(0.0005 if _interval_users else _DEFAULT_INTERVAL)
 
 
-def _stream(copy: psycopg.Copy, payloads) -> int:
-    """Feed COPY from a writer thread while this thread hashes the next blocks.
+def _stream(copies: list[psycopg.Copy], payloads: Iterator[tuple[list[bytes], int]]) -> int:
+    """Feed each COPY from a writer thread of its own while this thread prepares the next blocks.
 
-    Sending blocks (socket I/O, GIL released) overlaps with hashing (Python), so Postgres
-    parses while Python works instead of the two taking turns. The queue bounds memory to a
-    few blocks. A short GIL switch interval lets the writer hand Postgres each 128 KB piece
-    promptly instead of once per default 5 ms slice.
+    Sending (socket I/O, GIL released) overlaps with the Python work, so Postgres parses while
+    Python works instead of the two taking turns. The queues bound memory to a few blocks. A
+    short GIL switch interval lets the writers hand Postgres each 128 KB piece promptly instead
+    of once per default 5 ms slice.
     """
-    pending: queue.Queue = queue.Queue(maxsize=4)
+    queues: list[queue.Queue] = [queue.Queue(maxsize=4) for _ in copies]
     failure: list[BaseException] = []
     stop = threading.Event()  # set when the producer failed: send nothing more
 
-    def write() -> None:
+    def write(copy: psycopg.Copy, pending: queue.Queue) -> None:
         try:
             while (payload := pending.get()) is not None:
-                if not stop.is_set():
+                if payload and not stop.is_set():
                     copy.write(payload)
-        except BaseException as exc:  # handed to the hashing thread, which stops and re-raises
+        except BaseException as exc:  # handed to the producing thread, which stops and re-raises
             failure.append(exc)
             while pending.get() is not None:  # drain so the producer never blocks forever
                 pass
 
-    writer = threading.Thread(target=write, name="taxi-copy-writer", daemon=True)
+    writers = [
+        threading.Thread(target=write, args=(copy, pending), name=f"taxi-copy-writer-{i}", daemon=True)
+        for i, (copy, pending) in enumerate(zip(copies, queues, strict=True))
+    ]
     _short_switch_interval(True)
     rows = 0
     try:
-        writer.start()
-        for payload, n in payloads:
+        for writer in writers:
+            writer.start()
+        for parts, n in payloads:
             if failure:
                 break
-            pending.put(payload)
+            for pending, payload in zip(queues, parts, strict=True):
+                pending.put(payload)
             rows += n
     except BaseException:
         stop.set()
         raise
     finally:
         try:
-            pending.put(None)
-            writer.join()
+            for pending in queues:
+                pending.put(None)
+            for writer in writers:
+                writer.join()
         finally:
             _short_switch_interval(False)
     if failure:
@@ -217,36 +281,57 @@ def load_postgres(
     filename = dataset.file_name(month)
     if path.name != filename:
         raise LoadError(f"{path.name} is not the {dataset.taxi} {month} file ({filename})")
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        # The second session's half is committed for this load's own transaction to attach.
+        raise LoadError("load_postgres needs a connection outside a transaction: it commits the month itself")
     ensure_table(conn, dataset)
     partition = partition_name(dataset, month)
-    staging = f"{partition}_loading"
+    staging = _staging_names(partition)
     columns = sql.SQL(", ").join(_ident(c) for c in (ROW_ID_COLUMN.sql_name, *dataset.sql_names))
     duplicates = DuplicateCounter(spill_dir=path.parent)  # beside the download: under the state folder
     ids = row_ids(path)  # computed by extract; None: hash the lines here
+    other, committed, swapped = None, False, False  # the second session; its half committed; swap done
     try:
-        with conn.transaction(), ThreadPoolExecutor(max_workers=1) as background:
+        other = _second_session(conn)
+        with conn.transaction(), ThreadPoolExecutor(max_workers=2) as background:
             _lock_month(conn, partition)
-            _create_staging(conn, dataset, staging, partition, filename)
+            sessions = [conn, other]
+            for half, session in enumerate(sessions):
+                _create_staging(session, dataset, staging[half], half, filename)
             _, blocks = data_lines(path, dataset)
-            copy_sql = sql.SQL("COPY {s} ({c}) FROM STDIN (FORMAT csv, FREEZE true)").format(
-                s=_ident(staging), c=columns
-            )
-            payloads = with_row_ids(
+            rows = rows_with_ids(
                 blocks,
                 normalize_integer_floats=bool(dataset.integer_float_columns),
                 duplicates=duplicates,
                 row_ids=ids,
             )
-            with conn.cursor().copy(copy_sql) as copy:
-                rows = _stream(copy, payloads)
-            if rows == 0:
+            with contextlib.ExitStack() as copying:
+                copies = [
+                    copying.enter_context(
+                        session.cursor().copy(
+                            sql.SQL("COPY {s} ({c}) FROM STDIN (FORMAT csv, FREEZE true)").format(
+                                s=_ident(staging[half]), c=columns
+                            )
+                        )
+                    )
+                    for half, session in enumerate(sessions)
+                ]
+                loaded = _stream(copies, _halves(rows))
+            if loaded == 0:
                 raise BadFileError(f"{path.name} has a header but no rows; the month's rows are kept")
-            if expected_rows is not None and rows != expected_rows:
-                raise BadFileError(f"{path.name} has {rows} data lines, its download record says {expected_rows}")
+            if expected_rows is not None and loaded != expected_rows:
+                raise BadFileError(f"{path.name} has {loaded} data lines, its download record says {expected_rows}")
             duplicate_rows = background.submit(duplicates.duplicates)  # numpy sorts while Postgres scans
-            out_of_month, null_keys = _month_stats(conn, dataset, month, staging)
-            replaced = _swap_in(conn, dataset, staging, partition, filename)
+            other_stats = background.submit(_month_stats, other, dataset, month, staging[1])
+            out_of_month, null_keys = _month_stats(conn, dataset, month, staging[0])
+            more_out, more_nulls = other_stats.result()
+            out_of_month += more_out
+            null_keys = {k: n + more_nulls[k] for k, n in null_keys.items()}
+            other.commit()  # its half, unattached and unseen, for this transaction to attach
+            committed = True
+            replaced = _swap_in(conn, dataset, partition, filename)
             duplicate_rows = duplicate_rows.result()
+        swapped = True
     except psycopg.Error as exc:
         message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise LoadError(f"{dataset.taxi} {month}: load rolled back, previous rows untouched: {message}") from exc
@@ -256,13 +341,18 @@ def load_postgres(
         duplicates.close()  # the spill file has no name: closing it frees its space
         if ids is not None:
             ids.close()
+        if other is not None:
+            other.close()  # an uncommitted half goes with its session
+        if committed and not swapped and not conn.closed:
+            with contextlib.suppress(psycopg.Error), conn.transaction():
+                _drop_halves(conn, partition)  # the half committed for a swap that did not happen
     report = LoadReport(
         taxi=dataset.taxi,
         month=str(month),
         table=dataset.table,
         partition=partition,
         filename=filename,
-        rows_loaded=rows,
+        rows_loaded=loaded,
         duplicate_rows=duplicate_rows,
         out_of_month_rows=out_of_month,
         null_keys=null_keys,
@@ -271,7 +361,7 @@ def load_postgres(
     )
     log.info(
         "loaded %d rows into %s (%s); %d exact duplicates, %d outside the month",
-        rows,
+        loaded,
         dataset.table,
         partition,
         report.duplicate_rows,
