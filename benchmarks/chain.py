@@ -43,6 +43,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -59,8 +60,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from cloud import _free_port  # noqa: E402
-from rerun import _CONFIG_PREFIXES  # noqa: E402
 from run import CACHE, MONTH, REAL_ROWS, _sample  # noqa: E402
 
 from taxi_assets.config import Settings  # noqa: E402
@@ -178,11 +177,20 @@ class MemorySampler:
 
 # --- a command's wall time and peak RSS ------------------------------------------------------
 
+_CONFIG_PREFIXES = ("TAXI_", "GCP_", "STORAGE_", "BIGQUERY_")  # settings a command must not inherit
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 # A command started from this process would report, through os.wait4, at least this process's own
 # peak RSS: Linux carries the parent's high-water mark into the child across (v)fork + exec, so
 # the child's ru_maxrss is max(its own, the parent's). This process holds Dagster, psutil and the
-# release server (and generated the months), so rerun.py's `_command` would put a floor of 50-130 MB
-# under every command. A lean launcher (python -I -S: about 11 MB) starts each command instead and
+# release server (and generated the months), so timing a command from here would put a floor of
+# 50-130 MB under every command. A lean launcher (python -I -S: about 11 MB) starts each command instead and
 # reports the command's own wall time and peak RSS.
 _LAUNCHER = r"""
 import json, os, subprocess, sys, time
@@ -196,20 +204,34 @@ with open(report, "w") as out:
 """
 
 
-def run_step(env: dict, *args: str) -> dict:
-    """`python -m taxi_assets <args>` in its own process: wall time, peak RSS, Kestra outputs
-    (what rerun.py's `_command` returns, without this process's memory in the RSS)."""
+# The Parquet conversion alone, as upload-gcs runs it (row ids from extract's row-id file).
+_CONVERT = r"""
+import json, sys, time
+from pathlib import Path
+from taxi_assets.datasets import YELLOW
+from taxi_assets.months import Month
+from taxi_assets.parquet import write_parquet
+from taxi_assets.steps.extract import row_ids
+source, dest = Path(sys.argv[1]), Path(sys.argv[2])
+started = time.monotonic()
+rows = write_parquet(source, dest, YELLOW, Month(2019, 1), row_ids(source))
+print("::" + json.dumps({"outputs": {"seconds": time.monotonic() - started, "rows": rows}}) + "::")
+"""
+
+
+def run_step(env: dict, *args: str, command: list[str] | None = None) -> dict:
+    """`python -m taxi_assets <args>` (or `command`) in its own process: wall time, peak RSS,
+    Kestra outputs, without this process's memory in the RSS."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(report)]
-        subprocess.run(
-            [*launcher, sys.executable, "-m", "taxi_assets", *args], env=env, stdout=out, stderr=err, cwd=ROOT
-        )
+        command = command or [sys.executable, "-m", "taxi_assets", *args]
+        subprocess.run([*launcher, *command], env=env, stdout=out, stderr=err, cwd=ROOT)
         out.seek(0), err.seek(0)
         stdout, stderr = out.read().decode(), err.read().decode()
         measured = json.loads(report.read_text()) if report.exists() else {"code": None}
     if measured["code"] != 0:
-        raise SystemExit(f"`{' '.join(args)}` failed ({measured['code']}):\n{stderr[-3000:]}")
+        raise SystemExit(f"`{' '.join(args or command)}` failed ({measured['code']}):\n{stderr[-3000:]}")
     lines = [json.loads(line[2:-2]) for line in stdout.splitlines() if line.startswith("::{")]
     outputs = next((line["outputs"] for line in lines if "outputs" in line), {})
     return {"seconds": measured["seconds"], "rss_mb": measured["rss_kb"] / 1024, "outputs": outputs, "stderr": stderr}
@@ -306,6 +328,9 @@ def part_a(rows: int, say: Report) -> None:
                         with sampler.window() as peak:
                             results[step].append((run_step(env, step, *month), peak))
                     totals.append((time.monotonic() - started, whole))
+        download = state / "downloads" / YELLOW.taxi / gz.name
+        run_step(env, "extract", *month)  # the re-run's last step purged nothing; make sure it is there
+        convert = run_step(env, command=[sys.executable, "-c", _CONVERT, str(download), str(state / "alone.parquet")])
         postgres.cleanup()  # nothing holds the server now: the command starts and stops it
         postgres = None
         cold = run_step(env, "load-postgres", *month)
@@ -334,6 +359,22 @@ def part_a(rows: int, say: Report) -> None:
     say(f"  {'chain':<15} {first_s:8.2f} s{'':17}{rerun_s:12.2f} s{'':17}{rerun_s / first_s:12.2f}")
     say(f"  first run: {first_peak.line()}")
     say(f"  re-run:    {rerun_peak.line()}")
+    loads, uploads = (results[step][0][0]["seconds"] for step in ("load-postgres", "upload-gcs"))
+    converted = convert["outputs"]["seconds"]
+    say(
+        f"  the Parquet conversion alone (write_parquet, its own process): {converted:.2f} s,"
+        f" peak RSS {convert['rss_mb']:.0f} MB"
+    )
+    for label, value, target in (
+        ("upload-gcs first run / load-postgres first run", uploads / loads, 0.7),
+        ("Parquet conversion / load-postgres first run", converted / loads, 0.4),
+    ):
+        say(f"  {label:<48} {value:5.2f}  target <= {target}: {'ok' if value <= target else 'MISSED'}")
+    for step in ("extract", "upload-gcs"):
+        again = results[step][1][0]["seconds"]
+        say(f"  {step} re-run of the unchanged month: {again:.2f} s  target <= 2 s: {'ok' if again <= 2 else 'MISSED'}")
+    worst = max((r[0]["rss_mb"], step) for step in CHAIN for r in results[step])
+    say(f"  largest step: {worst[1]} at {worst[0]:.0f} MB  target <= 300 MB: {'ok' if worst[0] <= 300 else 'MISSED'}")
     held = results["load-postgres"][1][0]["seconds"]
     say(
         f"  load-postgres re-run with no Postgres running (the command starts and stops the embedded server):"

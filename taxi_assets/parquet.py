@@ -150,9 +150,9 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, 
     """Convert a verified .csv.gz into Parquet at `dest` (atomically); return the row count.
 
     The row ids come from extract's row-id file (`row_ids`), so the Parquet carries exactly the
-    ids the Postgres load sends; without one they are hashed first. One thread parses and
-    converts blocks of ~10 k rows while the other encodes and writes them in row groups; both
-    spend their time in pyarrow's C++, so the two cores work at once.
+    ids the Postgres load sends; without one they are hashed first. One thread inflates and
+    parses blocks of ~10 k rows while the other completes them (NUMERIC amounts, ids, filename,
+    month) and encodes and writes them in row groups: the two cores work at once.
     """
     schema = arrow_schema(dataset)
     normalize = bool(dataset.integer_float_columns)
@@ -169,27 +169,31 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, 
     batches: queue.Queue = queue.Queue(maxsize=2)  # memory: a few blocks, whatever the month
     rows, stop = 0, threading.Event()
 
-    def convert_blocks(text) -> None:
-        """Parse and convert in this thread while the main one encodes and writes the Parquet;
-        both spend their time in pyarrow's C++ with the GIL released."""
+    def parse_blocks(text) -> None:
+        """Inflate and parse in this thread while the main one completes, encodes and writes the
+        rows; both spend their time in C (ISA-L, pyarrow) with the GIL released."""
         try:
             for batch in pacsv.open_csv(text, read_options=read, convert_options=convert):
                 if stop.is_set():
                     break
-                parsed = pa.Table.from_batches([batch])
-                if normalize:
-                    parsed = _integer_floats_as_integers(parsed, dataset)
-                parsed = _to_decimals(parsed, schema, source)
-                n = parsed.num_rows
-                parsed = parsed.append_column(ROW_ID_COLUMN.sql_name, _id_column(ids.read(n)))
-                parsed = parsed.append_column(FILENAME_COLUMN.sql_name, pa.repeat(filename, n))
-                parsed = parsed.append_column(MONTH_COLUMN, pa.repeat(first_day, n))
-                batches.put(parsed.select(schema.names).cast(schema))
+                batches.put(batch)
             batches.put(None)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             batches.put(BadFileError(f"{source.name}: {str(exc).splitlines()[0]}"))
         except BaseException as exc:  # handed to the writing thread, which re-raises it
             batches.put(exc)
+
+    def complete(batch: pa.RecordBatch) -> pa.Table:
+        """The parsed block as the Parquet's rows: amounts as NUMERIC, then id, filename, month."""
+        parsed = pa.Table.from_batches([batch])
+        if normalize:
+            parsed = _integer_floats_as_integers(parsed, dataset)
+        parsed = _to_decimals(parsed, schema, source)
+        n = parsed.num_rows
+        parsed = parsed.append_column(ROW_ID_COLUMN.sql_name, _id_column(ids.read(n)))
+        parsed = parsed.append_column(FILENAME_COLUMN.sql_name, pa.repeat(filename, n))
+        parsed = parsed.append_column(MONTH_COLUMN, pa.repeat(first_day, n))
+        return parsed.select(schema.names).cast(schema)
 
     try:
         with (
@@ -208,13 +212,17 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, 
             header = next(csv.reader([text.readline().decode("utf-8-sig", errors="replace")]), [])
             if problem := dataset.header_problem(header):
                 raise BadFileError(f"{source.name} does not have the {dataset.taxi} header: {problem}")
-            converter = threading.Thread(target=convert_blocks, args=(text,), name="taxi-parquet-convert", daemon=True)
-            converter.start()
+            parser = threading.Thread(target=parse_blocks, args=(text,), name="taxi-parquet-parse", daemon=True)
+            parser.start()
             try:
                 group: list[pa.Table] = []
-                while (table := batches.get()) is not None:
-                    if isinstance(table, BaseException):
-                        raise table
+                while (batch := batches.get()) is not None:
+                    if isinstance(batch, BaseException):
+                        raise batch
+                    try:
+                        table = complete(batch)
+                    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                        raise BadFileError(f"{source.name}: {str(exc).splitlines()[0]}") from None
                     group.append(table)
                     rows += table.num_rows
                     if sum(t.num_rows for t in group) >= ROW_GROUP_ROWS:
@@ -224,10 +232,10 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, 
                     writer.write_table(pa.concat_tables(group))
             finally:
                 stop.set()
-                while converter.is_alive():  # unblock it if it waits on a full queue
+                while parser.is_alive():  # unblock it if it waits on a full queue
                     with contextlib.suppress(queue.Empty):
                         batches.get(timeout=0.05)
-                converter.join()
+                parser.join()
             if not ids.at_end():
                 raise BadFileError(f"{source.name} has fewer rows than its row ids; run extract again")
         os.replace(tmp, dest)
