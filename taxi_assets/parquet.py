@@ -84,6 +84,30 @@ _SCALE = 9  # NUMERIC's digits after the point
 _FAST_LIMIT = 1e6
 
 
+# Arrays are built from buffers here, never from Python values: pyarrow imports pandas (45 MB of
+# the step's peak RSS) the first time it converts a Python value or fills nulls into numpy.
+
+
+def _floats(values: pa.Array) -> np.ndarray:
+    """A float64 array (offset 0) as numpy, its nulls as 0."""
+    validity, data = values.buffers()
+    floats = np.frombuffer(data, dtype=np.float64, count=len(values))
+    if not values.null_count:
+        return floats
+    valid = np.unpackbits(np.frombuffer(validity, dtype=np.uint8), count=len(values), bitorder="little")
+    return np.where(valid.astype(bool), floats, 0.0)
+
+
+def _repeated(value: str | date, rows: int) -> pa.Array:
+    """`rows` copies of a filename (string) or a month (date32)."""
+    if isinstance(value, date):
+        days = np.full(rows, (value - date(1970, 1, 1)).days, dtype=np.int32)
+        return pa.Array.from_buffers(pa.date32(), rows, [None, pa.py_buffer(days)])
+    text = value.encode()
+    offsets = np.arange(0, len(text) * rows + 1, len(text), dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(text * rows)])
+
+
 def _scaled_decimals(column: pa.ChunkedArray, target: pa.DataType) -> pa.Array | None:
     """float64 amounts as decimal128 in one numpy pass: rounded to 9 decimals (half to even, as
     `pc.round`), the integer written as the decimal's low 8 bytes and its sign as the high 8.
@@ -91,7 +115,7 @@ def _scaled_decimals(column: pa.ChunkedArray, target: pa.DataType) -> pa.Array |
     values = column.combine_chunks()
     if values.offset:
         return None
-    scaled = np.rint(values.fill_null(0).to_numpy() * 10.0**_SCALE)
+    scaled = np.rint(_floats(values) * 10.0**_SCALE)
     if not (np.isfinite(scaled).all() and np.abs(scaled).max(initial=0) < _FAST_LIMIT * 10.0**_SCALE):
         return None
     pairs = np.empty((len(scaled), 2), dtype=np.int64)
@@ -162,8 +186,7 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, 
     read = pacsv.ReadOptions(column_names=list(dataset.sql_names), use_threads=False, block_size=_BLOCK_BYTES)
     # Timestamps by Arrow's own ISO-8601 parser: twice as fast as a strptime format.
     convert = pacsv.ConvertOptions(column_types=parse_types, null_values=[""], strings_can_be_null=True)
-    filename = pa.scalar(dataset.file_name(month), pa.string())
-    first_day = pa.scalar(date(month.year, month.month, 1), pa.date32())
+    filename, first_day = dataset.file_name(month), date(month.year, month.month, 1)
     tmp = temp_path(dest)  # the name extract's clean-up of killed runs knows
     ids = row_ids or RowIds.compute(source, dataset)
     batches: queue.Queue = queue.Queue(maxsize=2)  # memory: a few blocks, whatever the month
@@ -191,8 +214,8 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, 
         parsed = _to_decimals(parsed, schema, source)
         n = parsed.num_rows
         parsed = parsed.append_column(ROW_ID_COLUMN.sql_name, _id_column(ids.read(n)))
-        parsed = parsed.append_column(FILENAME_COLUMN.sql_name, pa.repeat(filename, n))
-        parsed = parsed.append_column(MONTH_COLUMN, pa.repeat(first_day, n))
+        parsed = parsed.append_column(FILENAME_COLUMN.sql_name, _repeated(filename, n))
+        parsed = parsed.append_column(MONTH_COLUMN, _repeated(first_day, n))
         return parsed.select(schema.names).cast(schema)
 
     try:

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,12 +19,13 @@ from helpers import FIXTURES, gzip_fixture, run_cli, settings_env
 
 from taxi_assets import config, parquet
 from taxi_assets.datasets import FHV, GREEN, YELLOW
-from taxi_assets.errors import ConfigError
+from taxi_assets.errors import BadFileError, ConfigError
 from taxi_assets.gcp import credentials, storage_client
 from taxi_assets.months import Month
 from taxi_assets.parquet import conversion_id, write_parquet
 from taxi_assets.sample_data import write_month
-from taxi_assets.steps.extract import extract, parquet_path, row_ids, row_ids_path
+from taxi_assets.steps import gcs
+from taxi_assets.steps.extract import extract, parquet_path, row_ids, row_ids_path, temp_path
 from taxi_assets.steps.gcs import crc32c_b64, ensure_bucket, object_name, upload_gcs, upload_record_path
 
 JAN = Month(2019, 1)
@@ -294,3 +296,39 @@ def test_a_block_with_a_large_amount_takes_the_general_path(tmp_path):
     fares = [str(v) for v in pq.read_table(tmp_path / "y.parquet").column("fare_amount").to_pylist()]
     general = pc.round(pa.array([12345678901.23]), 9).cast(pa.decimal128(38, 9))  # float64's precision
     assert fares == ["7.250000000", str(general[0])]
+
+
+# The first upload follows the conversion as it writes (issue 10).
+
+
+def test_a_first_upload_streams_the_parquet_chunk_by_chunk_as_it_is_written(gcs_settings, monkeypatch, tmp_path):
+    monkeypatch.setattr(gcs, "CHUNK", 256 * 1024)  # the smallest chunk GCS allows: many of them
+    monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 2_000)  # the file grows in many steps
+    ensure_bucket(gcs_settings)
+    path = tmp_path / "downloads" / GREEN.file_name(JAN)
+    path.parent.mkdir()
+    write_month(path, GREEN, JAN, 30_000, seed=4)
+    report = upload_gcs(gcs_settings, GREEN, JAN, path)
+    local = parquet_path(path).read_bytes()
+    assert report.uploaded and report.bytes == len(local) > 4 * 256 * 1024
+    blob = storage_client(gcs_settings).bucket(gcs_settings.gcp_bucket).get_blob(object_name(GREEN, JAN))
+    assert blob.download_as_bytes() == local
+
+
+def test_a_conversion_failing_mid_way_leaves_no_object(gcs_settings, monkeypatch, tmp_path):
+    def half_then_fails(source, dest, *args):
+        with open(temp_path(dest), "wb") as out:  # what write_parquet writes as it goes
+            out.write(b"PAR1" + b"x" * 700_000)
+            out.flush()
+            time.sleep(0.3)  # the upload has sent its first chunks
+        temp_path(dest).unlink()
+        raise BadFileError("green_tripdata_2019-01.csv.gz: row 9000 has 3 columns")
+
+    monkeypatch.setattr(gcs, "CHUNK", 256 * 1024)
+    monkeypatch.setattr(gcs, "write_parquet", half_then_fails)
+    ensure_bucket(gcs_settings)
+    path = tmp_path / GREEN.file_name(JAN)
+    write_month(path, GREEN, JAN, 100)
+    with pytest.raises(BadFileError, match="row 9000 has 3 columns"):
+        upload_gcs(gcs_settings, GREEN, JAN, path)
+    assert storage_client(gcs_settings).bucket(gcs_settings.gcp_bucket).get_blob(object_name(GREEN, JAN)) is None

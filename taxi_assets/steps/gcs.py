@@ -17,9 +17,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import ctypes
+import io
 import json
 import logging
 import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -182,6 +186,98 @@ def _storage_errors(settings: Settings, uri: str):
         raise ConfigError(f"not allowed to write {uri}: {exc.message}") from None
 
 
+PARQUET_TYPE = "application/vnd.apache.parquet"
+
+
+class _Growing(io.RawIOBase):
+    """The Parquet as `write_parquet` writes it (its temp file, then `dest`), read as a stream:
+    a read waits for the bytes it asks for until the writer is done, so the resumable upload
+    sends each chunk as soon as it is written. Reading fails if the writer failed."""
+
+    def __init__(self, dest: Path, done: threading.Event, failed: threading.Event):
+        self._dest, self._done, self._failed = dest, done, failed
+        self._file = None
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:  # the upload seeks back to resend a chunk that failed
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence != io.SEEK_SET:
+            raise io.UnsupportedOperation("only absolute seeks")
+        self._open().seek(offset)
+        self._position = offset
+        return offset
+
+    def _open(self):
+        while self._file is None:
+            for path in (temp_path(self._dest), self._dest):  # the rename may have happened already
+                with contextlib.suppress(FileNotFoundError):
+                    self._file = open(path, "rb")  # noqa: SIM115 (closed by close())
+                    break
+            else:
+                self._wait()
+        return self._file
+
+    def _wait(self) -> None:
+        if self._failed.is_set():
+            raise LoadError("the conversion failed; the upload is abandoned (no object is made)")
+        if self._done.is_set() and self._file is None:
+            raise LoadError(f"{self._dest.name} vanished before it was uploaded")
+        time.sleep(0.01)
+
+    def read(self, size: int = -1) -> bytes:
+        parts, wanted = [], size if size >= 0 else 1 << 62
+        while wanted:
+            done = self._done.is_set()  # before reading: what is read after it is complete
+            chunk = self._open().read(min(wanted, 1 << 22))
+            if chunk:
+                parts.append(chunk)
+                wanted -= len(chunk)
+                self._position += len(chunk)
+            elif done:
+                break
+            else:
+                self._wait()
+        return b"".join(parts)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        super().close()
+
+
+def _convert_and_upload(csv_gz: Path, parquet: Path, dataset: TaxiDataset, month: Month, blob, settings, uri) -> int:
+    """Convert and upload at once: the upload (resumable, 32 MB chunks) follows the Parquet as it
+    is written, so the network (or the emulator) works while the conversion does. A failed
+    conversion abandons the upload before its last chunk: no object is made."""
+    done, failed = threading.Event(), threading.Event()
+    stream = _Growing(parquet, done, failed)
+
+    def upload() -> None:
+        with stream, _storage_errors(settings, uri):
+            blob.upload_from_file(stream, content_type=PARQUET_TYPE, checksum="crc32c")
+
+    with ThreadPoolExecutor(max_workers=1) as background:
+        sending = background.submit(upload)
+        try:
+            rows = write_parquet(csv_gz, parquet, dataset, month, row_ids(csv_gz))
+        except BaseException:
+            failed.set()
+            with contextlib.suppress(Exception):
+                sending.result()
+            raise
+        done.set()
+        sending.result()
+    return rows
+
+
 def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: Path) -> UploadReport:
     """Convert the verified month file to Parquet (cached beside it) and put it in the bucket,
     unless the upload record shows the bucket already holds this download's conversion.
@@ -213,18 +309,24 @@ def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: P
             return UploadReport(uri, record.bytes, record.crc32c, record.rows, uploaded=False, converted=False)
     log.info("%s: converting to Parquet: %s", what, why)
     parquet = parquet_path(csv_gz)
-    rows = write_parquet(csv_gz, parquet, dataset, month, row_ids(csv_gz))
-    _give_back_memory()
-    local_crc, size = crc32c_b64(parquet), parquet.stat().st_size
     with _storage_errors(settings, uri):
         blob = bucket.get_blob(name)
-        uploaded = not (blob is not None and blob.crc32c == local_crc and blob.size == size)
+    if blob is None:  # the usual first run: upload while converting
+        rows = _convert_and_upload(csv_gz, parquet, dataset, month, bucket.blob(name, chunk_size=CHUNK), settings, uri)
+        blob, uploaded = bucket.get_blob(name), True
+        local_crc, size = crc32c_b64(parquet), parquet.stat().st_size
+    else:  # an object is there: convert, then send only if its bytes differ
+        rows = write_parquet(csv_gz, parquet, dataset, month, row_ids(csv_gz))
+        _give_back_memory()
+        local_crc, size = crc32c_b64(parquet), parquet.stat().st_size
+        uploaded = not (blob.crc32c == local_crc and blob.size == size)
         if not uploaded:
             log.info("%s already holds these bytes; not uploading again", uri)
         else:
-            blob = bucket.blob(name, chunk_size=CHUNK)  # chunked: a resumable upload
-            blob.upload_from_filename(str(parquet), content_type="application/vnd.apache.parquet", checksum="crc32c")
-            blob.reload()
+            with _storage_errors(settings, uri):
+                blob = bucket.blob(name, chunk_size=CHUNK)  # chunked: a resumable upload
+                blob.upload_from_filename(str(parquet), content_type=PARQUET_TYPE, checksum="crc32c")
+                blob.reload()
     if blob.crc32c != local_crc or blob.size != size:
         raise LoadError(f"{uri} does not match the local file after upload (crc32c {blob.crc32c} vs {local_crc})")
     if sha256:
