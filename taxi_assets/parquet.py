@@ -139,7 +139,7 @@ def _to_decimals(table: pa.Table, schema: pa.Schema, source: Path) -> pa.Table:
     return table
 
 
-ROW_GROUP_ROWS = 64_000  # ~12 MB of Arrow data (peak RSS); BigQuery reads row groups in parallel
+ROW_GROUP_ROWS = 32_000  # ~6 MB of Arrow data (peak RSS); BigQuery reads row groups in parallel
 # CSV bytes parsed at a time (~10 k rows): 4 MB blocks doubled the step's peak RSS (the
 # inflated bytes are Python objects, and glibc's heap keeps blocks that large).
 _BLOCK_BYTES = 1 << 20

@@ -198,6 +198,12 @@ class _Growing(io.RawIOBase):
         self._dest, self._done, self._failed = dest, done, failed
         self._file = None
         self._position = 0
+        self._crc32c = google_crc32c.Checksum()  # of every byte read, in order: the file's, unless a seek
+        self._seeked = False
+
+    def crc32c(self) -> str | None:
+        """crc32c of the whole file as GCS reports it, if it was read once from start to end."""
+        return None if self._seeked else base64.b64encode(self._crc32c.digest()).decode()
 
     def readable(self) -> bool:
         return True
@@ -212,6 +218,7 @@ class _Growing(io.RawIOBase):
         if whence != io.SEEK_SET:
             raise io.UnsupportedOperation("only absolute seeks")
         self._open().seek(offset)
+        self._seeked |= offset != self._position
         self._position = offset
         return offset
 
@@ -233,19 +240,18 @@ class _Growing(io.RawIOBase):
         time.sleep(0.01)
 
     def read(self, size: int = -1) -> bytes:
-        parts, wanted = [], size if size >= 0 else 1 << 62
-        while wanted:
-            done = self._done.is_set()  # before reading: what is read after it is complete
-            chunk = self._open().read(min(wanted, 1 << 22))
-            if chunk:
-                parts.append(chunk)
-                wanted -= len(chunk)
+        """`size` bytes (all that is left when the writer is done and fewer remain), in one read:
+        a chunk is one allocation, not pieces joined."""
+        handle = self._open()
+        while True:
+            done = self._done.is_set()  # before looking: what is there after it is complete
+            available = os.fstat(handle.fileno()).st_size - self._position
+            if done or (size >= 0 and available >= size):
+                chunk = handle.read(available if size < 0 else min(size, available))
                 self._position += len(chunk)
-            elif done:
-                break
-            else:
-                self._wait()
-        return b"".join(parts)
+                self._crc32c.update(chunk)
+                return chunk
+            self._wait()
 
     def close(self) -> None:
         if self._file is not None:
@@ -253,10 +259,13 @@ class _Growing(io.RawIOBase):
         super().close()
 
 
-def _convert_and_upload(csv_gz: Path, parquet: Path, dataset: TaxiDataset, month: Month, blob, settings, uri) -> int:
+def _convert_and_upload(
+    csv_gz: Path, parquet: Path, dataset: TaxiDataset, month: Month, blob, settings, uri
+) -> tuple[int, str]:
     """Convert and upload at once: the upload (resumable, 32 MB chunks) follows the Parquet as it
     is written, so the network (or the emulator) works while the conversion does. A failed
-    conversion abandons the upload before its last chunk: no object is made."""
+    conversion abandons the upload before its last chunk: no object is made. Returns the rows
+    and the local file's crc32c (computed on the way, unless the upload had to re-read)."""
     done, failed = threading.Event(), threading.Event()
     stream = _Growing(parquet, done, failed)
 
@@ -275,7 +284,7 @@ def _convert_and_upload(csv_gz: Path, parquet: Path, dataset: TaxiDataset, month
             raise
         done.set()
         sending.result()
-    return rows
+    return rows, stream.crc32c() or crc32c_b64(parquet)
 
 
 def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: Path) -> UploadReport:
@@ -312,9 +321,9 @@ def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: P
     with _storage_errors(settings, uri):
         blob = bucket.get_blob(name)
     if blob is None:  # the usual first run: upload while converting
-        rows = _convert_and_upload(csv_gz, parquet, dataset, month, bucket.blob(name, chunk_size=CHUNK), settings, uri)
-        blob, uploaded = bucket.get_blob(name), True
-        local_crc, size = crc32c_b64(parquet), parquet.stat().st_size
+        blob, uploaded = bucket.blob(name, chunk_size=CHUNK), True
+        rows, local_crc = _convert_and_upload(csv_gz, parquet, dataset, month, blob, settings, uri)
+        size = parquet.stat().st_size  # the blob's crc32c and size: from the upload's last response
     else:  # an object is there: convert, then send only if its bytes differ
         rows = write_parquet(csv_gz, parquet, dataset, month, row_ids(csv_gz))
         _give_back_memory()
