@@ -173,8 +173,8 @@ def _id_column(digests: bytes) -> pa.Array:
 def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, row_ids: RowIds | None = None) -> int:
     """Convert a verified .csv.gz into Parquet at `dest` (atomically); return the row count.
 
-    The row ids come from extract's row-id file (`row_ids`), so the Parquet carries exactly the
-    ids the Postgres load sends; without one they are hashed first. One thread inflates and
+    The row ids come from extract's row-id file (`row_ids`, closed when done), so the Parquet
+    carries exactly the ids the Postgres load sends; without one they are hashed first. One thread inflates and
     parses blocks of ~10 k rows while the other completes them (NUMERIC amounts, ids, filename,
     month) and encodes and writes them in row groups: the two cores work at once.
     """
@@ -263,7 +263,6 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, 
                 raise BadFileError(f"{source.name} has fewer rows than its row ids; run extract again")
         os.replace(tmp, dest)
     finally:
-        if row_ids is None:
-            ids.close()
+        ids.close()  # given or computed: this conversion was their last reader
         tmp.unlink(missing_ok=True)
     return rows

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -76,7 +77,6 @@ def run_psql(settings: Settings, extra: list[str]) -> int:
 
     psql runs as a child, not in this process's place: the embedded server stops when the last
     process using it exits, so this one waits for psql and then lets go of the server."""
-    import signal
 
     dsn, resolved = _where_the_project_connects(settings)
     argv, env = psql_invocation(dsn, extra, **resolved)
@@ -125,6 +125,7 @@ def show_url(settings: Settings, tcp_port: int | None) -> int:
             threading.Event().wait()
         else:
             asyncio.run(_serve_socket_over_tcp(Path(socket_dir) / f".s.PGSQL.{port}", tcp_port, user, dbname))
+            raise KeyboardInterrupt  # the loop ended on Ctrl-C or SIGTERM
     except KeyboardInterrupt:
         print("stopped; the embedded Postgres stops too unless another program still uses it", file=sys.stderr)
     finally:
@@ -136,7 +137,6 @@ def _stop_on_signals() -> Callable[[], None]:
     """Ctrl-C (SIGINT, even where a shell started us with it ignored) and SIGTERM end a long-running
     command by KeyboardInterrupt, so that the embedded server is let go of: left to the default,
     SIGTERM would end the process before it does. Returns the undo."""
-    import signal
 
     previous = signal.signal(signal.SIGINT, interrupt), signal.signal(signal.SIGTERM, interrupt)
     return lambda: (signal.signal(signal.SIGINT, previous[0]), signal.signal(signal.SIGTERM, previous[1]))
@@ -177,5 +177,10 @@ async def _serve_socket_over_tcp(socket_path: Path, port: int, user: str, dbname
         file=sys.stderr,
         flush=True,
     )
+    # Ctrl-C and SIGTERM end the loop from inside it: a KeyboardInterrupt raised by a plain signal
+    # handler could land in a connection's task, which asyncio then reports with a traceback.
+    stop, loop = asyncio.Event(), asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     async with server:
-        await server.serve_forever()
+        await stop.wait()

@@ -83,8 +83,8 @@ class RowIds:
     line (one md5 per block), so ids can never drift out of step with the rows they describe.
     """
 
-    def __init__(self, handle: BinaryIO, name: str):
-        self._handle, self._name = handle, name
+    def __init__(self, handle: BinaryIO, name: str, path: Path | None = None):
+        self._handle, self._name, self._path = handle, name, path
 
     @classmethod
     def open(cls, path: Path, sha256: str, rows: int) -> RowIds | None:
@@ -99,7 +99,7 @@ class RowIds:
         ) != bytes.fromhex(sha256):
             handle.close()
             return None
-        return cls(handle, path.name)
+        return cls(handle, path.name, path)
 
     @classmethod
     def compute(cls, path: Path, dataset: TaxiDataset) -> RowIds:
@@ -128,7 +128,9 @@ class RowIds:
         """The digests of the next `len(lines)` rows (unquoted lines: the quoted are hashed)."""
         raw = self.read(len(lines))
         if lines and raw[:ROW_ID_BYTES] != _md5(lines[0]).digest():
-            raise BadFileError(f"{self._name} does not match the rows of its file; run extract again")
+            if self._path is not None:  # so that the next extract computes it again
+                self._path.unlink(missing_ok=True)
+            raise BadFileError(f"{self._name} does not match the rows of its file; removed, the next run recomputes it")
         return raw
 
     def skip(self, rows: int) -> None:

@@ -332,3 +332,13 @@ def test_a_conversion_failing_mid_way_leaves_no_object(gcs_settings, monkeypatch
     with pytest.raises(BadFileError, match="row 9000 has 3 columns"):
         upload_gcs(gcs_settings, GREEN, JAN, path)
     assert storage_client(gcs_settings).bucket(gcs_settings.gcp_bucket).get_blob(object_name(GREEN, JAN)) is None
+
+
+def test_a_first_upload_never_streams_an_older_local_parquet(gcs_settings, tmp_path):
+    ensure_bucket(gcs_settings)
+    path = tmp_path / GREEN.file_name(JAN)  # no extract record: the ids are hashed first, a delay
+    write_month(path, GREEN, JAN, 5_000, seed=6)
+    parquet_path(path).write_bytes(b"PAR1 an older conversion's bytes PAR1")
+    report = upload_gcs(gcs_settings, GREEN, JAN, path)
+    blob = storage_client(gcs_settings).bucket(gcs_settings.gcp_bucket).get_blob(object_name(GREEN, JAN))
+    assert blob.download_as_bytes() == parquet_path(path).read_bytes() and report.rows == 5_000

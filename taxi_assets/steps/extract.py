@@ -150,6 +150,8 @@ def verify(path: Path, dataset: TaxiDataset, name: str | None = None, *, sha256:
         try:
             with open(tmp, "wb") as out:
                 lines = write_row_ids(blocks, out, sha256)
+                out.flush()
+                os.fsync(out.fileno())  # as the download: a crash never leaves a torn row-id file
             if lines:
                 os.replace(tmp, ids)
         finally:

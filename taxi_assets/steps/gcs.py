@@ -224,7 +224,9 @@ class _Growing(io.RawIOBase):
 
     def _open(self):
         while self._file is None:
-            for path in (temp_path(self._dest), self._dest):  # the rename may have happened already
+            # The temp file being written; the published name only once the writer is done (the
+            # rename may have come first), never before: it could be an older conversion's.
+            for path in (temp_path(self._dest), *([self._dest] if self._done.is_set() else [])):
                 with contextlib.suppress(FileNotFoundError):
                     self._file = open(path, "rb")  # noqa: SIM115 (closed by close())
                     break
@@ -321,6 +323,7 @@ def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: P
     with _storage_errors(settings, uri):
         blob = bucket.get_blob(name)
     if blob is None:  # the usual first run: upload while converting
+        parquet.unlink(missing_ok=True)  # an older conversion's: the stream must never read it
         blob, uploaded = bucket.blob(name, chunk_size=CHUNK), True
         rows, local_crc = _convert_and_upload(csv_gz, parquet, dataset, month, blob, settings, uri)
         size = parquet.stat().st_size  # the blob's crc32c and size: from the upload's last response

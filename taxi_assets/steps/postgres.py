@@ -291,6 +291,7 @@ def load_postgres(
     duplicates = DuplicateCounter(spill_dir=path.parent)  # beside the download: under the state folder
     ids = row_ids(path)  # computed by extract; None: hash the lines here
     other, committed, swapped = None, False, False  # the second session; its half committed; swap done
+    swap_failed: BaseException | None = None
     try:
         other = _second_session(conn)
         with conn.transaction(), ThreadPoolExecutor(max_workers=2) as background:
@@ -327,10 +328,22 @@ def load_postgres(
             more_out, more_nulls = other_stats.result()
             out_of_month += more_out
             null_keys = {k: n + more_nulls[k] for k, n in null_keys.items()}
+            # The table lock the swap needs, taken before the second half is committed, so nothing
+            # waits between that commit and this transaction's: a kill leaving the half for the
+            # next load of the month has milliseconds to land, not a queue behind readers.
+            conn.execute(sql.SQL("LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE").format(t=_ident(dataset.table)))
+            committed = True  # set first: an interrupt in the commit may still have committed it
             other.commit()  # its half, unattached and unseen, for this transaction to attach
-            committed = True
-            replaced = _swap_in(conn, dataset, partition, filename)
-            duplicate_rows = duplicate_rows.result()
+            try:
+                with conn.transaction():  # a savepoint: a failed swap is undone, the month's lock kept
+                    replaced = _swap_in(conn, dataset, partition, filename)
+            except BaseException as exc:
+                _drop_halves(conn, partition)  # under the month's lock, committed with this transaction
+                swap_failed = exc
+            else:
+                duplicate_rows = duplicate_rows.result()
+        if swap_failed is not None:
+            raise swap_failed
         swapped = True
     except psycopg.Error as exc:
         message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -343,9 +356,13 @@ def load_postgres(
             ids.close()
         if other is not None:
             other.close()  # an uncommitted half goes with its session
-        if committed and not swapped and not conn.closed:
+        if committed and not swapped and swap_failed is None and not conn.closed:
+            # The transaction itself failed after the commit (its halves were not dropped in it):
+            # best effort, with the month's lock again, never waiting behind another load.
             with contextlib.suppress(psycopg.Error), conn.transaction():
-                _drop_halves(conn, partition)  # the half committed for a swap that did not happen
+                key = (_LOCK_NAMESPACE, partition)
+                if conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s), hashtext(%s))", key).fetchone()[0]:
+                    _drop_halves(conn, partition)
     report = LoadReport(
         taxi=dataset.taxi,
         month=str(month),
