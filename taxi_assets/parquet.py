@@ -30,6 +30,7 @@ from taxi_assets.errors import BadFileError
 from taxi_assets.months import Month
 from taxi_assets.rows import ROW_ID_BYTES, RowIds
 from taxi_assets.steps.extract import temp_path
+from taxi_assets.threads import wind_down
 
 MONTH_COLUMN = "month"  # DATE, first day of the file's month: the BigQuery partition column
 
@@ -254,11 +255,14 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, 
                 if group:
                     writer.write_table(pa.concat_tables(group))
             finally:
-                stop.set()
-                while parser.is_alive():  # unblock it if it waits on a full queue
-                    with contextlib.suppress(queue.Empty):
+
+                def parser_ended() -> bool:
+                    stop.set()
+                    with contextlib.suppress(queue.Empty):  # unblock it if it waits on a full queue
                         batches.get(timeout=0.05)
-                parser.join()
+                    return not parser.is_alive()
+
+                wind_down(parser_ended)  # before the file it reads is closed
             if not ids.at_end():
                 raise BadFileError(f"{source.name} has fewer rows than its row ids; run extract again")
         os.replace(tmp, dest)

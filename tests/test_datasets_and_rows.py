@@ -338,3 +338,19 @@ def test_row_ids_out_of_step_with_the_rows_are_refused(tmp_path):
         pytest.raises(BadFileError, match="does not match the rows"),
     ):
         _payloads(path, row_ids=ids)
+
+
+def test_helper_threads_are_waited_for_through_an_interrupt_which_is_raised_after():
+    from taxi_assets.threads import wind_down
+
+    calls = []
+
+    def step() -> bool:  # the first call is interrupted (a second Ctrl-C), the second finds them ended
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return True
+
+    with pytest.raises(KeyboardInterrupt):
+        wind_down(step)
+    assert calls == [0, 1]

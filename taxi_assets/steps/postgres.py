@@ -34,6 +34,7 @@ from taxi_assets.errors import BadFileError, LoadError
 from taxi_assets.months import Month
 from taxi_assets.rows import DuplicateCounter, data_lines, rows_with_ids
 from taxi_assets.steps.extract import row_ids
+from taxi_assets.threads import wind_down
 
 log = logging.getLogger(__name__)
 
@@ -256,11 +257,20 @@ def _stream(copies: list[psycopg.Copy], payloads: Iterator[tuple[list[bytes], in
         stop.set()
         raise
     finally:
-        try:
-            for pending in queues:
-                pending.put(None)
+        ended = [False] * len(queues)
+
+        def writers_ended() -> bool:
+            for i, pending in enumerate(queues):
+                if not ended[i]:
+                    pending.put(None)
+                    ended[i] = True
             for writer in writers:
-                writer.join()
+                if writer.is_alive():
+                    writer.join(0.1)
+            return not any(writer.is_alive() for writer in writers)
+
+        try:
+            wind_down(writers_ended)  # before the COPYs end: a writer must not outlive its COPY
         finally:
             _short_switch_interval(False)
     if failure:
