@@ -567,3 +567,15 @@ def test_a_load_inside_an_open_transaction_is_refused(pg_dsn, tmp_path):
         conn.execute("SELECT 1")  # opens a transaction
         with pytest.raises(LoadError, match="needs a connection outside a transaction"):
             load_postgres(conn, GREEN, JAN, path)
+
+
+def test_a_caller_s_search_path_holds_for_both_halves(pg_dsn, pg, tmp_path):
+    pg.execute("CREATE SCHEMA IF NOT EXISTS elsewhere")
+    path = tmp_path / GREEN.file_name(JAN)
+    write_month(path, GREEN, JAN, 500, seed=5)
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("SET search_path TO elsewhere")
+        conn.commit()
+        assert load_postgres(conn, GREEN, JAN, path).rows_loaded == 500
+    assert pg.execute("SELECT count(*) FROM elsewhere.green_tripdata").fetchone()[0] == 500
+    pg.execute("DROP SCHEMA elsewhere CASCADE")

@@ -190,9 +190,15 @@ def _swap_in(conn: psycopg.Connection, dataset: TaxiDataset, partition: str, fil
 
 
 def _second_session(conn: psycopg.Connection) -> psycopg.Connection:
-    """A connection to where `conn` is connected, as the same user (its password included)."""
+    """A connection to where `conn` is connected, as the same user (its password included), with
+    its search_path: both halves must be made in the schema the swap will find them in."""
     password = conn.pgconn.password
-    return psycopg.connect(conn.info.dsn, password=password.decode() if password else None, connect_timeout=15)
+    search_path = conn.execute("SHOW search_path").fetchone()[0]
+    conn.rollback()  # SHOW opened a transaction; the load needs the connection idle
+    other = psycopg.connect(conn.info.dsn, password=password.decode() if password else None, connect_timeout=15)
+    other.execute("SELECT set_config('search_path', %s, false)", (search_path,))
+    other.commit()
+    return other
 
 
 def _halves(rows: Iterator[list[bytes]]) -> Iterator[tuple[list[bytes], int]]:
