@@ -28,7 +28,7 @@ from isal import igzip
 from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.errors import BadFileError
 from taxi_assets.months import Month
-from taxi_assets.rows import ROW_ID_BYTES, RowIds
+from taxi_assets.rows import INTEGER_FLOAT_FIELD, ROW_ID_BYTES, RowIds
 from taxi_assets.steps.extract import temp_path
 from taxi_assets.threads import wind_down
 
@@ -146,20 +146,16 @@ ROW_GROUP_ROWS = 32_000  # ~6 MB of Arrow data (peak RSS); BigQuery reads row gr
 _BLOCK_BYTES = 1 << 20
 
 
-def _integer_floats_as_integers(table: pa.Table, dataset: TaxiDataset) -> pa.Table:
-    """`264.0` as `264`, as the Postgres load writes it: text columns rewritten, integer ones
-    parsed as float64 and cast back (a cast that fails on a real fraction)."""
+def _integer_floats_as_integers(table: pa.Table, integers: set[str]) -> pa.Table:
+    """`264.0` as `264`, as the Postgres load writes it: text columns rewritten, the `integers`
+    columns parsed as float64 and cast back (a cast that fails on a real fraction)."""
     for i, name in enumerate(table.column_names):
         column = table.column(i)
         if pa.types.is_string(column.type):
-            table = table.set_column(i, name, pc.replace_substring_regex(column, r"^(-?\d+)\.0+$", r"\1"))
-        elif pa.types.is_floating(column.type) and name in _integer_names(dataset):
+            table = table.set_column(i, name, pc.replace_substring_regex(column, f"^{INTEGER_FLOAT_FIELD}$", r"\1"))
+        elif name in integers:
             table = table.set_column(i, name, column.cast(pa.int64()))
     return table
-
-
-def _integer_names(dataset: TaxiDataset) -> set[str]:
-    return {c.sql_name for c in dataset.columns if c.bq_type == "INTEGER"}
 
 
 def _id_column(digests: bytes) -> pa.Array:
@@ -182,8 +178,9 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, 
     schema = arrow_schema(dataset)
     normalize = bool(dataset.integer_float_columns)
     parse_types = {f.name: _parse_type(f.type) for f in schema if f.name in dataset.sql_names}
+    integers = {c.sql_name for c in dataset.columns if c.bq_type == "INTEGER"}
     if normalize:  # `1.0` in an integer column: parsed as a float, cast back after
-        parse_types |= {n: pa.float64() for n in _integer_names(dataset)}
+        parse_types |= {n: pa.float64() for n in integers}
     read = pacsv.ReadOptions(column_names=list(dataset.sql_names), use_threads=False, block_size=_BLOCK_BYTES)
     # Timestamps by Arrow's own ISO-8601 parser: twice as fast as a strptime format.
     convert = pacsv.ConvertOptions(column_types=parse_types, null_values=[""], strings_can_be_null=True)
@@ -211,7 +208,7 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, 
         """The parsed block as the Parquet's rows: amounts as NUMERIC, then id, filename, month."""
         parsed = pa.Table.from_batches([batch])
         if normalize:
-            parsed = _integer_floats_as_integers(parsed, dataset)
+            parsed = _integer_floats_as_integers(parsed, integers)
         parsed = _to_decimals(parsed, schema, source)
         n = parsed.num_rows
         parsed = parsed.append_column(ROW_ID_COLUMN.sql_name, _id_column(ids.read(n)))

@@ -44,8 +44,10 @@ CHUNK_BYTES = 128 << 10
 
 _md5 = hashlib.md5
 _hexlify = binascii.hexlify
-# An integer printed as a float (`264.0`), as a whole field: rewritten as `264`.
-_INTEGER_FLOAT = re.compile(rb"(?<![^,\n])(-?\d+)\.0+(?![^,\n])")
+# An integer printed as a float (`264.0`), as a whole field: rewritten as `264` (group 1) by the
+# Postgres load here and by the Parquet conversion (`parquet.py`), so both store the same value.
+INTEGER_FLOAT_FIELD = r"(-?\d+)\.0+"
+_INTEGER_FLOAT = re.compile(rb"(?<![^,\n])" + INTEGER_FLOAT_FIELD.encode() + rb"(?![^,\n])")
 
 
 def row_id(fields: list[str]) -> str:
@@ -371,9 +373,3 @@ def rows_with_ids(
         if duplicates is not None:
             duplicates.add(raw if raw is not None else binascii.unhexlify(b"".join(hashes)))
         yield list(map(b",".join, zip(hashes, lines, strict=True)))
-
-
-def with_row_ids(blocks: Iterator[tuple[list[bytes], bool]], **options) -> Iterator[tuple[bytes, int]]:
-    """`rows_with_ids` as COPY payloads (lines of CSV), with their row counts."""
-    for rows in rows_with_ids(blocks, **options):
-        yield b"\n".join(rows) + b"\n", len(rows)

@@ -337,8 +337,8 @@ def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: P
         else:
             with _storage_errors(settings, uri):
                 blob = bucket.blob(name, chunk_size=CHUNK)  # chunked: a resumable upload
+                # the blob's crc32c and size come from the upload's last response, as when streaming
                 blob.upload_from_filename(str(parquet), content_type=PARQUET_TYPE, checksum="crc32c")
-                blob.reload()
     if blob.crc32c != local_crc or blob.size != size:
         raise LoadError(f"{uri} does not match the local file after upload (crc32c {blob.crc32c} vs {local_crc})")
     if sha256:

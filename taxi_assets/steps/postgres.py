@@ -99,10 +99,16 @@ def ensure_table(conn: psycopg.Connection, dataset: TaxiDataset) -> None:
             )
 
 
-def _lock_month(conn: psycopg.Connection, partition: str) -> None:
+def _try_lock_month(conn: psycopg.Connection, partition: str) -> bool:
+    """The month's lock for this transaction, if no other load holds it."""
     key = (_LOCK_NAMESPACE, partition)
-    if not conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s), hashtext(%s))", key).fetchone()[0]:
+    return conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s), hashtext(%s))", key).fetchone()[0]
+
+
+def _lock_month(conn: psycopg.Connection, partition: str) -> None:
+    if not _try_lock_month(conn, partition):
         log.warning("another load of %s is running; waiting for it to finish", partition)
+        key = (_LOCK_NAMESPACE, partition)
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))", key)
 
 
@@ -158,10 +164,9 @@ def _drop_halves(conn: psycopg.Connection, partition: str) -> None:
 
 
 def _swap_in(conn: psycopg.Connection, dataset: TaxiDataset, partition: str, filename: str) -> bool:
-    """Replace the month's partition by the staging halves; True if there was one before."""
+    """Replace the month's partition by the staging halves; True if there was one before. The
+    caller holds the table's lock (`load_postgres` takes it before the second half's commit)."""
     table = _ident(dataset.table)
-    # Take the lock DETACH needs up front: swaps of different months queue here, briefly.
-    conn.execute(sql.SQL("LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE").format(t=table))
     replaced = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (partition,)).fetchone()[0]
     if replaced:
         conn.execute(sql.SQL("ALTER TABLE {t} DETACH PARTITION {p}").format(t=table, p=_ident(partition)))
@@ -344,9 +349,10 @@ def load_postgres(
             more_out, more_nulls = other_stats.result()
             out_of_month += more_out
             null_keys = {k: n + more_nulls[k] for k, n in null_keys.items()}
-            # The table lock the swap needs, taken before the second half is committed, so nothing
-            # waits between that commit and this transaction's: a kill leaving the half for the
-            # next load of the month has milliseconds to land, not a queue behind readers.
+            # The lock DETACH needs (swaps of different months queue here, briefly), taken before
+            # the second half is committed, so nothing waits between that commit and this
+            # transaction's: a kill leaving the half for the next load of the month has
+            # milliseconds to land, not a queue behind readers.
             conn.execute(sql.SQL("LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE").format(t=_ident(dataset.table)))
             committed = True  # set first: an interrupt in the commit may still have committed it
             other.commit()  # its half, unattached and unseen, for this transaction to attach
@@ -376,8 +382,7 @@ def load_postgres(
             # The transaction itself failed after the commit (its halves were not dropped in it):
             # best effort, with the month's lock again, never waiting behind another load.
             with contextlib.suppress(psycopg.Error), conn.transaction():
-                key = (_LOCK_NAMESPACE, partition)
-                if conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s), hashtext(%s))", key).fetchone()[0]:
+                if _try_lock_month(conn, partition):
                     _drop_halves(conn, partition)
     report = LoadReport(
         taxi=dataset.taxi,
