@@ -19,9 +19,9 @@ from datetime import datetime
 from pathlib import Path
 
 from taxi_assets.config import Settings
-from taxi_assets.datasets import TAXI_TYPES, dataset
-from taxi_assets.errors import TaxiError
-from taxi_assets.months import Month, parse_instant, published_range
+from taxi_assets.datasets import ALL_DATASETS, MIRROR, SOURCES, TaxiDataset, dataset
+from taxi_assets.errors import ConfigError, TaxiError
+from taxi_assets.months import Month, parse_instant
 
 log = logging.getLogger("taxi_assets")
 
@@ -36,11 +36,31 @@ def emit(outputs: dict, counters: dict[str, int | float], tags: dict[str, str], 
     sys.stdout.flush()
 
 
-def _month_args(parser: argparse.ArgumentParser, required: bool) -> None:
-    parser.add_argument("--taxi", required=required, choices=TAXI_TYPES, help="taxi type")
+TAXI_NAMES = tuple(dict.fromkeys(d.taxi for d in ALL_DATASETS))  # every source's, in order
+
+
+def _month_args(parser: argparse.ArgumentParser, required: bool, month: bool = True) -> None:
     parser.add_argument(
-        "--month", required=required, type=_month, help=f"month as YYYY-MM (published: {published_range()})"
+        "--source",
+        choices=list(SOURCES),
+        default=MIRROR.name,
+        help="mirror: the course's CSV mirror (default); tlc: the TLC's own monthly Parquet files",
     )
+    ranges = "; ".join(f"{d.source.name} {d.taxi} {d.published_range()}" for d in ALL_DATASETS)
+    parser.add_argument("--taxi", required=required, choices=TAXI_NAMES, help="taxi type (tlc also has fhvhv)")
+    if month:
+        parser.add_argument("--month", required=required, type=_month, help=f"month as YYYY-MM (published: {ranges})")
+
+
+def _dataset(args: argparse.Namespace) -> TaxiDataset:
+    try:
+        return dataset(args.taxi, args.source)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _tags(ds: TaxiDataset, month: Month) -> dict[str, str]:
+    return {"source": ds.source.name, "taxi": ds.taxi, "month": str(month)}
 
 
 def _month(text: str) -> Month:
@@ -64,8 +84,8 @@ def _optional_month(text: str) -> Month | None:
 def cmd_extract(args: argparse.Namespace, settings: Settings) -> None:
     from taxi_assets.steps.extract import extract
 
-    info = extract(settings, dataset(args.taxi), args.month)
-    tags = {"taxi": info.taxi, "month": info.month}
+    info = extract(settings, _dataset(args), args.month)
+    tags = _tags(_dataset(args), args.month)
     emit(
         {
             "path": info.path,
@@ -86,7 +106,7 @@ def cmd_load_postgres(args: argparse.Namespace, settings: Settings) -> None:
     from taxi_assets.steps.extract import download_in_use, extract
     from taxi_assets.steps.postgres import load_postgres
 
-    ds = dataset(args.taxi)
+    ds = _dataset(args)
     with download_in_use(settings, ds, args.month):
         info = extract(settings, ds, args.month)
         with database.connect(settings) as conn:
@@ -99,7 +119,7 @@ def cmd_load_postgres(args: argparse.Namespace, settings: Settings) -> None:
             "out_of_month_rows": report.out_of_month_rows,
             "null_key_values": sum(report.null_keys.values()),
         },
-        {"taxi": report.taxi, "month": report.month},
+        _tags(ds, args.month),
         report.seconds,
     )
 
@@ -107,7 +127,7 @@ def cmd_load_postgres(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_purge_download(args: argparse.Namespace, settings: Settings) -> None:
     from taxi_assets.steps.extract import local_path, purge_download
 
-    ds = dataset(args.taxi)
+    ds = _dataset(args)
     if settings.keep_downloads:
         log.info("%s %s: download kept (TAXI_KEEP_DOWNLOADS is set)", args.taxi, args.month)
         folder, removed, freed = str(local_path(settings, ds, args.month).parent), [], 0
@@ -117,7 +137,7 @@ def cmd_purge_download(args: argparse.Namespace, settings: Settings) -> None:
     emit(
         {"folder": folder, "removed": removed, "bytes_freed": freed},
         {"bytes_freed": freed},
-        {"taxi": args.taxi, "month": str(args.month)},
+        _tags(ds, args.month),
     )
 
 
@@ -149,12 +169,12 @@ def cmd_upload_gcs(args: argparse.Namespace, settings: Settings) -> None:
 
     settings = with_local_cloud(settings, bigquery=False)
 
-    ds = dataset(args.taxi)
+    ds = _dataset(args)
     check_bucket(settings)  # before a download and a conversion it would waste
     with download_in_use(settings, ds, args.month):
         info = extract(settings, ds, args.month)
         report = upload_gcs(settings, ds, args.month, Path(info.path))
-    emit(report.as_dict(), {"bytes": report.bytes, "rows": report.rows}, {"taxi": ds.taxi, "month": str(args.month)})
+    emit(report.as_dict(), {"bytes": report.bytes, "rows": report.rows}, _tags(ds, args.month))
 
 
 def cmd_load_bigquery(args: argparse.Namespace, settings: Settings) -> None:
@@ -164,11 +184,11 @@ def cmd_load_bigquery(args: argparse.Namespace, settings: Settings) -> None:
 
     settings = with_local_cloud(settings)
 
-    ds = dataset(args.taxi)
+    ds = _dataset(args)
     with download_in_use(settings, ds, args.month):
         info = extract(settings, ds, args.month)
         report = load_bigquery(settings, ds, args.month, expected_rows=info.data_lines)
-    emit(report.as_dict(), {"rows": report.rows}, {"taxi": ds.taxi, "month": str(args.month)}, report.seconds)
+    emit(report.as_dict(), {"rows": report.rows}, _tags(ds, args.month), report.seconds)
 
 
 def cmd_products(args: argparse.Namespace, settings: Settings) -> None:
@@ -197,6 +217,38 @@ def cmd_schedule_month(args: argparse.Namespace, settings: Settings) -> None:
     month = args.month or month_just_ended(args.tick)
     log.info("month %s (%s)", month, "given" if args.month else f"just ended at {args.tick.isoformat()}")
     emit({"month": str(month)}, {}, {})
+
+
+def cmd_newest_month(args: argparse.Namespace, settings: Settings) -> None:
+    from taxi_assets import database
+    from taxi_assets.steps.extract import newest_published
+    from taxi_assets.steps.postgres import loaded_from
+
+    ds = _dataset(args)
+    found = newest_published(settings, ds, Month.parse(datetime.now().strftime("%Y-%m")))
+    if found is None:
+        raise ConfigError(f"{ds.name}: no month published in the last months (is {ds.source.url_variable} right?)")
+    month, remote = found
+    with database.connect(settings) as conn:
+        origin = loaded_from(conn, ds, month)
+    same = origin is not None and origin.get("bytes") == remote.bytes and origin.get("etag", "") == remote.etag
+    if same:
+        log.info("%s %s: newest published, already loaded from this very file (ETag %s)", ds.name, month, remote.etag)
+    else:
+        why = "not loaded" if origin is None else "loaded from another file (re-published since)"
+        log.info("%s %s: newest published (ETag %s, %s bytes); %s", ds.name, month, remote.etag, remote.bytes, why)
+    emit(
+        {
+            "month": str(month),
+            "url": remote.url,
+            "etag": remote.etag,
+            "bytes": remote.bytes,
+            "last_modified": remote.last_modified,
+            "loaded": same,
+        },
+        {},
+        _tags(ds, month),
+    )
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
@@ -252,6 +304,11 @@ COMMANDS: dict[str, tuple[Callable, str]] = {
     "load-bigquery": (cmd_load_bigquery, "replace one month in the BigQuery table from the Parquet in the bucket"),
     "products": (cmd_products, "getting started: fetch products (TAXI_PRODUCTS_URL) and keep some columns"),
     "avg-price": (cmd_avg_price, "getting started: average price by brand over the kept products, with DuckDB"),
+    "newest-month": (
+        cmd_newest_month,
+        "the newest month the source publishes for a taxi type (HEAD requests; the TLC's: its ETag and size),"
+        " and whether Postgres holds that month loaded from that very file",
+    ),
     "schedule-month": (
         cmd_schedule_month,
         "the month a schedule tick (or a run by hand) at --tick loads: the month just ended in New York",
@@ -307,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
             )
         elif name == "emulators":
             p.add_argument("action", choices=["status", "stop"])
+        elif name == "newest-month":
+            _month_args(p, required=True, month=False)
         elif name in ("demo", *MONTH_STEPS):
             _month_args(p, required=name != "demo")
         if name == "demo":

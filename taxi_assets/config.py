@@ -9,10 +9,13 @@ from pathlib import Path
 from taxi_assets.errors import ConfigError
 
 DEFAULT_SOURCE_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download"
+# The TLC's own Parquet files (the `tlc` source): `{base}/{feed}_tripdata_{YYYY-MM}.parquet`.
+DEFAULT_TLC_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data"
 DEFAULT_STATE_DIR = "~/.local/share/taxi-assets"
 
 # Environment variable names, referenced by the Dagster resources and the Kestra flows too.
 SOURCE_URL = "TAXI_SOURCE_URL"
+TLC_URL = "TAXI_TLC_URL"
 STATE_DIR = "TAXI_STATE_DIR"
 POSTGRES_DSN = "TAXI_POSTGRES_DSN"
 HTTP_RETRIES = "TAXI_HTTP_RETRIES"
@@ -48,6 +51,7 @@ def _float(name: str, default: float, env) -> float:
 @dataclass(frozen=True)
 class Settings:
     source_url: str = DEFAULT_SOURCE_URL
+    tlc_url: str = DEFAULT_TLC_URL
     state_dir: Path = Path(DEFAULT_STATE_DIR).expanduser()
     postgres_dsn: str | None = None  # None: the embedded Postgres under state_dir
     http_retries: int = 5
@@ -68,6 +72,7 @@ class Settings:
         env = os.environ if env is None else env
         return cls(
             source_url=env.get(SOURCE_URL) or DEFAULT_SOURCE_URL,
+            tlc_url=env.get(TLC_URL) or DEFAULT_TLC_URL,
             state_dir=Path(env.get(STATE_DIR) or DEFAULT_STATE_DIR).expanduser().absolute(),
             postgres_dsn=env.get(POSTGRES_DSN) or None,
             http_retries=_int(HTTP_RETRIES, 5, env),
@@ -83,6 +88,10 @@ class Settings:
             storage_emulator=env.get(STORAGE_EMULATOR_HOST) or None,
             bigquery_emulator=env.get(BIGQUERY_EMULATOR_HOST) or None,
         )
+
+    def base_url(self, source_name: str) -> str:
+        """The configured base URL of a source (`datasets.SOURCES`)."""
+        return self.tlc_url if source_name == "tlc" else self.source_url
 
     @property
     def download_dir(self) -> Path:

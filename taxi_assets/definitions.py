@@ -5,12 +5,13 @@ import warnings
 
 from dagster import Definitions, PreviewWarning
 
-from taxi_assets.datasets import DATASETS
+from taxi_assets.datasets import ALL_DATASETS, DATASETS, TLC_DATASETS
 from taxi_assets.defs.assets import build_taxi_chain
 from taxi_assets.defs.checks import build_bigquery_checks, build_gcs_check, build_postgres_checks
 from taxi_assets.defs.getting_started import avg_price_by_brand, products
 from taxi_assets.defs.jobs import build_job, build_schedule
 from taxi_assets.defs.resources import resources_from_env
+from taxi_assets.defs.sensors import build_new_month_sensor
 
 # Dagster features these definitions use knowingly although Dagster marks them preview. Their
 # warnings would print in every process that loads this code location (the demo, the code server
@@ -22,16 +23,18 @@ ACCEPTED_PREVIEW_FEATURES = ("Specifying a partitions_def on an AssetCheckSpec",
 for _feature in ACCEPTED_PREVIEW_FEATURES:
     warnings.filterwarnings("ignore", message=re.escape(_feature), category=PreviewWarning)
 
-_jobs = {taxi: build_job(ds) for taxi, ds in DATASETS.items()}
+_jobs = {ds.name: build_job(ds) for ds in ALL_DATASETS}
 
 defs = Definitions(
-    assets=[*(a for ds in DATASETS.values() for a in build_taxi_chain(ds)), products, avg_price_by_brand],
+    assets=[*(a for ds in ALL_DATASETS for a in build_taxi_chain(ds)), products, avg_price_by_brand],
     asset_checks=[
         check
-        for ds in DATASETS.values()
+        for ds in ALL_DATASETS
         for check in (build_postgres_checks(ds), build_gcs_check(ds), build_bigquery_checks(ds))
     ],
     jobs=list(_jobs.values()),
-    schedules=[build_schedule(_jobs[taxi], ds) for taxi, ds in DATASETS.items()],
+    # The mirror's months are fixed: a schedule per taxi type. The TLC's come when they come: a sensor.
+    schedules=[build_schedule(_jobs[ds.name], ds) for ds in DATASETS.values()],
+    sensors=[build_new_month_sensor(_jobs[ds.name], ds) for ds in TLC_DATASETS.values()],
     resources=resources_from_env(),
 )

@@ -31,6 +31,7 @@ from taxi_assets.months import Month
 from taxi_assets.rows import INTEGER_FLOAT_FIELD, ROW_ID_BYTES, RowIds
 from taxi_assets.steps.extract import temp_path
 from taxi_assets.threads import wind_down
+from taxi_assets.tlc import canonical_batches
 
 MONTH_COLUMN = "month"  # DATE, first day of the file's month: the BigQuery partition column
 
@@ -44,6 +45,7 @@ _ARROW_TYPES = {
     "TIMESTAMP": pa.timestamp("us", tz="UTC"),  # naive NY wall-clock times, labelled UTC as BigQuery does
     "INTEGER": pa.int64(),
     "NUMERIC": pa.decimal128(38, 9),  # BigQuery NUMERIC
+    "FLOAT": pa.float64(),
 }
 
 
@@ -168,7 +170,8 @@ def _id_column(digests: bytes) -> pa.Array:
 
 
 def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, row_ids: RowIds | None = None) -> int:
-    """Convert a verified .csv.gz into Parquet at `dest` (atomically); return the row count.
+    """Convert a verified month file (a .csv.gz, or a TLC Parquet read as its canonical rows)
+    into typed Parquet at `dest` (atomically); return the row count.
 
     The row ids come from extract's row-id file (`row_ids`, closed when done), so the Parquet
     carries exactly the ids the Postgres load sends; without one they are hashed first. One thread inflates and
@@ -190,11 +193,12 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, 
     batches: queue.Queue = queue.Queue(maxsize=2)  # memory: a few blocks, whatever the month
     rows, stop = 0, threading.Event()
 
-    def parse_blocks(text) -> None:
-        """Inflate and parse in this thread while the main one completes, encodes and writes the
-        rows; both spend their time in C (ISA-L, pyarrow) with the GIL released."""
+    def parse_blocks(parsed) -> None:
+        """Inflate and parse (or decode and cast) in this thread while the main one completes,
+        encodes and writes the rows; both spend their time in C (ISA-L, pyarrow) with the GIL
+        released."""
         try:
-            for batch in pacsv.open_csv(text, read_options=read, convert_options=convert):
+            for batch in parsed:
                 if stop.is_set():
                     break
                 batches.put(batch)
@@ -218,7 +222,7 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, 
 
     try:
         with (
-            igzip.open(source, "rb") as text,
+            contextlib.ExitStack() as reading,
             pq.ParquetWriter(
                 tmp,
                 schema,
@@ -230,10 +234,16 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, 
                 write_statistics=False,  # nothing reads them: BigQuery loads every row
             ) as writer,
         ):
-            header = next(csv.reader([text.readline().decode("utf-8-sig", errors="replace")]), [])
-            if problem := dataset.header_problem(header):
-                raise BadFileError(f"{source.name} does not have the {dataset.taxi} header: {problem}")
-            parser = threading.Thread(target=parse_blocks, args=(text,), name="taxi-parquet-parse", daemon=True)
+            if dataset.source.format == "parquet":
+                parsed = canonical_batches(source, dataset)
+                reading.callback(parsed.close)  # the file closes once the parser has ended
+            else:
+                text = reading.enter_context(igzip.open(source, "rb"))
+                header = next(csv.reader([text.readline().decode("utf-8-sig", errors="replace")]), [])
+                if problem := dataset.header_problem(header):
+                    raise BadFileError(f"{source.name} does not have the {dataset.taxi} header: {problem}")
+                parsed = pacsv.open_csv(text, read_options=read, convert_options=convert)
+            parser = threading.Thread(target=parse_blocks, args=(parsed,), name="taxi-parquet-parse", daemon=True)
             parser.start()
             try:
                 group: list[pa.Table] = []

@@ -1,7 +1,8 @@
 """Reading a month file as rows, and the row id. Shared by every load target.
 
 `unique_row_id` is defined here and only here: the md5 (hex) of the row's fields as
-published, joined by commas (for unquoted CSV: the data line without its line ending).
+published, joined by commas (for unquoted CSV: the data line without its line ending). A
+Parquet row's fields are its canonical line (`tlc.csv_lines`), hashed as it is.
 Postgres and BigQuery both receive ids computed by this code, so they agree exactly,
 whatever each database would make of `CAST(x AS STRING)`. Exact duplicate rows share
 an id; they are kept and reported, never silently dropped.
@@ -34,6 +35,7 @@ try:  # ISA-L inflates gzip ~4x faster than zlib; same API
 except ImportError:  # pragma: no cover
     import zlib as _zlib
 
+from taxi_assets import tlc
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.errors import BadFileError
 
@@ -108,7 +110,7 @@ class RowIds:
         """The row ids of a file extract has not recorded, hashed now into a nameless temp file."""
         handle = tempfile.TemporaryFile(prefix="taxi-row-ids-", dir=path.parent)  # noqa: SIM115 (closed by close())
         try:
-            _, blocks = data_lines(path, dataset)
+            _, blocks = read_blocks(path, dataset)
             write_row_ids(blocks, handle, "00" * _KEY_BYTES)
             handle.seek(_KEY_BYTES)
         except BaseException:
@@ -237,6 +239,16 @@ def data_lines(
     if problem := dataset.header_problem(header):
         raise BadFileError(f"{name} does not have the {dataset.taxi} header: {problem}")
     return header, itertools.chain([(lines[1:], quoted)] if len(lines) > 1 else [], blocks)
+
+
+def read_blocks(
+    path: Path, dataset: TaxiDataset, name: str | None = None
+) -> tuple[list[str], Iterator[tuple[list[bytes], bool]]]:
+    """A month file's column names and its rows as blocks of lines, whatever the source's
+    format: a .csv.gz's own lines (`data_lines`), a Parquet's canonical lines (`tlc.read_blocks`)."""
+    if dataset.source.format == "parquet":
+        return tlc.read_blocks(path, dataset, name)
+    return data_lines(path, dataset, name)
 
 
 @dataclass

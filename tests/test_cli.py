@@ -34,7 +34,7 @@ def test_extract_prints_kestra_outputs_and_metrics(settings):
     assert lines["outputs"]["file"] == "green_tripdata_2019-03.csv.gz"
     assert lines["outputs"]["data_lines"] == 2_000
     assert {m["name"]: m["value"] for m in lines["metrics"]}["data_lines"] == 2_000
-    assert all(m["tags"] == {"taxi": "green", "month": "2019-03"} for m in lines["metrics"])
+    assert all(m["tags"] == {"source": "mirror", "taxi": "green", "month": "2019-03"} for m in lines["metrics"])
 
 
 def test_load_postgres_downloads_loads_and_reports(settings, pg):
@@ -69,7 +69,7 @@ def test_purge_download_reports_what_it_freed_and_a_second_run_is_a_no_op(settin
     }
     assert on_disk > extracted["outputs"]["bytes"] and list(folder.iterdir()) == []
     assert purged["metrics"] == [
-        {"name": "bytes_freed", "type": "counter", "value": on_disk, "tags": {"taxi": "green", "month": "2019-04"}}
+        {"name": "bytes_freed", "type": "counter", "value": on_disk, "tags": {"source": "mirror", "taxi": "green", "month": "2019-04"}}
     ]
     again, stderr = _step(settings, "purge-download", "green", "2019-04")
     assert again["outputs"] == {"folder": str(folder), "removed": [], "bytes_freed": 0}

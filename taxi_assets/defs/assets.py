@@ -4,6 +4,7 @@ raw CSV -> Postgres table, and raw CSV -> GCS object (Parquet) -> BigQuery table
 Assets are thin: they call the steps in `taxi_assets.steps` and describe the result.
 """
 
+import csv
 from pathlib import Path
 
 from dagster import (
@@ -17,10 +18,10 @@ from dagster import (
 )
 
 from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
-from taxi_assets.defs.partitions import monthly_partitions
+from taxi_assets.defs.partitions import partitions_for
 from taxi_assets.defs.resources import TaxiBigQueryResource, TaxiGcsResource, TaxiPostgresResource, TaxiSourceResource
 from taxi_assets.months import Month
-from taxi_assets.rows import data_lines
+from taxi_assets.rows import read_blocks
 from taxi_assets.steps.bigquery import load_bigquery
 from taxi_assets.steps.extract import extract
 from taxi_assets.steps.gcp_setup import ensure_dataset
@@ -30,24 +31,25 @@ from taxi_assets.steps.postgres import load_postgres, partition_name
 PREVIEW_ROWS = 5
 
 
-def csv_key(dataset: TaxiDataset) -> str:
-    return f"{dataset.taxi}_trips_csv"
+def file_key(dataset: TaxiDataset) -> str:
+    """`green_trips_csv` (the mirror's .csv.gz), `tlc_green_trips_parquet` (the TLC's Parquet)."""
+    return f"{dataset.name}_trips_{'csv' if dataset.source.format == 'csv.gz' else dataset.source.format}"
 
 
 def postgres_key(dataset: TaxiDataset) -> str:
-    return f"{dataset.taxi}_trips_postgres"
+    return f"{dataset.name}_trips_postgres"
 
 
 def gcs_key(dataset: TaxiDataset) -> str:
-    return f"{dataset.taxi}_trips_gcs"
+    return f"{dataset.name}_trips_gcs"
 
 
 def bigquery_key(dataset: TaxiDataset) -> str:
-    return f"{dataset.taxi}_trips_bigquery"
+    return f"{dataset.name}_trips_bigquery"
 
 
 def group(dataset: TaxiDataset) -> str:
-    return f"{dataset.taxi}_taxi"
+    return f"{dataset.name}_taxi"
 
 
 def markdown_table(columns: list[str], rows: list) -> str:
@@ -65,9 +67,9 @@ def column_schema(dataset: TaxiDataset) -> TableSchema:
 
 
 def _file_preview(path: Path, dataset: TaxiDataset) -> str:
-    header, blocks = data_lines(path, dataset)
+    header, blocks = read_blocks(path, dataset)
     first, _ = next(blocks, ([], False))
-    rows = [line.decode(errors="replace").split(",") for line in first[:PREVIEW_ROWS]]
+    rows = list(csv.reader(line.decode(errors="replace") for line in first[:PREVIEW_ROWS]))
     return markdown_table(header, rows)
 
 
@@ -75,11 +77,12 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
     taxi = dataset.taxi
 
     @asset(
-        name=csv_key(dataset),
-        partitions_def=monthly_partitions,
+        name=file_key(dataset),
+        partitions_def=partitions_for(dataset),
         group_name=group(dataset),
-        kinds={"csv"},
-        description=f"The published {taxi} month file ({dataset.file_name(Month(2019, 1)).replace('2019-01', 'YYYY-MM')}), verified and kept locally.",
+        kinds={"csv" if dataset.source.format == "csv.gz" else "parquet"},
+        description=f"The published {taxi} month file ({dataset.file_name(Month(2019, 1)).replace('2019-01', 'YYYY-MM')},"
+        f" source {dataset.source.name}), verified and kept locally.",
     )
     def trips_csv(context: AssetExecutionContext, source: TaxiSourceResource) -> MaterializeResult:
         info = extract(source.settings(), dataset, Month.parse(context.partition_key))
@@ -91,6 +94,9 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
                 "size_bytes": info.bytes,
                 "sha256": info.sha256,
                 "downloaded": info.downloaded,
+                # What the server said of the file: the TLC sensor compares them with a HEAD.
+                "etag": info.etag,
+                "last_modified": info.last_modified,
                 "preview": MetadataValue.md(_file_preview(Path(info.path), dataset)),
             }
         )
@@ -98,7 +104,7 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
     @asset(
         name=postgres_key(dataset),
         deps=[trips_csv],
-        partitions_def=monthly_partitions,
+        partitions_def=partitions_for(dataset),
         group_name=group(dataset),
         kinds={"postgres"},
         description=f"The month's rows in Postgres table `{dataset.table}` (one partition per file; a re-run replaces it).",
@@ -132,7 +138,7 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
     @asset(
         name=gcs_key(dataset),
         deps=[trips_csv],
-        partitions_def=monthly_partitions,
+        partitions_def=partitions_for(dataset),
         group_name=group(dataset),
         kinds={"gcs", "parquet"},
         description=f"The month as typed Parquet at gs://<bucket>/{taxi}/…parquet (row ids included).",
@@ -159,7 +165,7 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
     @asset(
         name=bigquery_key(dataset),
         deps=[trips_gcs],
-        partitions_def=monthly_partitions,
+        partitions_def=partitions_for(dataset),
         group_name=group(dataset),
         kinds={"bigquery"},
         description=f"The month's rows in BigQuery `{dataset.table}` (partition by file month, clustered on pickup and zones).",

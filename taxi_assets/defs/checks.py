@@ -24,12 +24,12 @@ from psycopg import sql
 
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.defs.assets import bigquery_key, gcs_key, postgres_key
-from taxi_assets.defs.partitions import monthly_partitions
+from taxi_assets.defs.partitions import partitions_for
 from taxi_assets.defs.resources import TaxiBigQueryResource, TaxiGcsResource, TaxiPostgresResource, TaxiSourceResource
 from taxi_assets.gcp import bigquery_client, storage_client
 from taxi_assets.months import Month
 from taxi_assets.steps.bigquery import table_id
-from taxi_assets.steps.extract import extract
+from taxi_assets.steps.extract import extract, parquet_path
 from taxi_assets.steps.gcs import crc32c_b64, object_name
 from taxi_assets.steps.postgres import partition_name
 
@@ -107,33 +107,33 @@ def build_postgres_checks(dataset: TaxiDataset) -> AssetChecksDefinition:
     asset = postgres_key(dataset)
 
     @multi_asset_check(
-        name=f"{dataset.taxi}_trips_postgres_checks",
+        name=f"{dataset.name}_trips_postgres_checks",
         specs=[
             AssetCheckSpec(
                 ROWS_MATCH_FILE,
                 asset=asset,
                 blocking=True,
-                partitions_def=monthly_partitions,
+                partitions_def=partitions_for(dataset),
                 description="The month holds exactly the file's data lines.",
             ),
             AssetCheckSpec(
                 ROW_IDS_PRESENT,
                 asset=asset,
                 blocking=True,
-                partitions_def=monthly_partitions,
+                partitions_def=partitions_for(dataset),
                 description="Every row has a unique_row_id.",
             ),
             AssetCheckSpec(
                 DUPLICATE_ROWS_WITHIN_TOLERANCE,
                 asset=asset,
-                partitions_def=monthly_partitions,
+                partitions_def=partitions_for(dataset),
                 description="Exact duplicate rows in the file, kept in the table: "
                 + DUPLICATE_ROWS_TOLERANCE.describe(),
             ),
             AssetCheckSpec(
                 OUT_OF_MONTH_WITHIN_TOLERANCE,
                 asset=asset,
-                partitions_def=monthly_partitions,
+                partitions_def=partitions_for(dataset),
                 description="Rows whose pickup lies outside the file's month, kept in the table: "
                 + OUT_OF_MONTH_TOLERANCE.describe(),
             ),
@@ -178,14 +178,14 @@ def build_gcs_check(dataset: TaxiDataset) -> AssetChecksDefinition:
         asset=gcs_key(dataset),
         name=OBJECT_MATCHES_LOCAL,
         blocking=True,
-        partitions_def=monthly_partitions,
+        partitions_def=partitions_for(dataset),
         description="The object's size and crc32c equal the local Parquet file's.",
     )
     def object_matches(context: AssetCheckExecutionContext, source: TaxiSourceResource, gcs: TaxiGcsResource):
         month = Month.parse(context.partition_key)
         settings = gcs.settings()
         local = Path(extract(source.settings(), dataset, month).path)
-        parquet = local.with_name(local.name.removesuffix(".csv.gz") + ".parquet")
+        parquet = parquet_path(local)
         blob = storage_client(settings).bucket(settings.gcp_bucket).get_blob(object_name(dataset, month))
         local_crc = crc32c_b64(parquet) if parquet.exists() else None
         passed = blob is not None and blob.crc32c == local_crc and blob.size == parquet.stat().st_size
@@ -201,19 +201,19 @@ def build_bigquery_checks(dataset: TaxiDataset) -> AssetChecksDefinition:
     asset = bigquery_key(dataset)
 
     @multi_asset_check(
-        name=f"{dataset.taxi}_trips_bigquery_checks",
+        name=f"{dataset.name}_trips_bigquery_checks",
         specs=[
             AssetCheckSpec(
                 BIGQUERY_ROWS_MATCH_FILE,
                 asset=asset,
                 blocking=True,
-                partitions_def=monthly_partitions,
+                partitions_def=partitions_for(dataset),
                 description="BigQuery holds exactly the file's data lines for the month.",
             ),
             AssetCheckSpec(
                 MATCHES_POSTGRES,
                 asset=asset,
-                partitions_def=monthly_partitions,
+                partitions_def=partitions_for(dataset),
                 description="When Postgres holds the month too: same row count and sum of total_amount.",
             ),
         ],

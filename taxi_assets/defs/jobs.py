@@ -17,7 +17,7 @@ from dagster import (
 
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.defs.assets import group
-from taxi_assets.defs.partitions import monthly_partitions
+from taxi_assets.defs.partitions import partitions_for
 from taxi_assets.months import TIMEZONE, month_just_ended, published_months, published_range
 
 # The reference flows run green at 09:00 and yellow at 10:00 on the 1st; fhv follows at 11:00.
@@ -25,7 +25,7 @@ SCHEDULE_HOUR = {"green": 9, "yellow": 10, "fhv": 11}
 
 
 def job_name(dataset: TaxiDataset) -> str:
-    return f"{dataset.taxi}_trips_job"
+    return f"{dataset.name}_trips_job"
 
 
 def build_job(dataset: TaxiDataset):
@@ -34,14 +34,14 @@ def build_job(dataset: TaxiDataset):
     return define_asset_job(
         job_name(dataset),
         selection=AssetSelection.groups(group(dataset)),
-        partitions_def=monthly_partitions,
+        partitions_def=partitions_for(dataset),
         # One process per run, not one per step: the steps' own work is seconds, and starting a
         # process that loads the code location for each of a month's 7 steps cost 30 s per run.
         # Runs still go two at a time (dagster_home/dagster.yaml); the work itself is in Postgres,
         # pyarrow and the cloud, not in this process.
         executor_def=in_process_executor,
-        description=f"Materialize one month of the {dataset.taxi} chain (with its checks).",
-        tags={"taxi": dataset.taxi},
+        description=f"Materialize one month of the {dataset.name} chain (with its checks).",
+        tags={"taxi": dataset.taxi, "source": dataset.source.name},
     )
 
 

@@ -21,12 +21,16 @@ class TaxiSourceResource(ConfigurableResource):
     """The release server the month files come from, and the local state folder."""
 
     source_url: str = config.DEFAULT_SOURCE_URL
+    tlc_url: str = config.DEFAULT_TLC_URL
     state_dir: str = config.DEFAULT_STATE_DIR
 
     def settings(self) -> Settings:
         # HTTP retry/timeout knobs are operational, not per-deployment: read like the CLI does.
         return replace(
-            Settings.from_env(), source_url=self.source_url, state_dir=Path(self.state_dir).expanduser().absolute()
+            Settings.from_env(),
+            source_url=self.source_url,
+            tlc_url=self.tlc_url,
+            state_dir=Path(self.state_dir).expanduser().absolute(),
         )
 
 
@@ -110,7 +114,9 @@ def resources_from_env() -> dict:
     gcs_emulator = _env(config.STORAGE_EMULATOR_HOST, "")
     return {
         "source": TaxiSourceResource(
-            source_url=_env(config.SOURCE_URL, config.DEFAULT_SOURCE_URL), state_dir=state_dir
+            source_url=_env(config.SOURCE_URL, config.DEFAULT_SOURCE_URL),
+            tlc_url=_env(config.TLC_URL, config.DEFAULT_TLC_URL),
+            state_dir=state_dir,
         ),
         "postgres": TaxiPostgresResource(dsn=_env(config.POSTGRES_DSN, ""), state_dir=state_dir),
         "gcs": TaxiGcsResource(bucket=bucket, emulator_host=gcs_emulator, **cloud),

@@ -127,8 +127,8 @@ def _scratch_mismatch(
     if found is None:
         return None
     rows, of_file, files = int(found[1]), int(found[2]), found[3].split()
-    where = f"{dataset.taxi} {month}: {uri}"
-    again = f"previous rows kept; run upload-gcs for {dataset.taxi} {month} again"
+    where = f"{dataset.name} {month}: {uri}"
+    again = f"previous rows kept; run upload-gcs for {dataset.name} {month} again"
     if of_file != rows:
         other = ", ".join(files) if files else "another month"
         return LoadError(
@@ -217,7 +217,7 @@ def load_bigquery(
     target, config = partition_load(settings, dataset, month)
     try:
         if storage_client(settings).bucket(settings.gcp_bucket).get_blob(object_name(dataset, month)) is None:
-            raise ConfigError(f"{uri} does not exist; run upload-gcs for {dataset.taxi} {month} first")
+            raise ConfigError(f"{uri} does not exist; run upload-gcs for {dataset.name} {month} first")
         ensure_table(client, settings, dataset)
         if settings.bigquery_emulator:
             _emulator_replace_month(client, settings, dataset, month, uri, expected_rows)
@@ -233,11 +233,11 @@ def load_bigquery(
         raise ConfigError(f"not allowed to load {target}: {api_error_text(exc, uri)}") from None
     except gexc.GoogleAPIError as exc:
         raise LoadError(
-            f"{dataset.taxi} {month}: BigQuery load failed, previous rows kept: {api_error_text(exc, uri)}"
+            f"{dataset.name} {month}: BigQuery load failed, previous rows kept: {api_error_text(exc, uri)}"
         ) from None
     if expected_rows is not None and rows != expected_rows:
         raise LoadError(
-            f"{dataset.taxi} {month}: BigQuery now holds {rows} rows for the month but the file has {expected_rows};"
+            f"{dataset.name} {month}: BigQuery now holds {rows} rows for the month but the file has {expected_rows};"
             " load it again"
         )
     report = BigQueryReport(table_id(settings, dataset), str(month), uri, rows, round(time.monotonic() - started, 3))

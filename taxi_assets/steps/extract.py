@@ -38,8 +38,9 @@ import urllib3
 from taxi_assets.config import SOURCE_URL, Settings
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.errors import BadFileError, ConfigError, DownloadError, NotPublishedError
-from taxi_assets.months import FIRST_MONTH, LAST_MONTH, Month, published_range
-from taxi_assets.rows import RowIds, data_lines, write_row_ids
+from taxi_assets.months import Month
+from taxi_assets.rows import RowIds, read_blocks, write_row_ids
+from taxi_assets.tlc import published_columns
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class FileInfo:
     data_lines: int
     header: list[str]
     downloaded: bool = False  # False when a valid local copy was reused
+    etag: str = ""  # as the server sent it with the file (the TLC's CloudFront does)
+    last_modified: str = ""
 
     @property
     def filename(self) -> str:
@@ -74,7 +77,7 @@ class FileInfo:
 
 
 def local_path(settings: Settings, dataset: TaxiDataset, month: Month) -> Path:
-    return settings.download_dir / dataset.taxi / dataset.file_name(month)
+    return settings.download_dir / dataset.folder / dataset.file_name(month)
 
 
 @contextlib.contextmanager
@@ -87,7 +90,7 @@ def _month_lock(settings: Settings, dataset: TaxiDataset, month: Month, *, exclu
     except ImportError:
         yield True
         return
-    lock = settings.state_dir / "locks" / dataset.taxi / (dataset.file_name(month) + ".lock")
+    lock = settings.state_dir / "locks" / dataset.folder / (dataset.file_name(month) + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as handle:
         try:
@@ -105,14 +108,21 @@ def download_in_use(settings: Settings, dataset: TaxiDataset, month: Month):
     return _month_lock(settings, dataset, month, exclusive=False)
 
 
-def parquet_path(csv_gz: Path) -> Path:
-    """Where upload-gcs writes the month as Parquet: beside its download, purged with it."""
-    return csv_gz.with_name(csv_gz.name.removesuffix(".csv.gz") + ".parquet")
+def _stem(download: Path) -> str:
+    """`green_tripdata_2019-01` of a download, whatever its format."""
+    return download.name.removesuffix(".csv.gz").removesuffix(".parquet")
 
 
-def row_ids_path(csv_gz: Path) -> Path:
+def parquet_path(download: Path) -> Path:
+    """Where upload-gcs writes the month as typed Parquet: beside its download, purged with it
+    (`….parquet` for a .csv.gz; `….typed.parquet` for a Parquet download, which keeps its name)."""
+    typed = ".parquet" if download.name.endswith(".csv.gz") else ".typed.parquet"
+    return download.with_name(_stem(download) + typed)
+
+
+def row_ids_path(download: Path) -> Path:
     """Where extract keeps the download's row ids: beside it, purged with it."""
-    return csv_gz.with_name(csv_gz.name.removesuffix(".csv.gz") + ".row_ids")
+    return download.with_name(_stem(download) + ".row_ids")
 
 
 def record_path(path: Path) -> Path:
@@ -137,11 +147,14 @@ def _sha256(path: Path) -> str:
 
 
 def verify(path: Path, dataset: TaxiDataset, name: str | None = None, *, sha256: str = "") -> tuple[list[str], int]:
-    """Check gzip integrity and header; return (header, data lines). With the file's `sha256`,
+    """Check the file whole (gzip integrity and header; a Parquet's footer, columns and every
+    row group); return (header, data lines). With the file's `sha256`,
     also write its row-id file (atomically) while reading. Raises BadFileError naming the file
     `name` (default: the path's; a temp file passes the name it is published under)."""
     name = name or path.name
-    header, blocks = data_lines(path, dataset, name)
+    header, blocks = read_blocks(path, dataset, name)
+    if dataset.source.format == "parquet":
+        header = published_columns(path)  # the record keeps the names as published
     if not sha256:
         lines = sum(len(lines) for lines, _ in blocks)
     else:
@@ -241,77 +254,180 @@ def _unresolved_host(exc: BaseException) -> str | None:
     return None
 
 
-def _not_found(what: str, month: Month, url: str) -> NotPublishedError:
-    if FIRST_MONTH <= month <= LAST_MONTH:
+def _not_found(dataset: TaxiDataset, what: str, month: Month, url: str, status: int) -> NotPublishedError:
+    published = dataset.published(month)
+    if published:
         return NotPublishedError(
-            f"{what}: the server has no such file ({url} returned 404), "
-            f"though the month is within the published range {published_range()}"
+            f"{what}: the server has no such file ({url} returned {status}), "
+            f"though the month is within the published range {dataset.published_range()}"
         )
-    return NotPublishedError(f"{what} is not published ({url} returned 404); months available {published_range()}")
+    if published is None:  # an open range: the source alone knows its newest month
+        return NotPublishedError(
+            f"{what} is not published yet ({url} returned {status}); the TLC publishes a month about two months"
+            f" after it ends (`python -m taxi_assets newest-month --source {dataset.source.name} --taxi"
+            f" {dataset.taxi}` finds the newest)"
+        )
+    return NotPublishedError(
+        f"{what} is not published ({url} returned {status}); months available {dataset.published_range()}"
+    )
 
 
-def _fetch(url: str, dest: Path, settings: Settings, what: str, month: Month) -> str:
-    """Stream `url` into `dest`; return its sha256. Retries network errors and 5xx, but not a
-    host name that does not resolve: that is no passing fault, it is a machine offline."""
+@dataclass(frozen=True)
+class Remote:
+    """A published file as the server describes it, without its body."""
+
+    url: str
+    bytes: int | None
+    etag: str
+    last_modified: str
+
+
+def _remote(url: str, resp: requests.Response) -> Remote:
+    try:
+        size = int(resp.headers["Content-Length"])
+    except (KeyError, ValueError):
+        size = None
+    return Remote(url, size, resp.headers.get("ETag", ""), resp.headers.get("Last-Modified", ""))
+
+
+def _retrying(settings: Settings, what: str, url: str, attempt_once, retries: int | None = None):
+    """`attempt_once()` again after network errors and 5xx (backing off; `retries` times, default
+    the setting's), but not after a host name that does not resolve: that is no passing fault, it
+    is a machine offline."""
+    retries = settings.http_retries if retries is None else retries
     attempt = 0
     while True:
         attempt += 1
         try:
-            with requests.get(url, stream=True, timeout=(10, settings.http_timeout)) as resp:
-                if resp.status_code == 404:
-                    raise _not_found(what, month, url)
-                if resp.status_code in _RETRY_STATUS:
-                    raise requests.HTTPError(f"HTTP {resp.status_code}", response=resp)
-                if resp.status_code != 200:
-                    raise DownloadError(f"{what}: {url} returned HTTP {resp.status_code}")
-                try:
-                    expected = int(resp.headers["Content-Length"])
-                except (KeyError, ValueError):
-                    expected = None
-                digest, size = hashlib.sha256(), 0
-                bar = _progress(expected, dest.name.split(_PART)[0])
-                try:
-                    with open(dest, "wb") as out:
-                        # Raw bytes: a server that adds Content-Encoding must not get the file unzipped.
-                        for chunk in resp.raw.stream(_BUFFER, decode_content=False):
-                            out.write(chunk)
-                            digest.update(chunk)
-                            size += len(chunk)
-                            if bar is not None:
-                                bar.update(len(chunk))
-                        out.flush()
-                        os.fsync(out.fileno())
-                finally:
-                    if bar is not None:
-                        bar.close()
-                if expected is not None and size != expected:
-                    raise requests.ConnectionError(f"connection closed after {size} of {expected} bytes")
-                return digest.hexdigest()
+            return attempt_once()
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             if (host := _unresolved_host(exc)) is not None:
                 host = host or urlsplit(url).hostname
                 raise DownloadError(f"{what}: cannot resolve {host} (no network?): {_OFFLINE_HINT}") from None
-            if attempt > settings.http_retries:
+            if attempt > retries:
                 raise DownloadError(f"{what}: download failed after {attempt} attempts: {exc}") from None
             wait = settings.http_backoff * 2 ** (attempt - 1)
             log.warning("%s: attempt %d failed (%s); retrying in %.1fs", what, attempt, exc, wait)
             time.sleep(wait)
 
 
+def _check_status(resp: requests.Response, dataset: TaxiDataset, what: str, month: Month, url: str) -> None:
+    if resp.status_code in (404, dataset.source.not_published_status):
+        raise _not_found(dataset, what, month, url, resp.status_code)
+    if resp.status_code in _RETRY_STATUS:
+        raise requests.HTTPError(f"HTTP {resp.status_code}", response=resp)
+    if resp.status_code != 200:
+        raise DownloadError(f"{what}: {url} returned HTTP {resp.status_code}")
+
+
+def remote_file(settings: Settings, dataset: TaxiDataset, month: Month, *, retries: int | None = None) -> Remote | None:
+    """The month's file as the source describes it (one HEAD, retried like a download unless
+    `retries` says otherwise), or None when it is not published."""
+    url = dataset.url(settings.base_url(dataset.source.name), month)
+    what = f"{dataset.name} {month}"
+
+    def head() -> Remote:
+        with requests.head(url, timeout=(10, settings.http_timeout), allow_redirects=True) as resp:
+            _check_status(resp, dataset, what, month, url)
+            return _remote(url, resp)
+
+    try:
+        return _retrying(settings, what, url, head, retries)
+    except NotPublishedError:
+        return None
+
+
+def newest_published(settings: Settings, dataset: TaxiDataset, now: Month, lookback: int = 6):
+    """(month, Remote) of the newest month the source publishes, looking back from the month
+    before `now` (the newest that can exist) by HEAD requests; None if none of `lookback` is."""
+    month = now.previous() if dataset.last_month is None else dataset.last_month
+    for _ in range(lookback):
+        if month < dataset.first_month:
+            break
+        if (remote := remote_file(settings, dataset, month)) is not None:
+            return month, remote
+        month = month.previous()
+    return None
+
+
+def _fetch(url: str, dest: Path, settings: Settings, dataset: TaxiDataset, month: Month) -> tuple[str, Remote]:
+    """Stream `url` into `dest`; return its sha256 and what the server said of it."""
+    what = f"{dataset.name} {month}"
+
+    def get() -> tuple[str, Remote]:
+        return _get(url, dest, settings, dataset, month)
+
+    return _retrying(settings, what, url, get)
+
+
+def _get(url: str, dest: Path, settings: Settings, dataset: TaxiDataset, month: Month) -> tuple[str, Remote]:
+    what = f"{dataset.name} {month}"
+    with requests.get(url, stream=True, timeout=(10, settings.http_timeout)) as resp:
+        _check_status(resp, dataset, what, month, url)
+        remote = _remote(url, resp)
+        digest, size = hashlib.sha256(), 0
+        bar = _progress(remote.bytes, dest.name.split(_PART)[0])
+        try:
+            with open(dest, "wb") as out:
+                # Raw bytes: a server that adds Content-Encoding must not get the file unzipped.
+                for chunk in resp.raw.stream(_BUFFER, decode_content=False):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
+                out.flush()
+                os.fsync(out.fileno())
+        finally:
+            if bar is not None:
+                bar.close()
+        if remote.bytes is not None and size != remote.bytes:
+            raise requests.ConnectionError(f"connection closed after {size} of {remote.bytes} bytes")
+        return digest.hexdigest(), remote
+
+
+def _republished(settings: Settings, dataset: TaxiDataset, month: Month, info: FileInfo) -> bool:
+    """Whether the source now serves another file for the month than the local copy (its ETag
+    or size changed): asked of sources that re-upload files. Unreachable, the copy is used."""
+    try:
+        remote = remote_file(settings, dataset, month, retries=0)
+    except DownloadError as exc:
+        log.warning("%s: cannot ask the source whether it changed (%s); using the local copy", info.filename, exc)
+        return False
+    if remote is None:
+        log.warning("%s: the source no longer publishes it; using the local copy", info.filename)
+        return False
+    if (remote.etag and info.etag and remote.etag != info.etag) or (
+        remote.bytes is not None and remote.bytes != info.bytes
+    ):
+        log.info(
+            "%s was re-published (ETag %s, %s bytes; the local copy's: %s, %d bytes); downloading it again",
+            info.filename,
+            remote.etag,
+            remote.bytes,
+            info.etag or "none",
+            info.bytes,
+        )
+        return True
+    return False
+
+
 def extract(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo:
-    """Make sure a verified copy of the month's file is on disk and describe it."""
+    """Make sure a verified copy of the month's file is on disk and describe it. For a source
+    that re-uploads files (the TLC's), a local copy is first compared with the server's (HEAD)."""
     remove_stale_temps(local_path(settings, dataset, month).parent)
-    if info := cached(settings, dataset, month):
+    info = cached(settings, dataset, month)
+    if info and not (dataset.source.republishes and _republished(settings, dataset, month, info)):
         log.info("%s is already downloaded and verified (%d data lines)", info.filename, info.data_lines)
         return info
-    what = f"{dataset.taxi} {month}"
+    what = f"{dataset.name} {month}"
     path = local_path(settings, dataset, month)
     path.parent.mkdir(parents=True, exist_ok=True)
-    url = dataset.url(settings.source_url, month)
+    url = dataset.url(settings.base_url(dataset.source.name), month)
     tmp, sidecar_tmp = temp_path(path), temp_path(record_path(path))
     try:
         started = time.monotonic()
-        sha256 = _fetch(url, tmp, settings, what, month)
+        sha256, remote = _fetch(url, tmp, settings, dataset, month)
         try:
             header, lines = verify(tmp, dataset, path.name, sha256=sha256)
         except BadFileError as exc:
@@ -326,6 +442,8 @@ def extract(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo:
             data_lines=lines,
             header=header,
             downloaded=True,
+            etag=remote.etag,
+            last_modified=remote.last_modified,
         )
         os.replace(tmp, path)  # the published name appears only now, complete and verified
         sidecar_tmp.write_text(json.dumps(asdict(info), indent=1))
@@ -405,8 +523,8 @@ def purge_download(settings: Settings, dataset: TaxiDataset, month: Month) -> Pu
     """
     path = local_path(settings, dataset, month)
     folder = path.parent
-    what = f"{dataset.taxi} {month}"
-    if folder.exists() and folder.resolve() != settings.download_dir.resolve() / dataset.taxi:
+    what = f"{dataset.name} {month}"
+    if folder.exists() and folder.resolve() != settings.download_dir.resolve() / dataset.folder:
         raise ConfigError(f"{what}: not purging, {folder} leads to {folder.resolve()}, outside the download folder")
     with _month_lock(settings, dataset, month, exclusive=True) as alone:
         if not alone:

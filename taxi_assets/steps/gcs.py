@@ -80,7 +80,8 @@ def upload_record_path(csv_gz: Path) -> Path:
 
 
 def object_name(dataset: TaxiDataset, month: Month) -> str:
-    return f"{dataset.taxi}/{dataset.file_name(month).removesuffix('.csv.gz')}.parquet"
+    """`green/green_tripdata_2019-01.parquet`; the TLC's under `tlc/`: never the mirror's object."""
+    return f"{dataset.folder}/{dataset.taxi}_tripdata_{month}.parquet"
 
 
 def crc32c_b64(path: Path) -> str:
@@ -298,7 +299,7 @@ def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: P
     """
     name, client = object_name(dataset, month), storage_client(settings)
     check_bucket(settings, name, client)
-    uri, what = f"gs://{settings.gcp_bucket}/{name}", f"{dataset.taxi} {month}"
+    uri, what = f"gs://{settings.gcp_bucket}/{name}", f"{dataset.name} {month}"
     record_file, conversion = upload_record_path(csv_gz), conversion_id(dataset)
     bucket = client.bucket(settings.gcp_bucket)
     info, why = recorded_download(csv_gz)

@@ -16,6 +16,7 @@ a load killed at any point leaves no file behind.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import queue
 import sys
@@ -32,8 +33,8 @@ from psycopg import sql
 from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.errors import BadFileError, LoadError
 from taxi_assets.months import Month
-from taxi_assets.rows import DuplicateCounter, data_lines, rows_with_ids
-from taxi_assets.steps.extract import row_ids
+from taxi_assets.rows import DuplicateCounter, read_blocks, rows_with_ids
+from taxi_assets.steps.extract import recorded_download, row_ids
 from taxi_assets.threads import wind_down
 
 log = logging.getLogger(__name__)
@@ -163,9 +164,10 @@ def _drop_halves(conn: psycopg.Connection, partition: str) -> None:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(name)))
 
 
-def _swap_in(conn: psycopg.Connection, dataset: TaxiDataset, partition: str, filename: str) -> bool:
+def _swap_in(conn: psycopg.Connection, dataset: TaxiDataset, partition: str, filename: str, origin: dict) -> bool:
     """Replace the month's partition by the staging halves; True if there was one before. The
-    caller holds the table's lock (`load_postgres` takes it before the second half's commit)."""
+    caller holds the table's lock (`load_postgres` takes it before the second half's commit).
+    `origin` (what file the rows came from) becomes the partition's comment, in the same commit."""
     table = _ident(dataset.table)
     replaced = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (partition,)).fetchone()[0]
     if replaced:
@@ -191,7 +193,22 @@ def _swap_in(conn: psycopg.Connection, dataset: TaxiDataset, partition: str, fil
             t=table, p=_ident(partition), f=sql.Literal(filename)
         )
     )
+    conn.execute(sql.SQL("COMMENT ON TABLE {p} IS {o}").format(p=_ident(partition), o=sql.Literal(json.dumps(origin))))
     return replaced
+
+
+def loaded_from(conn: psycopg.Connection, dataset: TaxiDataset, month: Month) -> dict | None:
+    """What file the month's rows were loaded from (`file`, `sha256`, `bytes`, `etag`,
+    `last_modified`, as extract recorded the download), or None if the month is not loaded."""
+    comment = conn.execute(
+        "SELECT obj_description(to_regclass(%s), 'pg_class')", (partition_name(dataset, month),)
+    ).fetchone()[0]
+    if comment is None:
+        return None
+    try:
+        return json.loads(comment)
+    except ValueError:
+        return {}  # loaded before origins were recorded
 
 
 def _second_session(conn: psycopg.Connection) -> psycopg.Connection:
@@ -301,7 +318,7 @@ def load_postgres(
     started = time.monotonic()
     filename = dataset.file_name(month)
     if path.name != filename:
-        raise LoadError(f"{path.name} is not the {dataset.taxi} {month} file ({filename})")
+        raise LoadError(f"{path.name} is not the {dataset.name} {month} file ({filename})")
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         # The second session's half is committed for this load's own transaction to attach.
         raise LoadError("load_postgres needs a connection outside a transaction: it commits the month itself")
@@ -311,6 +328,10 @@ def load_postgres(
     columns = sql.SQL(", ").join(_ident(c) for c in (ROW_ID_COLUMN.sql_name, *dataset.sql_names))
     duplicates = DuplicateCounter(spill_dir=path.parent)  # beside the download: under the state folder
     ids = row_ids(path)  # computed by extract; None: hash the lines here
+    recorded, _ = recorded_download(path)
+    origin = {"file": filename, "rows": expected_rows}
+    if recorded is not None:
+        origin |= {k: getattr(recorded, k) for k in ("sha256", "bytes", "etag", "last_modified")}
     other, committed, swapped = None, False, False  # the second session; its half committed; swap done
     swap_failed: BaseException | None = None
     try:
@@ -320,7 +341,7 @@ def load_postgres(
             sessions = [conn, other]
             for half, session in enumerate(sessions):
                 _create_staging(session, dataset, staging[half], half, filename)
-            _, blocks = data_lines(path, dataset)
+            _, blocks = read_blocks(path, dataset)
             rows = rows_with_ids(
                 blocks,
                 normalize_integer_floats=bool(dataset.integer_float_columns),
@@ -358,7 +379,7 @@ def load_postgres(
             other.commit()  # its half, unattached and unseen, for this transaction to attach
             try:
                 with conn.transaction():  # a savepoint: a failed swap is undone, the month's lock kept
-                    replaced = _swap_in(conn, dataset, partition, filename)
+                    replaced = _swap_in(conn, dataset, partition, filename, origin)
             except BaseException as exc:
                 _drop_halves(conn, partition)  # under the month's lock, committed with this transaction
                 swap_failed = exc
@@ -369,9 +390,9 @@ def load_postgres(
         swapped = True
     except psycopg.Error as exc:
         message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise LoadError(f"{dataset.taxi} {month}: load rolled back, previous rows untouched: {message}") from exc
+        raise LoadError(f"{dataset.name} {month}: load rolled back, previous rows untouched: {message}") from exc
     except BadFileError as exc:
-        raise BadFileError(f"{dataset.taxi} {month}: load rolled back, previous rows untouched: {exc}") from exc
+        raise BadFileError(f"{dataset.name} {month}: load rolled back, previous rows untouched: {exc}") from exc
     finally:
         duplicates.close()  # the spill file has no name: closing it frees its space
         if ids is not None:

@@ -1,0 +1,125 @@
+"""New and re-published TLC months, noticed by asking the source (HEAD), not by the calendar.
+
+The TLC publishes a month about two months after it ends, on no fixed day, and sometimes
+uploads files again. Per feed, a sensor asks CloudFront for the month after the newest one
+loaded (with none loaded: the newest published) and requests its run once it answers 200; and
+it compares the ETag and size of months already loaded with what their file asset recorded,
+requesting a month again when the server now has another file. Run keys carry the ETag, so a
+file is requested once however often the sensor ticks.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from taxi_assets.datasets import TaxiDataset
+from taxi_assets.defs.assets import file_key
+from taxi_assets.defs.resources import TaxiSourceResource
+from taxi_assets.errors import DownloadError
+from taxi_assets.months import TIMEZONE, Month, month_just_ended
+from taxi_assets.steps.extract import Remote, newest_published, remote_file
+
+# Loaded months whose file is compared with the server's per tick: the newest ones every time
+# (re-uploads come in batches of recent files), and as many older ones in turn (the cursor).
+RECENT_MONTHS = 6
+OLDER_MONTHS_PER_TICK = 6
+
+
+def loaded_files(instance, dataset: TaxiDataset) -> dict[Month, tuple[str, int | None]]:
+    """Each materialized month of the feed's file asset: the ETag and size its latest
+    materialization recorded."""
+    found: dict[Month, tuple[str, int | None]] = {}
+    cursor = None
+    while True:
+        result = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey(file_key(dataset))), limit=500, cursor=cursor
+        )
+        for record in result.records:  # newest first: the first seen per month is its latest
+            materialization = record.asset_materialization
+            if materialization is None or materialization.partition is None:
+                continue
+            month = Month.parse(materialization.partition)
+            if month not in found:
+                meta = materialization.metadata
+                etag = meta["etag"].value if "etag" in meta else ""
+                size = meta["size_bytes"].value if "size_bytes" in meta else None
+                found[month] = (etag, size)
+        if not result.has_more:
+            return found
+        cursor = result.cursor
+
+
+def _changed(remote: Remote, recorded: tuple[str, int | None]) -> bool:
+    etag, size = recorded
+    return (bool(remote.etag) and bool(etag) and remote.etag != etag) or (
+        remote.bytes is not None and size is not None and remote.bytes != size
+    )
+
+
+def _request(month: Month, remote: Remote, reason: str) -> RunRequest:
+    return RunRequest(
+        run_key=f"{month}:{remote.etag}:{remote.bytes}",
+        partition_key=str(month),
+        tags={"taxi_assets/reason": reason, "taxi_assets/etag": remote.etag},
+    )
+
+
+def build_new_month_sensor(job, dataset: TaxiDataset):
+    """The feed's sensor; `job` is its job from `jobs.build_job`. Stopped until turned on (it
+    asks the real CloudFront host every hour once running)."""
+
+    @sensor(
+        name=f"{dataset.name}_published_months",
+        job=job,
+        minimum_interval_seconds=3600,
+        default_status=DefaultSensorStatus.STOPPED,
+        description=f"Requests a run for each {dataset.taxi} month the TLC publishes, and again for a month"
+        " whose file the TLC re-uploaded (new ETag or size).",
+    )
+    def published_months(context: SensorEvaluationContext, source: TaxiSourceResource):
+        settings = source.settings()
+        newest_possible = month_just_ended(datetime.now(timezone.utc))
+        loaded = loaded_files(context.instance, dataset)
+        requests: list[RunRequest] = []
+        notes: list[str] = []
+        try:
+            if loaded:
+                month = max(loaded).next()
+                while month <= newest_possible and (remote := remote_file(settings, dataset, month, retries=0)):
+                    requests.append(_request(month, remote, "published"))
+                    month = month.next()
+                if not requests:
+                    notes.append(f"{month} is not published yet")
+            elif found := newest_published(settings, dataset, newest_possible.next()):
+                requests.append(_request(found[0], found[1], "published"))
+            else:
+                notes.append(f"nothing published in the months before {TIMEZONE}'s {newest_possible.next()}")
+            # Months already loaded: the newest every tick, older ones in turn.
+            months = sorted(loaded, reverse=True)
+            recent, older = months[:RECENT_MONTHS], months[RECENT_MONTHS:]
+            start = Month.parse(context.cursor) if context.cursor else None
+            rest = [m for m in older if start is None or m < start] or older
+            checked = recent + rest[:OLDER_MONTHS_PER_TICK]
+            for month in checked:
+                remote = remote_file(settings, dataset, month, retries=0)
+                if remote is not None and _changed(remote, loaded[month]):
+                    requests.append(_request(month, remote, "re-published"))
+            cursor = str(rest[OLDER_MONTHS_PER_TICK - 1]) if len(rest) > OLDER_MONTHS_PER_TICK else None
+        except DownloadError as exc:
+            return SkipReason(f"could not ask the source: {exc}")
+        if not requests:
+            return SensorResult(skip_reason=SkipReason("; ".join(notes) or "nothing new"), cursor=cursor)
+        return SensorResult(run_requests=requests, cursor=cursor)
+
+    return published_months

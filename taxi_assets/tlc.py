@@ -1,0 +1,196 @@
+"""The TLC's own Parquet files, read as their feed's canonical rows.
+
+Each feed has one canonical schema (`datasets.TLC_DATASETS`: the newest era's columns,
+lower-case, stable types). A month is cast into it column by column, batch by batch:
+
+- names are compared lower-cased (`Airport_fee` is `airport_fee`), then the month's era
+  renames apply (yellow 2009-2010: `Trip_Pickup_DateTime`, `Start_Lon`, ...);
+- a column the month lacks is NULL; a column typed null (Parquet's Null logical type) too;
+- integers of any width, and doubles holding whole numbers, become int64 (a fraction fails the
+  month); large strings become strings; timestamps of any unit (ns in part of 2024) become
+  microseconds; 2009's timestamps written as text are parsed;
+- `__index_level_0__` (pandas' index, 2010-02/03) is dropped;
+- any other column, or one whose type cannot become its canonical type, fails the month with
+  one error naming every such column, and nothing loads.
+
+The canonical text of a row is its line as Arrow's CSV writer renders the canonical row
+(`csv_lines`: no header, strings quoted, NULL empty, timestamps `YYYY-MM-DD HH:MM:SS.ffffff`,
+floats in their shortest round-trip form). It is what COPY receives, and its md5 is the row's
+`unique_row_id`: the one definition for Parquet rows, computed once by extract (`rows.RowIds`),
+so Postgres and BigQuery get the same ids.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from taxi_assets.datasets import Column, TaxiDataset
+from taxi_assets.errors import BadFileError
+from taxi_assets.months import Month
+
+# Rows cast and rendered at a time: ~4 MB of fhvhv lines, memory flat whatever the month.
+BATCH_ROWS = 16_384
+
+_MONTH_IN_NAME = re.compile(r"_(\d{4}-\d{2})\.")
+
+
+def arrow_type(column: Column) -> pa.DataType:
+    """The canonical Arrow type of a column as read (amounts stay float64 until the Parquet
+    conversion makes them NUMERIC, as the CSV path parses them)."""
+    return {
+        "text": pa.string(),
+        "timestamp": pa.timestamp("us"),
+        "integer": pa.int64(),
+        "double precision": pa.float64(),
+    }[column.pg_type]
+
+
+def _castable(source: pa.DataType, target: pa.DataType) -> bool:
+    if pa.types.is_null(source) or source == target:
+        return True
+    numeric = pa.types.is_integer(source) or pa.types.is_floating(source) or pa.types.is_decimal(source)
+    text = pa.types.is_string(source) or pa.types.is_large_string(source)
+    if pa.types.is_integer(target) or pa.types.is_floating(target):
+        return numeric
+    if pa.types.is_string(target):
+        return text or numeric or pa.types.is_boolean(source)
+    if pa.types.is_timestamp(target):
+        return (pa.types.is_timestamp(source) and source.tz is None) or text
+    return False
+
+
+def month_of(name: str) -> Month:
+    """The month in a published file name (`fhvhv_tripdata_2024-01.parquet`)."""
+    found = _MONTH_IN_NAME.search(name)
+    if not found:
+        raise BadFileError(f"{name} is not named like a month file ({{feed}}_tripdata_YYYY-MM.parquet)")
+    return Month.parse(found[1])
+
+
+def column_plan(schema: pa.Schema, dataset: TaxiDataset, month: Month, name: str) -> list[int | None]:
+    """For each canonical column, the index of the file's column that fills it (None: NULL).
+    Raises BadFileError naming every column that does not fit."""
+    era = dataset.era(month)
+    canonical = {c.sql_name: c for c in dataset.columns}
+    found: dict[str, int] = {}
+    misfits: list[str] = []
+    for i, f in enumerate(schema):
+        published = f.name.lower()
+        if published in dataset.dropped_columns:
+            continue
+        target = era.renames.get(published, published)
+        column = canonical.get(target)
+        if column is None:
+            misfits.append(f"{f.name} (no {dataset.taxi} column of that name)")
+        elif target in found:
+            misfits.append(f"{f.name} (a second {target})")
+        elif not _castable(f.type, arrow_type(column)):
+            misfits.append(f"{f.name} ({f.type} cannot become {column.pg_type} {target})")
+        else:
+            found[target] = i
+    for needed in (dataset.pickup_column, dataset.dropoff_column):
+        if needed.lower() not in found:
+            misfits.append(f"{needed.lower()} (missing)")
+    if misfits:
+        raise BadFileError(
+            f"{name}: columns that do not fit the {dataset.name} schema of {month}: {'; '.join(misfits)}; nothing loaded"
+        )
+    return [found.get(c.sql_name) for c in dataset.columns]
+
+
+def _cast(values: pa.Array, target: pa.DataType, name: str, file: str) -> pa.Array:
+    source = values.type
+    if source == target:
+        return values
+    if pa.types.is_null(source):
+        return pa.nulls(len(values), target)
+    try:
+        if pa.types.is_timestamp(target) and pa.types.is_timestamp(source):
+            return values.cast(target, safe=False)  # ns to us: the TLC's times are whole seconds
+        return values.cast(target)  # safe: a fraction in an integer column, a bad date, fail
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        detail = str(exc).splitlines()[0]
+        raise BadFileError(f"{file}: column {name} ({source}) does not fit {target}: {detail}; nothing loaded") from None
+
+
+def open_month(path: Path, name: str | None = None) -> pq.ParquetFile:
+    """The file's footer read and checked (magic bytes, metadata): a truncated or non-Parquet
+    file fails here with one line."""
+    name = name or path.name
+    try:
+        return pq.ParquetFile(path, memory_map=False, buffer_size=1 << 20, pre_buffer=False)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BadFileError(f"{name} is not a complete Parquet file: {str(exc).splitlines()[0]}") from None
+
+
+def canonical_batches(path: Path, dataset: TaxiDataset, name: str | None = None) -> Iterator[pa.RecordBatch]:
+    """The month's rows in the feed's canonical schema, in file order, `BATCH_ROWS` at a time
+    (streamed row group by row group). The footer and the columns are checked at once (before
+    the first batch is asked for); the row count against the footer's at the end."""
+    name = name or path.name
+    file = open_month(path, name)
+    try:
+        plan = column_plan(file.schema_arrow, dataset, month_of(name), name)
+    except BaseException:
+        file.close()
+        raise
+    return _batches(file, plan, dataset, name)
+
+
+def _batches(file: pq.ParquetFile, plan: list[int | None], dataset: TaxiDataset, name: str):
+    names = file.schema_arrow.names
+    used = sorted({i for i in plan if i is not None})
+    targets = [arrow_type(c) for c in dataset.columns]
+    schema = pa.schema([pa.field(c.sql_name, t) for c, t in zip(dataset.columns, targets, strict=True)])
+    rows = 0
+    try:
+        try:
+            batches = file.iter_batches(batch_size=BATCH_ROWS, columns=[names[i] for i in used], use_threads=False)
+            for batch in batches:
+                by_index = dict(zip(used, batch.columns, strict=True))
+                arrays = [
+                    pa.nulls(batch.num_rows, t) if i is None else _cast(by_index[i], t, names[i], name)
+                    for i, t in zip(plan, targets, strict=True)
+                ]
+                rows += batch.num_rows
+                yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise BadFileError(f"{name} is corrupt after {rows} rows: {str(exc).splitlines()[0]}") from None
+        if rows != file.metadata.num_rows:
+            raise BadFileError(f"{name} holds {rows} rows, its footer says {file.metadata.num_rows}")
+    finally:
+        file.close()
+
+
+_CSV = pacsv.WriteOptions(include_header=False, batch_size=BATCH_ROWS)
+
+
+def csv_lines(batch: pa.RecordBatch, name: str) -> list[bytes]:
+    """The canonical text of each row (see the module's docstring), without line endings."""
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(batch, sink, _CSV)
+    text = sink.getvalue().to_pybytes()
+    lines = text[:-1].split(b"\n") if text else []
+    if len(lines) != batch.num_rows:  # a line break inside a text field: no line per row
+        raise BadFileError(f"{name}: a text field holds a line break; its rows cannot be loaded line by line")
+    return lines
+
+
+def read_blocks(path: Path, dataset: TaxiDataset, name: str | None = None):
+    """The canonical column names and the month's rows as blocks of canonical lines, as
+    `rows.data_lines` gives a CSV's (`(lines, quoted)`: hashed as they are, never re-parsed)."""
+    name = name or path.name
+    batches = canonical_batches(path, dataset, name)  # checks the footer and columns now
+    blocks = ((csv_lines(b, name), False) for b in batches if b.num_rows)
+    return list(dataset.sql_names), blocks
+
+
+def published_columns(path: Path) -> list[str]:
+    """The file's own column names, as published (for extract's record)."""
+    return pq.read_schema(path).names
