@@ -250,7 +250,6 @@ DATASETS: dict[str, TaxiDataset] = {d.taxi: d for d in (GREEN, YELLOW, FHV)}
 TAXI_TYPES: tuple[str, ...] = tuple(DATASETS)
 
 
-
 # The TLC's own Parquet files (`tlc`). Each feed's columns are its newest era's, lower-cased,
 # with stable types; every older month is cast into them (`taxi_assets.tlc`): names compared
 # lower-cased (`Airport_fee`, `dropOff_datetime`, `PUlocationID` need no rename), columns a

@@ -116,7 +116,9 @@ def _cast(values: pa.Array, target: pa.DataType, name: str, file: str) -> pa.Arr
         return values.cast(target)  # safe: a fraction in an integer column, a bad date, fail
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         detail = str(exc).splitlines()[0]
-        raise BadFileError(f"{file}: column {name} ({source}) does not fit {target}: {detail}; nothing loaded") from None
+        raise BadFileError(
+            f"{file}: column {name} ({source}) does not fit {target}: {detail}; nothing loaded"
+        ) from None
 
 
 def open_month(path: Path, name: str | None = None) -> pq.ParquetFile:

@@ -78,6 +78,7 @@ def settings_env(settings) -> dict:
 
     values = {
         config.SOURCE_URL: settings.source_url,
+        config.TLC_URL: settings.tlc_url if settings.tlc_url != config.DEFAULT_TLC_URL else None,
         config.STATE_DIR: str(settings.state_dir),
         config.POSTGRES_DSN: settings.postgres_dsn,
         config.HTTP_BACKOFF: "0.01",
@@ -100,7 +101,9 @@ def dagster_resources(settings) -> dict:
 
     cloud = {"state_dir": str(settings.state_dir), "bucket": settings.gcp_bucket}
     return {
-        "source": TaxiSourceResource(source_url=settings.source_url, state_dir=str(settings.state_dir)),
+        "source": TaxiSourceResource(
+            source_url=settings.source_url, tlc_url=settings.tlc_url, state_dir=str(settings.state_dir)
+        ),
         "postgres": TaxiPostgresResource(dsn=settings.postgres_dsn, state_dir=str(settings.state_dir)),
         "gcs": TaxiGcsResource(emulator_host=settings.storage_emulator or "", **cloud),
         "bigquery": TaxiBigQueryResource(

@@ -14,7 +14,7 @@ import pytest
 from helpers import dagster_resources
 
 from taxi_assets import config
-from taxi_assets.datasets import DATASETS, GREEN
+from taxi_assets.datasets import DATASETS, GREEN, TLC_DATASETS
 from taxi_assets.definitions import defs
 from taxi_assets.defs import checks
 from taxi_assets.defs.assets import build_taxi_chain
@@ -33,7 +33,8 @@ def test_definitions_load_with_one_chain_and_job_per_taxi_type():
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     chains = {f"{t}_trips_{s}" for t in DATASETS for s in ("csv", "postgres", "gcs", "bigquery")}
-    assert keys == chains | {"products", "avg_price_by_brand"}
+    tlc = {f"tlc_{t}_trips_{s}" for t in TLC_DATASETS for s in ("parquet", "postgres", "gcs", "bigquery")}
+    assert keys == chains | tlc | {"products", "avg_price_by_brand"}
     for taxi in DATASETS:
         job = defs.resolve_job_def(f"{taxi}_trips_job")
         partition_keys = job.partitions_def.get_partition_keys()

@@ -2,7 +2,8 @@
 
 The TLC publishes a month about two months after it ends, on no fixed day, and sometimes
 uploads files again. Per feed, a sensor asks CloudFront for the month after the newest one
-loaded (with none loaded: the newest published) and requests its run once it answers 200; and
+loaded (with none loaded: the newest published) and requests its run once it answers 200 (one
+month per tick: older history is loaded by a backfill); and
 it compares the ETag and size of months already loaded with what their file asset recorded,
 requesting a month again when the server now has another file. Run keys carry the ETag, so a
 file is requested once however often the sensor ticks.
@@ -94,12 +95,12 @@ def build_new_month_sensor(job, dataset: TaxiDataset):
         requests: list[RunRequest] = []
         notes: list[str] = []
         try:
-            if loaded:
+            if loaded:  # one month per tick: history is a backfill's job, not a sensor's
                 month = max(loaded).next()
-                while month <= newest_possible and (remote := remote_file(settings, dataset, month, retries=0)):
+                remote = remote_file(settings, dataset, month, retries=0) if month <= newest_possible else None
+                if remote is not None:
                     requests.append(_request(month, remote, "published"))
-                    month = month.next()
-                if not requests:
+                else:
                     notes.append(f"{month} is not published yet")
             elif found := newest_published(settings, dataset, newest_possible.next()):
                 requests.append(_request(found[0], found[1], "published"))
@@ -115,7 +116,10 @@ def build_new_month_sensor(job, dataset: TaxiDataset):
                 remote = remote_file(settings, dataset, month, retries=0)
                 if remote is not None and _changed(remote, loaded[month]):
                     requests.append(_request(month, remote, "re-published"))
-            cursor = str(rest[OLDER_MONTHS_PER_TICK - 1]) if len(rest) > OLDER_MONTHS_PER_TICK else None
+            # Where the next tick goes on: below the last month checked, or (the walk done) from
+            # the top again; a cursor of None or "" would keep the old one.
+            walked = len(rest) <= OLDER_MONTHS_PER_TICK
+            cursor = str(newest_possible.next() if walked else rest[OLDER_MONTHS_PER_TICK - 1])
         except DownloadError as exc:
             return SkipReason(f"could not ask the source: {exc}")
         if not requests:

@@ -1,0 +1,133 @@
+"""The TLC feeds in Dagster: a chain per feed with the mirror's checks, monthly partitions from
+each feed's first month, and the sensor that asks the source for new and re-published months."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import dagster as dg
+import pytest
+from helpers import dagster_resources
+
+from taxi_assets.datasets import TLC_DATASETS
+from taxi_assets.definitions import defs
+from taxi_assets.defs import checks
+from taxi_assets.defs.assets import build_taxi_chain, file_key
+from taxi_assets.defs.checks import build_bigquery_checks, build_gcs_check, build_postgres_checks
+from taxi_assets.defs.sensors import loaded_files
+from taxi_assets.months import Month, month_just_ended
+from taxi_assets.tlc_sample import TlcServer
+
+ROWS = 300
+NOW = month_just_ended(datetime.now(timezone.utc)).next()  # this month, in New York
+
+
+@pytest.fixture
+def tlc_server(tmp_path):
+    server = TlcServer(tmp_path / "trip-data", rows=ROWS, latest=NOW.previous().previous()).start()
+    yield server
+    server.shutdown()
+
+
+def test_each_feed_has_a_chain_a_job_and_a_sensor_with_partitions_from_its_first_month():
+    for feed, first in (("yellow", "2009-01"), ("green", "2014-01"), ("fhv", "2015-01"), ("fhvhv", "2019-02")):
+        job = defs.resolve_job_def(f"tlc_{feed}_trips_job")
+        keys = job.partitions_def.get_partition_keys()
+        assert (keys[0], keys[-1]) == (first, str(NOW.previous()))  # up to the month just ended
+        sensor = defs.resolve_sensor_def(f"tlc_{feed}_published_months")
+        assert sensor.job_name == job.name and sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    graph = defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys() if "tlc_fhvhv" in k.to_user_string()} == {
+        "tlc_fhvhv_trips_parquet",
+        "tlc_fhvhv_trips_postgres",
+        "tlc_fhvhv_trips_gcs",
+        "tlc_fhvhv_trips_bigquery",
+    }
+
+
+def test_a_tlc_month_materializes_with_every_check_passing(cloud_settings, tlc_server):
+    settings = replace(cloud_settings, tlc_url=tlc_server.url)
+    ds = TLC_DATASETS["fhvhv"]  # 2019-02: airport_fee and wav_match_flag typed null
+    result = dg.materialize(
+        [*build_taxi_chain(ds), build_postgres_checks(ds), build_gcs_check(ds), build_bigquery_checks(ds)],
+        partition_key="2019-02",
+        resources=dagster_resources(settings),
+    )
+    assert result.success
+    assert result.asset_materializations_for_node("tlc_fhvhv_trips_postgres")[0].metadata[
+        "dagster/row_count"
+    ].value == (ROWS)
+    meta = result.asset_materializations_for_node("tlc_fhvhv_trips_parquet")[0].metadata
+    assert meta["etag"].value.startswith('"') and meta["size_bytes"].value > 0
+    evaluations = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+    assert len(evaluations) == 7 and all(e.passed for e in evaluations.values()), {
+        k: e.metadata for k, e in evaluations.items() if not e.passed
+    }
+    assert evaluations[("tlc_fhvhv_trips_bigquery", checks.MATCHES_POSTGRES)].metadata["postgres"].value["rows"] == ROWS
+
+
+def _tick(sensor, instance, settings, cursor=None):
+    resources = {"source": dagster_resources(settings)["source"]}
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=resources, repository_def=defs.get_repository_def()
+    ) as context:
+        result = sensor.evaluate_tick(context)
+    return result
+
+
+def test_the_sensor_requests_new_months_as_they_appear_and_republished_ones_again(settings, tlc_server):
+    settings = replace(settings, tlc_url=tlc_server.url)
+    ds = TLC_DATASETS["green"]
+    sensor = defs.resolve_sensor_def("tlc_green_published_months")
+    file_asset = build_taxi_chain(ds)[0]
+    newest = NOW.previous().previous()
+    with dg.DagsterInstance.ephemeral() as instance:
+        # Nothing loaded: the newest published month (the month just ended is not out yet).
+        first = _tick(sensor, instance, settings)
+        assert [r.partition_key for r in first.run_requests] == [str(newest)]
+        assert first.run_requests[0].tags["taxi_assets/reason"] == "published"
+        resources = dagster_resources(settings)
+        for month in (newest.previous(), newest):
+            assert dg.materialize(
+                [file_asset], partition_key=str(month), instance=instance, resources=resources
+            ).success
+        assert set(loaded_files(instance, ds)) == {newest.previous(), newest}
+        # Loaded up to the newest: nothing to ask for until the TLC publishes the next month.
+        idle = _tick(sensor, instance, settings)
+        assert not idle.run_requests and f"{newest.next()} is not published yet" in idle.skip_message
+        tlc_server.publish("green", newest.next())
+        published = _tick(sensor, instance, settings)
+        assert [r.partition_key for r in published.run_requests] == [str(newest.next())]
+        # A file uploaded again (new ETag and size) for a month already loaded: requested again, once per file.
+        tlc_server.republish("green", newest.previous(), variant=2)
+        again = _tick(sensor, instance, settings)
+        requested = {r.partition_key: r for r in again.run_requests}
+        assert set(requested) == {str(newest.next()), str(newest.previous())}
+        assert requested[str(newest.previous())].tags["taxi_assets/reason"] == "re-published"
+        assert requested[str(newest.previous())].run_key != first.run_requests[0].run_key
+
+
+def test_the_sensor_walks_older_months_in_turn(settings, tlc_server):
+    """Months beyond the newest six are compared a few per tick, the cursor remembering where."""
+    settings = replace(settings, tlc_url=tlc_server.url)
+    ds = TLC_DATASETS["fhv"]
+    sensor = defs.resolve_sensor_def("tlc_fhv_published_months")
+    file_asset = build_taxi_chain(ds)[0]
+    months = [Month(2019, 11), Month(2019, 12), *(Month(2020, m) for m in range(1, 13))]  # 14 loaded
+    with dg.DagsterInstance.ephemeral() as instance:
+        for month in months:
+            assert dg.materialize(
+                [file_asset], partition_key=str(month), instance=instance, resources=dagster_resources(settings)
+            ).success
+        tlc_server.republish("fhv", Month(2019, 11), variant=1)  # the oldest: checked on the second tick
+
+        def republished(result) -> list[str]:
+            return [r.partition_key for r in result.run_requests if r.tags["taxi_assets/reason"] == "re-published"]
+
+        first = _tick(sensor, instance, settings)
+        assert republished(first) == [] and first.cursor == "2020-01"
+        assert [r.partition_key for r in first.run_requests] == ["2021-01"]  # the next month, published
+        second = _tick(sensor, instance, settings, cursor=first.cursor)
+        assert republished(second) == ["2019-11"] and second.cursor == str(NOW)  # the walk starts over
+        assert file_key(ds) == "tlc_fhv_trips_parquet"

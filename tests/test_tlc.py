@@ -1,0 +1,360 @@
+"""The TLC's own Parquet files as a second source: every era cast into one canonical schema per
+feed, row ids from one canonical rendering, CloudFront's answers (403, ETag), re-published
+files, and the same rows in Postgres and BigQuery. The host is the local stand-in
+(`taxi_assets.tlc_sample`): the real one cannot be reached from here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from helpers import run_cli, settings_env
+
+from taxi_assets import tlc
+from taxi_assets.datasets import TLC_DATASETS, TLC_FHVHV, TLC_YELLOW
+from taxi_assets.errors import BadFileError, NotPublishedError
+from taxi_assets.gcp import bigquery_client
+from taxi_assets.months import Month
+from taxi_assets.steps.bigquery import load_bigquery, table_id
+from taxi_assets.steps.extract import extract, local_path, newest_published, remote_file
+from taxi_assets.steps.gcp_setup import ensure_dataset
+from taxi_assets.steps.gcs import ensure_bucket, upload_gcs
+from taxi_assets.steps.postgres import load_postgres, loaded_from, partition_name
+from taxi_assets.tlc_sample import TlcServer, tlc_era_schema, write_tlc_month
+
+ROWS = 400
+LATEST = Month(2026, 8)
+
+# One month of every era and type drift the facts describe (tlc.md), per feed.
+ERAS = [
+    ("yellow", "2009-01"),  # other names, timestamps as text, coordinates, words for codes
+    ("yellow", "2010-02"),  # 2010 names and `__index_level_0__`
+    ("yellow", "2015-06"),  # congestion_surcharge typed null
+    ("yellow", "2019-05"),  # airport_fee typed null; double counts
+    ("yellow", "2023-02"),  # `Airport_fee`, int32 ids, large strings
+    ("yellow", "2024-04"),  # nanosecond timestamps
+    ("yellow", "2025-01"),  # + cbd_congestion_fee
+    ("yellow", "2026-06"),  # + request_source
+    ("green", "2014-01"),
+    ("green", "2019-10"),  # ehail_fee typed null
+    ("green", "2023-02"),
+    ("green", "2026-06"),
+    ("fhv", "2015-01"),
+    ("fhv", "2019-03"),  # SR_Flag typed null
+    ("fhv", "2019-05"),  # int64 location ids (double around it)
+    ("fhv", "2023-02"),
+    ("fhvhv", "2019-02"),  # airport_fee and wav_match_flag typed null
+    ("fhvhv", "2020-04"),
+    ("fhvhv", "2025-01"),  # + cbd_congestion_fee
+]
+
+
+@pytest.fixture(scope="module")
+def tlc_server(tmp_path_factory):
+    server = TlcServer(tmp_path_factory.mktemp("trip-data"), rows=ROWS, latest=LATEST).start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture
+def tlc_settings(settings, tlc_server):
+    return replace(settings, tlc_url=tlc_server.url, http_retries=2)
+
+
+def _canonical(path: Path, feed: str) -> pa.Table:
+    return pa.Table.from_batches(list(tlc.canonical_batches(path, TLC_DATASETS[feed])))
+
+
+@pytest.mark.parametrize(("feed", "month"), ERAS)
+def test_every_era_reads_as_the_feeds_canonical_schema(tmp_path, feed, month):
+    ds, m = TLC_DATASETS[feed], Month.parse(month)
+    path = tmp_path / ds.file_name(m)
+    write_tlc_month(path, feed, m, ROWS, seed=7)
+    published = pq.read_table(path)
+    table = _canonical(path, feed)
+    assert table.schema.names == list(ds.sql_names)
+    assert table.num_rows == ROWS
+    assert [f.type for f in table.schema] == [tlc.arrow_type(c) for c in ds.columns]
+    source = {name.lower(): name for name in published.column_names}
+    renames = ds.era(m).renames
+    for column in ds.sql_names:  # every value kept, or NULL where the month has no such column
+        published_name = next((source[p] for p in source if renames.get(p, p) == column), None)
+        if published_name is None or pa.types.is_null(published.schema.field(published_name).type):
+            assert table.column(column).null_count == ROWS, column
+        elif not pa.types.is_string(table.column(column).type):
+            expected = published.column(published_name)
+            if pa.types.is_timestamp(expected.type) or pa.types.is_string(expected.type):
+                expected = expected.cast(pa.timestamp("us"), safe=False)
+            assert (
+                table.column(column).to_pylist()
+                == expected.cast(tlc.arrow_type(ds.columns[ds.column_index(column)])).to_pylist()
+            ), column
+
+
+def test_older_yellow_years_keep_coordinates_and_have_no_zones(tmp_path):
+    path = tmp_path / "yellow_tripdata_2009-01.parquet"
+    write_tlc_month(path, "yellow", Month(2009, 1), ROWS)
+    table = _canonical(path, "yellow")
+    assert table.column("pulocationid").null_count == ROWS and table.column("vendorid").null_count == ROWS
+    assert table.column("pickup_longitude").null_count < ROWS
+    assert set(table.column("vendor_name").to_pylist()) <= {"VTS", "CMT", "DDS"}
+    assert table.column("payment_type_name").null_count == 0
+    assert str(table.column("tpep_pickup_datetime")[0].as_py()).startswith("2009-")  # parsed from text
+
+
+def test_columns_that_differ_only_in_case_are_one_column(tmp_path):
+    before, after = tmp_path / "yellow_tripdata_2023-01.parquet", tmp_path / "yellow_tripdata_2023-02.parquet"
+    write_tlc_month(before, "yellow", Month(2023, 1), ROWS)
+    write_tlc_month(after, "yellow", Month(2023, 2), ROWS)
+    assert "airport_fee" in pq.read_schema(before).names and "Airport_fee" in pq.read_schema(after).names
+    assert _canonical(after, "yellow").column("airport_fee").null_count < ROWS
+
+
+def _one_row_month(path: Path, **columns) -> None:
+    pq.write_table(pa.table(columns), path)
+
+
+def test_a_month_whose_columns_do_not_fit_fails_naming_them(tmp_path):
+    path = tmp_path / "fhv_tripdata_2024-01.parquet"
+    _one_row_month(
+        path,
+        dispatching_base_num=["B00001"],
+        pickup_datetime=pa.array([datetime(2024, 1, 1)], pa.timestamp("us")),
+        dropOff_datetime=pa.array([datetime(2024, 1, 1, 0, 5)], pa.timestamp("us")),
+        PUlocationID=["seven"],  # text where an integer belongs
+        surprise=[1],  # no fhv column of that name
+    )
+    with pytest.raises(BadFileError) as caught:
+        tlc.read_blocks(path, TLC_DATASETS["fhv"])
+    message = str(caught.value)
+    assert "PUlocationID (string cannot become integer pulocationid)" in message
+    assert "surprise (no fhv column of that name)" in message
+    assert "\n" not in message and "nothing loaded" in message
+
+
+def test_a_fraction_in_an_integer_column_fails_the_month(tmp_path):
+    path = tmp_path / "fhv_tripdata_2020-01.parquet"
+    _one_row_month(
+        path,
+        dispatching_base_num=["B00001"],
+        pickup_datetime=pa.array([datetime(2020, 1, 1)], pa.timestamp("us")),
+        dropOff_datetime=pa.array([datetime(2020, 1, 1, 0, 5)], pa.timestamp("us")),
+        PUlocationID=[7.5],
+    )
+    with pytest.raises(BadFileError, match="column PUlocationID .* does not fit int64"):
+        list(tlc.read_blocks(path, TLC_DATASETS["fhv"])[1])
+
+
+def test_the_row_id_is_the_md5_of_the_canonical_line(tmp_path):
+    """The rendering is pinned here: a pyarrow upgrade that renders a row differently fails this
+    test rather than silently giving every row a new id."""
+    path = tmp_path / "fhv_tripdata_2024-01.parquet"
+    _one_row_month(
+        path,
+        dispatching_base_num=["B00001"],
+        pickup_datetime=pa.array([datetime(2024, 1, 1, 0, 15)], pa.timestamp("us")),
+        dropOff_datetime=pa.array([datetime(2024, 1, 1, 0, 41, 30)], pa.timestamp("us")),
+        PUlocationID=pa.array([264.0]),
+        DOlocationID=pa.array([None], pa.float64()),
+        SR_Flag=pa.array([None], pa.null()),
+        Affiliated_base_number=[""],
+    )
+    _, blocks = tlc.read_blocks(path, TLC_DATASETS["fhv"])
+    (lines, quoted), *_ = list(blocks)
+    expected = b'"B00001",2024-01-01 00:15:00.000000,2024-01-01 00:41:30.000000,264,,,""'
+    assert lines == [expected] and not quoted
+    from taxi_assets.rows import block_digests
+
+    assert block_digests(lines, quoted).hex() == hashlib.md5(expected).hexdigest()
+
+
+def test_row_ids_do_not_change_with_type_drift(tmp_path):
+    """The same trips published with int32 or int64 or double ids, string or large_string, us or
+    ns timestamps get the same ids: the id describes the canonical row."""
+    times = pa.array([datetime(2024, 1, 1, 0, 15), datetime(2024, 1, 2, 3, 4)], pa.timestamp("us"))
+
+    def month(path, id_type, text_type, time_type):
+        path.parent.mkdir()
+        _one_row_month(
+            path,
+            hvfhs_license_num=pa.array(["HV0003", None], text_type),
+            pickup_datetime=times.cast(time_type),
+            dropoff_datetime=times.cast(time_type),
+            PULocationID=pa.array([1, 265], id_type),
+            trip_miles=[1.5, 0.30000000000000004],
+        )
+        return tlc.read_blocks(path, TLC_FHVHV)[1]
+
+    a = list(month(tmp_path / "a" / "fhvhv_tripdata_2024-01.parquet", pa.int64(), pa.string(), pa.timestamp("us")))
+    b = list(
+        month(tmp_path / "b" / "fhvhv_tripdata_2024-01.parquet", pa.int32(), pa.large_string(), pa.timestamp("ns"))
+    )
+    c = list(month(tmp_path / "c" / "fhvhv_tripdata_2024-01.parquet", pa.float64(), pa.string(), pa.timestamp("ms")))
+    assert a == b == c
+
+
+def test_extract_verifies_and_records_the_file(tlc_settings, tlc_server):
+    month = Month(2024, 1)
+    info = extract(tlc_settings, TLC_FHVHV, month)
+    assert info.downloaded and info.data_lines == ROWS == pq.read_metadata(info.path).num_rows
+    assert Path(info.path) == tlc_settings.download_dir / "tlc" / "fhvhv" / "fhvhv_tripdata_2024-01.parquet"
+    served = tlc_server.root / "fhvhv_tripdata_2024-01.parquet"
+    assert info.sha256 == hashlib.sha256(served.read_bytes()).hexdigest()
+    assert info.etag == f'"{hashlib.md5(served.read_bytes()).hexdigest()}"' and info.last_modified
+    assert info.header == pq.read_schema(served).names  # as published
+    again = extract(tlc_settings, TLC_FHVHV, month)
+    assert not again.downloaded  # one HEAD asked whether the file changed: it did not
+
+
+def test_an_unpublished_month_is_one_403_and_one_clear_error(tlc_settings, tlc_server):
+    month = LATEST.next()
+    before = len(tlc_server.requests)
+    with pytest.raises(NotPublishedError) as caught:
+        extract(tlc_settings, TLC_YELLOW, month)
+    assert "not published yet" in str(caught.value) and "returned 403" in str(caught.value)
+    assert tlc_server.requests[before:] == [("GET", f"/trip-data/yellow_tripdata_{month}.parquet")]  # no retries
+    assert not local_path(tlc_settings, TLC_YELLOW, month).parent.exists() or not any(
+        local_path(tlc_settings, TLC_YELLOW, month).parent.iterdir()
+    )
+    assert remote_file(tlc_settings, TLC_YELLOW, month) is None
+    assert newest_published(tlc_settings, TLC_YELLOW, LATEST.next().next())[0] == LATEST
+
+
+def test_server_errors_and_cut_transfers_are_retried(tlc_settings, tlc_server):
+    month = Month(2024, 2)
+    name = f"green_tripdata_{month}.parquet"
+    tlc_server.break_next(name, 503)
+    tlc_server.break_next(name, "truncate")
+    info = extract(tlc_settings, TLC_DATASETS["green"], month)
+    gets = [r for r in tlc_server.requests if r == ("GET", f"/trip-data/{name}")]
+    assert len(gets) == 3 and info.data_lines == ROWS
+
+
+def test_a_cut_file_is_refused_and_nothing_is_kept(tlc_settings, tlc_server, tmp_path):
+    month = Month(2024, 3)
+    served = tlc_server.root / f"fhv_tripdata_{month}.parquet"
+    write_tlc_month(served, "fhv", month, ROWS)
+    served.write_bytes(served.read_bytes()[: served.stat().st_size // 2])  # served whole: it is the file
+    env = settings_env(tlc_settings)
+    result = run_cli("extract", "--source", "tlc", "--taxi", "fhv", "--month", str(month), env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: tlc_fhv 2024-03: downloaded file rejected")
+    assert "not a complete Parquet file" in result.stderr
+    assert not any(local_path(tlc_settings, TLC_DATASETS["fhv"], month).parent.iterdir())
+    served.unlink()
+
+
+def test_a_republished_file_is_downloaded_and_loaded_again(tlc_settings, tlc_server):
+    ds, month = TLC_DATASETS["green"], Month(2024, 5)
+    first = extract(tlc_settings, ds, month)
+    with psycopg.connect(tlc_settings.postgres_dsn) as conn:
+        load_postgres(conn, ds, month, Path(first.path), expected_rows=first.data_lines)
+        assert loaded_from(conn, ds, month)["etag"] == first.etag
+    tlc_server.republish("green", month, variant=3)
+    second = extract(tlc_settings, ds, month)
+    assert second.downloaded and second.etag != first.etag and second.data_lines == ROWS + 3
+    with psycopg.connect(tlc_settings.postgres_dsn) as conn:
+        report = load_postgres(conn, ds, month, Path(second.path), expected_rows=second.data_lines)
+        assert report.replaced_previous and report.rows_loaded == ROWS + 3
+        origin = loaded_from(conn, ds, month)
+    assert (origin["etag"], origin["bytes"], origin["sha256"]) == (second.etag, second.bytes, second.sha256)
+
+
+def test_a_bad_republished_file_keeps_the_months_rows(tlc_settings, tlc_server):
+    ds, month = TLC_DATASETS["fhv"], Month(2024, 6)
+    info = extract(tlc_settings, ds, month)
+    with psycopg.connect(tlc_settings.postgres_dsn) as conn:
+        load_postgres(conn, ds, month, Path(info.path), expected_rows=info.data_lines)
+    served = tlc_server.root / ds.file_name(month)
+    _one_row_month(served, dispatching_base_num=["B1"], pickup_datetime=["noon"], dropOff_datetime=["later"])
+    with pytest.raises(BadFileError, match="pickup_datetime"):
+        extract(tlc_settings, ds, month)
+    with psycopg.connect(tlc_settings.postgres_dsn) as conn:
+        assert conn.execute(f'SELECT count(*) FROM "{partition_name(ds, month)}"').fetchone()[0] == ROWS
+        assert loaded_from(conn, ds, month)["etag"] == info.etag
+    served.unlink()
+
+
+@pytest.mark.parametrize(("feed", "month"), [("yellow", "2010-02"), ("yellow", "2025-01"), ("fhvhv", "2019-02")])
+def test_postgres_and_bigquery_hold_the_same_rows(cloud_settings, tlc_server, feed, month):
+    settings = replace(cloud_settings, tlc_url=tlc_server.url)
+    ds, m = TLC_DATASETS[feed], Month.parse(month)
+    ensure_bucket(settings)
+    ensure_dataset(settings)
+    info = extract(settings, ds, m)
+    with psycopg.connect(settings.postgres_dsn) as conn:
+        load_postgres(conn, ds, m, Path(info.path), expected_rows=info.data_lines)
+        pg_ids = sorted(r[0] for r in conn.execute(f'SELECT unique_row_id FROM "{partition_name(ds, m)}"'))
+        pg_sums = conn.execute(
+            f"SELECT count(*), count(DISTINCT unique_row_id), min({ds.pickup_column}), max({ds.pickup_column})"
+            f' FROM "{partition_name(ds, m)}"'
+        ).fetchone()
+    upload_gcs(settings, ds, m, Path(info.path))
+    load_bigquery(settings, ds, m, expected_rows=info.data_lines)
+    rows = (
+        bigquery_client(settings)
+        .query(
+            f"SELECT unique_row_id, {ds.pickup_column} AS pickup FROM `{table_id(settings, ds)}` WHERE month = '{m}-01'"
+        )
+        .result()
+    )
+    rows = list(rows)
+    assert sorted(r.unique_row_id for r in rows) == pg_ids
+    assert len(pg_ids) == ROWS == pg_sums[0] == pg_sums[1]
+    pickups = sorted(r.pickup.replace(tzinfo=None) for r in rows)
+    assert (pickups[0], pickups[-1]) == (pg_sums[2], pg_sums[3])
+
+
+def test_the_cli_loads_a_tlc_month_and_keeps_the_sources_apart(tlc_settings, source_server):
+    env = settings_env(tlc_settings)
+    tlc_run = run_cli("load-postgres", "--source", "tlc", "--taxi", "green", "--month", "2019-01", env=env)
+    mirror_run = run_cli("load-postgres", "--taxi", "green", "--month", "2019-01", env=env)
+    assert tlc_run.returncode == 0 and mirror_run.returncode == 0, tlc_run.stderr + mirror_run.stderr
+    outputs = json.loads(tlc_run.stdout.splitlines()[0].strip(":"))["outputs"]
+    assert outputs["table"] == "tlc_green_tripdata" and outputs["rows_loaded"] == ROWS
+    with psycopg.connect(tlc_settings.postgres_dsn) as conn:
+        tables = dict(conn.execute("SELECT relname, 1 FROM pg_class WHERE relname LIKE '%green_tripdata'").fetchall())
+        assert set(tables) == {"green_tripdata", "tlc_green_tripdata"}
+        assert conn.execute("SELECT count(*) FROM tlc_green_tripdata").fetchone()[0] == ROWS
+        assert conn.execute("SELECT count(*) FROM green_tripdata").fetchone()[0] != ROWS  # the mirror's own month
+    fhvhv_mirror = run_cli("extract", "--taxi", "fhvhv", "--month", "2019-01", env=env)
+    assert fhvhv_mirror.returncode == 1
+    assert (
+        fhvhv_mirror.stderr.strip()
+        == "error: unknown taxi type 'fhvhv' for source mirror; choose one of green, yellow, fhv"
+    )
+
+
+def test_newest_month_tells_whether_that_very_file_is_loaded(tlc_settings, tlc_server):
+    env = settings_env(tlc_settings)
+
+    def newest() -> dict:
+        result = run_cli("newest-month", "--source", "tlc", "--taxi", "fhv", env=env)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout.splitlines()[0].strip(":"))["outputs"]
+
+    now = Month.parse(datetime.now().strftime("%Y-%m"))
+    first = newest()
+    assert first["month"] == str(min(LATEST, now.previous())) and not first["loaded"]
+    assert (
+        run_cli("load-postgres", "--source", "tlc", "--taxi", "fhv", "--month", first["month"], env=env).returncode == 0
+    )
+    assert newest()["loaded"]
+    tlc_server.republish("fhv", Month.parse(first["month"]), variant=1)
+    again = newest()
+    assert not again["loaded"] and again["etag"] != first["etag"]
+
+
+def test_era_schemas_of_the_stand_in_match_the_facts():
+    """The generated files are only as good as their schemas: spot checks against tlc.md."""
+    assert tlc_era_schema("yellow", Month(2009, 1)).field("Trip_Pickup_DateTime").type == pa.string()
+    assert "__index_level_0__" in tlc_era_schema("yellow", Month(2010, 3)).names
+    assert tlc_era_schema("fhvhv", Month(2019, 2)).field("wav_match_flag").type == pa.null()
+    assert "request_source" in tlc_era_schema("green", Month(2026, 6)).names
