@@ -69,7 +69,12 @@ def test_purge_download_reports_what_it_freed_and_a_second_run_is_a_no_op(settin
     }
     assert on_disk > extracted["outputs"]["bytes"] and list(folder.iterdir()) == []
     assert purged["metrics"] == [
-        {"name": "bytes_freed", "type": "counter", "value": on_disk, "tags": {"source": "mirror", "taxi": "green", "month": "2019-04"}}
+        {
+            "name": "bytes_freed",
+            "type": "counter",
+            "value": on_disk,
+            "tags": {"source": "mirror", "taxi": "green", "month": "2019-04"},
+        }
     ]
     again, stderr = _step(settings, "purge-download", "green", "2019-04")
     assert again["outputs"] == {"folder": str(folder), "removed": [], "bytes_freed": 0}

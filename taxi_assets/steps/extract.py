@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from taxi_assets.config import SOURCE_URL, Settings
+from taxi_assets.config import SOURCE_URL, TLC_URL, Settings
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.errors import BadFileError, ConfigError, DownloadError, NotPublishedError
 from taxi_assets.months import Month
@@ -48,11 +48,15 @@ _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _BUFFER = 1 << 20
 _PART = ".part-"  # temp files: `<file>.part-<pid>` and its sidecar `<file>.part-<pid>.json`
 _TEMP_NAME = re.compile(r"^.+\.part-\d+(\.json)?$")  # a download's, a record's or a conversion's
-_OFFLINE_HINT = (
-    f"set {SOURCE_URL} to a reachable release server, e.g. "
+# How to work offline, per source: the local stand-in of its host.
+_OFFLINE_HINT = {
+    "mirror": f"set {SOURCE_URL} to a reachable release server, e.g. "
     "`python -m taxi_assets.sample_server --dir /tmp/release --port 8765` and "
-    f"{SOURCE_URL}=http://127.0.0.1:8765"
-)
+    f"{SOURCE_URL}=http://127.0.0.1:8765",
+    "tlc": f"set {TLC_URL} to a reachable host, e.g. "
+    "`python -m taxi_assets.tlc_sample --dir /tmp/trip-data --port 8766` and "
+    f"{TLC_URL}=http://127.0.0.1:8766/trip-data",
+}
 
 
 @dataclass(frozen=True)
@@ -290,7 +294,7 @@ def _remote(url: str, resp: requests.Response) -> Remote:
     return Remote(url, size, resp.headers.get("ETag", ""), resp.headers.get("Last-Modified", ""))
 
 
-def _retrying(settings: Settings, what: str, url: str, attempt_once, retries: int | None = None):
+def _retrying(settings: Settings, dataset: TaxiDataset, what: str, url: str, attempt_once, retries: int | None = None):
     """`attempt_once()` again after network errors and 5xx (backing off; `retries` times, default
     the setting's), but not after a host name that does not resolve: that is no passing fault, it
     is a machine offline."""
@@ -303,7 +307,8 @@ def _retrying(settings: Settings, what: str, url: str, attempt_once, retries: in
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             if (host := _unresolved_host(exc)) is not None:
                 host = host or urlsplit(url).hostname
-                raise DownloadError(f"{what}: cannot resolve {host} (no network?): {_OFFLINE_HINT}") from None
+                hint = _OFFLINE_HINT[dataset.source.name]
+                raise DownloadError(f"{what}: cannot resolve {host} (no network?): {hint}") from None
             if attempt > retries:
                 raise DownloadError(f"{what}: download failed after {attempt} attempts: {exc}") from None
             wait = settings.http_backoff * 2 ** (attempt - 1)
@@ -332,7 +337,7 @@ def remote_file(settings: Settings, dataset: TaxiDataset, month: Month, *, retri
             return _remote(url, resp)
 
     try:
-        return _retrying(settings, what, url, head, retries)
+        return _retrying(settings, dataset, what, url, head, retries)
     except NotPublishedError:
         return None
 
@@ -357,7 +362,7 @@ def _fetch(url: str, dest: Path, settings: Settings, dataset: TaxiDataset, month
     def get() -> tuple[str, Remote]:
         return _get(url, dest, settings, dataset, month)
 
-    return _retrying(settings, what, url, get)
+    return _retrying(settings, dataset, what, url, get)
 
 
 def _get(url: str, dest: Path, settings: Settings, dataset: TaxiDataset, month: Month) -> tuple[str, Remote]:
