@@ -58,6 +58,17 @@ def test_the_cli_says_in_one_line_at_once_what_to_do_offline(tmp_path, no_proxy)
     assert list((tmp_path / "state" / "downloads" / "green").iterdir()) == []
 
 
+def test_the_tlc_source_names_its_own_variable_and_stand_in(tmp_path, no_proxy):
+    env = {"TAXI_TLC_URL": UNRESOLVABLE + "/trip-data", "TAXI_STATE_DIR": str(tmp_path / "state")}
+    result = run_cli("extract", "--source", "tlc", "--taxi", "fhvhv", "--month", "2024-01", env=env)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: tlc_fhvhv 2024-01: cannot resolve no-such-host.invalid (no network?): set TAXI_TLC_URL to a"
+        " reachable host, e.g. `python -m taxi_assets.tlc_sample --dir /tmp/trip-data --port 8766` and"
+        " TAXI_TLC_URL=http://127.0.0.1:8766/trip-data"
+    ]
+
+
 def test_a_name_that_does_not_resolve_is_tried_once(tmp_path, no_proxy, requests_made):
     settings = Settings(source_url=UNRESOLVABLE, state_dir=tmp_path, http_retries=5, http_backoff=1.0)
     started = time.monotonic()

@@ -98,6 +98,20 @@ def test_every_era_reads_as_the_feeds_canonical_schema(tmp_path, feed, month):
             ), column
 
 
+@pytest.mark.parametrize(("feed", "month"), ERAS)
+def test_every_era_loads_into_postgres(tlc_settings, feed, month):
+    ds, m = TLC_DATASETS[feed], Month.parse(month)
+    info = extract(tlc_settings, ds, m)
+    with psycopg.connect(tlc_settings.postgres_dsn) as conn:
+        report = load_postgres(conn, ds, m, Path(info.path), expected_rows=info.data_lines)
+        distinct = conn.execute(
+            f'SELECT count(DISTINCT unique_row_id), count(*) FILTER (WHERE filename = %s) FROM "{report.partition}"',
+            (ds.file_name(m),),
+        ).fetchone()
+    assert report.table == f"tlc_{feed}_tripdata" and report.rows_loaded == ROWS == distinct[0] == distinct[1]
+    assert 1 <= report.out_of_month_rows <= 2  # the generated months' stray pickups, kept and counted
+
+
 def test_older_yellow_years_keep_coordinates_and_have_no_zones(tmp_path):
     path = tmp_path / "yellow_tripdata_2009-01.parquet"
     write_tlc_month(path, "yellow", Month(2009, 1), ROWS)
