@@ -15,7 +15,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from taxi_assets.config import Settings
@@ -221,11 +221,13 @@ def cmd_schedule_month(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_newest_month(args: argparse.Namespace, settings: Settings) -> None:
     from taxi_assets import database
+    from taxi_assets.months import month_just_ended
     from taxi_assets.steps.extract import newest_published
     from taxi_assets.steps.postgres import loaded_from
 
     ds = _dataset(args)
-    found = newest_published(settings, ds, Month.parse(datetime.now().strftime("%Y-%m")))
+    this_month = month_just_ended(datetime.now(timezone.utc)).next()  # in New York, as the sensor reckons
+    found = newest_published(settings, ds, this_month)
     if found is None:
         raise ConfigError(f"{ds.name}: no month published in the last months (is {ds.source.url_variable} right?)")
     month, remote = found
