@@ -20,8 +20,10 @@ import shutil
 import signal
 import subprocess
 import threading
+import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 from helpers import ROOT, free_port
 
@@ -61,6 +63,22 @@ def build(log: Path) -> str:
         pytest.fail(f"building the Kestra harness failed (mvn exit {done.returncode}); log: {log}", pytrace=False)
     classpath = (PROJECT / "target" / "classpath.txt").read_text().strip()
     return os.pathsep.join([str(PROJECT / "target" / "classes"), classpath])
+
+
+@contextlib.contextmanager
+def database_with_password(admin_dsn: str, prefix: str, password: str):
+    """A taxi-data database of its own, reached by a role with a password (so that a test can
+    look for the password in Kestra's logs); dropped afterwards. Yields its DSN."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+        conn.execute(f"CREATE ROLE {name} LOGIN SUPERUSER PASSWORD '{password}'")
+    try:
+        yield psycopg.conninfo.make_conninfo(admin_dsn, dbname=name, user=name, password=password)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            conn.execute(f"DROP ROLE IF EXISTS {name}")
 
 
 def secret_env(secrets: dict[str, str]) -> dict[str, str]:

@@ -25,7 +25,7 @@ import psycopg
 import pytest
 import yaml
 from helpers import ROOT, dagster_resources, unconfigured_env
-from kestra_harness import FLOWS_DIR, Kestra, build, secret_env
+from kestra_harness import FLOWS_DIR, Kestra, build, database_with_password, secret_env
 
 from taxi_assets import config
 from taxi_assets.config import Settings
@@ -66,14 +66,8 @@ def source(tmp_path_factory):
 def kestra_db(pg_admin_dsn):
     """The taxi-data database the flows load into, reached by a role with a password (so the
     test can look for it in the logs)."""
-    name = f"kestra_taxi_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-        conn.execute(f"CREATE ROLE {name} LOGIN SUPERUSER PASSWORD '{PASSWORD}'")
-    yield psycopg.conninfo.make_conninfo(pg_admin_dsn, dbname=name, user=name, password=PASSWORD)
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"DROP ROLE IF EXISTS {name}")
+    with database_with_password(pg_admin_dsn, "kestra_taxi", PASSWORD) as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import dagster as dg
 import psycopg
 import pytest
 from helpers import dagster_resources, unconfigured_env
-from kestra_harness import FLOWS_DIR, Kestra, build, secret_env
+from kestra_harness import FLOWS_DIR, Kestra, build, database_with_password, secret_env
 from psycopg import sql
 
 from taxi_assets import config
@@ -54,14 +54,8 @@ def tlc(tmp_path_factory):
 @pytest.fixture(scope="module")
 def kestra_db(pg_admin_dsn):
     """The taxi-data database, reached by a role with a password (looked for in the logs)."""
-    name = f"kestra_tlc_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-        conn.execute(f"CREATE ROLE {name} LOGIN SUPERUSER PASSWORD '{PASSWORD}'")
-    yield psycopg.conninfo.make_conninfo(pg_admin_dsn, dbname=name, user=name, password=PASSWORD)
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"DROP ROLE IF EXISTS {name}")
+    with database_with_password(pg_admin_dsn, "kestra_tlc", PASSWORD) as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="module")
