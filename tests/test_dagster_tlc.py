@@ -13,10 +13,11 @@ from helpers import dagster_resources
 from taxi_assets.datasets import TLC_DATASETS
 from taxi_assets.definitions import defs
 from taxi_assets.defs import checks
-from taxi_assets.defs.assets import build_taxi_chain, file_key
+from taxi_assets.defs.assets import bigquery_key, build_taxi_chain, file_origin, postgres_key
 from taxi_assets.defs.checks import build_bigquery_checks, build_gcs_check, build_postgres_checks
 from taxi_assets.defs.sensors import loaded_files
 from taxi_assets.months import Month, month_just_ended
+from taxi_assets.steps.extract import extract
 from taxi_assets.tlc_sample import TlcServer
 
 ROWS = 300
@@ -46,13 +47,15 @@ def test_each_feed_has_a_chain_a_job_and_a_sensor_with_partitions_from_its_first
     }
 
 
-def test_a_tlc_month_materializes_with_every_check_passing(cloud_settings, tlc_server):
+def test_a_tlc_month_materializes_with_every_check_passing_and_the_sensor_moves_on(cloud_settings, tlc_server):
     settings = replace(cloud_settings, tlc_url=tlc_server.url)
     ds = TLC_DATASETS["fhvhv"]  # 2019-02: airport_fee and wav_match_flag typed null
+    instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         [*build_taxi_chain(ds), build_postgres_checks(ds), build_gcs_check(ds), build_bigquery_checks(ds)],
         partition_key="2019-02",
         resources=dagster_resources(settings),
+        instance=instance,
     )
     assert result.success
     assert result.asset_materializations_for_node("tlc_fhvhv_trips_postgres")[0].metadata[
@@ -65,6 +68,10 @@ def test_a_tlc_month_materializes_with_every_check_passing(cloud_settings, tlc_s
         k: e.metadata for k, e in evaluations.items() if not e.passed
     }
     assert evaluations[("tlc_fhvhv_trips_bigquery", checks.MATCHES_POSTGRES)].metadata["postgres"].value["rows"] == ROWS
+    # The run's loads are what the sensor reads: it asks for the next month.
+    tick = _tick(defs.resolve_sensor_def("tlc_fhvhv_published_months"), instance, settings)
+    assert [r.partition_key for r in tick.run_requests] == ["2019-03"]
+    instance.dispose()
 
 
 def _tick(sensor, instance, settings, cursor=None):
@@ -76,22 +83,26 @@ def _tick(sensor, instance, settings, cursor=None):
     return result
 
 
+def _loaded(instance, settings, ds, month: Month) -> None:
+    """Record a month as loaded into Postgres and BigQuery from the file the server has now, as
+    the two load assets' materializations record it (the loads themselves: the test above)."""
+    origin = file_origin(extract(settings, ds, month))
+    for key in (postgres_key(ds), bigquery_key(ds)):
+        instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=str(month), metadata=origin))
+
+
 def test_the_sensor_requests_new_months_as_they_appear_and_republished_ones_again(settings, tlc_server):
     settings = replace(settings, tlc_url=tlc_server.url)
     ds = TLC_DATASETS["green"]
     sensor = defs.resolve_sensor_def("tlc_green_published_months")
-    file_asset = build_taxi_chain(ds)[0]
     newest = NOW.previous().previous()
     with dg.DagsterInstance.ephemeral() as instance:
         # Nothing loaded: the newest published month (the month just ended is not out yet).
         first = _tick(sensor, instance, settings)
         assert [r.partition_key for r in first.run_requests] == [str(newest)]
         assert first.run_requests[0].tags["taxi_assets/reason"] == "published"
-        resources = dagster_resources(settings)
         for month in (newest.previous(), newest):
-            assert dg.materialize(
-                [file_asset], partition_key=str(month), instance=instance, resources=resources
-            ).success
+            _loaded(instance, settings, ds, month)
         assert set(loaded_files(instance, ds)) == {newest.previous(), newest}
         # Loaded up to the newest: nothing to ask for until the TLC publishes the next month.
         idle = _tick(sensor, instance, settings)
@@ -113,13 +124,10 @@ def test_the_sensor_walks_older_months_in_turn(settings, tlc_server):
     settings = replace(settings, tlc_url=tlc_server.url)
     ds = TLC_DATASETS["fhv"]
     sensor = defs.resolve_sensor_def("tlc_fhv_published_months")
-    file_asset = build_taxi_chain(ds)[0]
     months = [Month(2019, 11), Month(2019, 12), *(Month(2020, m) for m in range(1, 13))]  # 14 loaded
     with dg.DagsterInstance.ephemeral() as instance:
         for month in months:
-            assert dg.materialize(
-                [file_asset], partition_key=str(month), instance=instance, resources=dagster_resources(settings)
-            ).success
+            _loaded(instance, settings, ds, month)
         tlc_server.republish("fhv", Month(2019, 11), variant=1)  # the oldest: checked on the second tick
 
         def republished(result) -> list[str]:
@@ -130,4 +138,10 @@ def test_the_sensor_walks_older_months_in_turn(settings, tlc_server):
         assert [r.partition_key for r in first.run_requests] == ["2021-01"]  # the next month, published
         second = _tick(sensor, instance, settings, cursor=first.cursor)
         assert republished(second) == ["2019-11"] and second.cursor == str(NOW)  # the walk starts over
-        assert file_key(ds) == "tlc_fhv_trips_parquet"
+
+        # A month loaded into Postgres from one file and into BigQuery from another is loaded again.
+        tlc_server.republish("fhv", Month(2020, 12), variant=1)
+        origin = file_origin(extract(settings, ds, Month(2020, 12)))
+        loaded = dg.AssetMaterialization(postgres_key(ds), partition="2020-12", metadata=origin)
+        instance.report_runless_asset_event(loaded)
+        assert loaded_files(instance, ds)[Month(2020, 12)] == ("", None)

@@ -23,7 +23,7 @@ from taxi_assets.defs.resources import TaxiBigQueryResource, TaxiGcsResource, Ta
 from taxi_assets.months import Month
 from taxi_assets.rows import read_blocks
 from taxi_assets.steps.bigquery import load_bigquery
-from taxi_assets.steps.extract import extract
+from taxi_assets.steps.extract import FileInfo, extract
 from taxi_assets.steps.gcp_setup import ensure_dataset
 from taxi_assets.steps.gcs import ensure_bucket, upload_gcs
 from taxi_assets.steps.postgres import load_postgres, partition_name
@@ -71,6 +71,12 @@ def _file_preview(path: Path, dataset: TaxiDataset) -> str:
     first, _ = next(blocks, ([], False))
     rows = list(csv.reader(line.decode(errors="replace") for line in first[:PREVIEW_ROWS]))
     return markdown_table(header, rows)
+
+
+def file_origin(info: FileInfo) -> dict:
+    """Which file a load took its rows from, in both loads' metadata: the TLC sensor compares
+    the ETag and size with the server's to notice a re-published file."""
+    return {"file_size_bytes": info.bytes, "file_sha256": info.sha256, "file_etag": info.etag}
 
 
 def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
@@ -124,8 +130,7 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
                 "dagster/row_count": report.rows_loaded,
                 "dagster/column_schema": column_schema(dataset),
                 "partition_table": report.partition,
-                "file_size_bytes": info.bytes,
-                "file_sha256": info.sha256,
+                **file_origin(info),
                 "duplicate_rows": report.duplicate_rows,
                 "out_of_month_rows": report.out_of_month_rows,
                 "null_keys": MetadataValue.json(report.null_keys),
@@ -182,6 +187,7 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
             metadata={
                 "dagster/row_count": report.rows,
                 "dagster/table_name": report.table,
+                **file_origin(info),
                 "source_uri": report.source_uri,
                 "load_seconds": report.seconds,
             }

@@ -2,10 +2,10 @@
 
 The TLC publishes a month about two months after it ends, on no fixed day, and sometimes
 uploads files again. Per feed, a sensor asks CloudFront for the month after the newest one
-loaded (with none loaded: the newest published) and requests its run once it answers 200 (one
-month per tick: older history is loaded by a backfill); and
-it compares the ETag and size of months already loaded with what their file asset recorded,
-requesting a month again when the server now has another file. Run keys carry the ETag, so a
+loaded into both Postgres and BigQuery (with none loaded: the newest published) and requests
+its run once it answers 200, one month per tick (older history is a backfill's job). It also
+compares the ETag and size of months already loaded with the file their loads recorded, and
+requests a month again when the server now has another file. Run keys carry the ETag, so a
 file is requested once however often the sensor ticks.
 """
 
@@ -25,7 +25,7 @@ from dagster import (
 )
 
 from taxi_assets.datasets import TaxiDataset
-from taxi_assets.defs.assets import file_key
+from taxi_assets.defs.assets import bigquery_key, postgres_key
 from taxi_assets.defs.resources import TaxiSourceResource
 from taxi_assets.errors import DownloadError
 from taxi_assets.months import TIMEZONE, Month, month_just_ended
@@ -37,15 +37,13 @@ RECENT_MONTHS = 6
 OLDER_MONTHS_PER_TICK = 6
 
 
-def loaded_files(instance, dataset: TaxiDataset) -> dict[Month, tuple[str, int | None]]:
-    """Each materialized month of the feed's file asset: the ETag and size its latest
-    materialization recorded."""
+def _latest_origins(instance, key: str) -> dict[Month, tuple[str, int | None]]:
+    """Each materialized month of an asset: the file (ETag, size) its latest materialization
+    says it loaded from."""
     found: dict[Month, tuple[str, int | None]] = {}
     cursor = None
     while True:
-        result = instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=AssetKey(file_key(dataset))), limit=500, cursor=cursor
-        )
+        result = instance.fetch_materializations(AssetRecordsFilter(asset_key=AssetKey(key)), limit=500, cursor=cursor)
         for record in result.records:  # newest first: the first seen per month is its latest
             materialization = record.asset_materialization
             if materialization is None or materialization.partition is None:
@@ -53,19 +51,26 @@ def loaded_files(instance, dataset: TaxiDataset) -> dict[Month, tuple[str, int |
             month = Month.parse(materialization.partition)
             if month not in found:
                 meta = materialization.metadata
-                etag = meta["etag"].value if "etag" in meta else ""
-                size = meta["size_bytes"].value if "size_bytes" in meta else None
+                etag = meta["file_etag"].value if "file_etag" in meta else ""
+                size = meta["file_size_bytes"].value if "file_size_bytes" in meta else None
                 found[month] = (etag, size)
         if not result.has_more:
             return found
         cursor = result.cursor
 
 
+def loaded_files(instance, dataset: TaxiDataset) -> dict[Month, tuple[str, int | None]]:
+    """The months loaded into both Postgres and BigQuery, with the file (ETag, size) they were
+    loaded from; a month the two loaded from different files counts as loaded from neither
+    (its ETag is then "", which any server ETag differs from)."""
+    postgres = _latest_origins(instance, postgres_key(dataset))
+    bigquery = _latest_origins(instance, bigquery_key(dataset))
+    return {m: origin if bigquery[m] == origin else ("", None) for m, origin in postgres.items() if m in bigquery}
+
+
 def _changed(remote: Remote, recorded: tuple[str, int | None]) -> bool:
     etag, size = recorded
-    return (bool(remote.etag) and bool(etag) and remote.etag != etag) or (
-        remote.bytes is not None and size is not None and remote.bytes != size
-    )
+    return remote.etag != etag or (remote.bytes is not None and size is not None and remote.bytes != size)
 
 
 def _request(month: Month, remote: Remote, reason: str) -> RunRequest:
