@@ -1,0 +1,503 @@
+"""The TLC's own Parquet at real scale: load-postgres against its COPY floor, and every step's memory (issue 11).
+
+    .venv/bin/python benchmarks/tlc.py                    # fhvhv 2024-01 at 20 M rows; writes benchmarks/RESULTS-tlc.txt
+    .venv/bin/python benchmarks/tlc.py --rows 2000000     # a quicker look (prints only, unless --write)
+
+Targets: a Parquet month loads into Postgres at <= 1.3 x the COPY floor of the same rows as CSV,
+streaming by row group; every step's peak RSS <= 400 MB for an fhvhv month at real scale
+(~20 M rows, 25 columns; the real fhvhv 2024-01 holds 19,663,930 rows).
+
+A generated fhvhv 2024-01 (`tlc_sample.write_tlc_month`, the seed `TlcServer` uses; cached under
+benchmarks/.cache/tlc/<rows>/) is served by a local `TlcServer` (TAXI_TLC_URL) and goes through
+the steps, each a CLI process (`python -m taxi_assets <step> --source tlc ...`) started by a lean
+launcher (chain.py's `run_step`: the step's own wall time and peak RSS, not this process's):
+
+- extract, first run (download from the local server, verification, row ids), then a re-run
+  (the cached month: sha256 of the file, row-id file check, HEAD to the server);
+- (f) the floor: the very lines load-postgres sends to COPY (`unique_row_id,<canonical line>`,
+  built once with `tlc.read_blocks` + `rows.rows_with_ids` + extract's row ids, gzipped into
+  the cache), `zcat file | psql -c "\\copy ..."` into a plain unpartitioned table of the same
+  columns (`filename` a default), as benchmarks/run.py's (f);
+- (t) `load-postgres` on the extracted download, into the real (partitioned, swapped) table;
+  (f) and (t) alternate `--repeat` times, each after the same clean slate (the floor table
+  truncated, the month's table dropped, CHECKPOINT); medians are compared. (t) is reported as
+  the command's wall time (interpreter start, imports, extract's check of the cached month,
+  the load) and as the load's own time (its `seconds` output);
+- where the time goes: the producer side of the load (Parquet decode, cast to the canonical
+  schema, CSV rendering, row ids and halves) timed pass by pass in one process of its own, and
+  `zcat` of the floor file alone;
+- load-postgres once more, the month loaded (a re-run replacing it), with the memory sampler on;
+- upload-gcs (conversion to typed Parquet while uploading to fake-gcs-server), the conversion
+  alone (write_parquet, its own process), load-bigquery (bqemulator; given up after
+  `--bigquery-timeout` seconds).
+
+The embedded Postgres is started and held by this script (a running server, as a DSN would
+point to); `gcp-setup` starts the emulators after the Postgres part (untimed). A private state
+folder under /tmp holds everything and is removed at the end (emulators stopped with
+`python -m taxi_assets emulators stop`). While the untimed-ratio steps run, a thread samples the
+machine's used memory and the summed PSS of this benchmark's processes (step, Postgres,
+emulators), as chain.py does; it is off during the (f)/(t) alternation.
+
+EMULATOR FIGURES: fake-gcs-server and bqemulator (DuckDB) on this machine, not Google Cloud.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from chain import _LAUNCHER, MemorySampler, Report, command_env, hold_postgres, machine_used_mb, tear_down  # noqa: E402
+from run import CACHE  # noqa: E402
+
+from taxi_assets.config import Settings  # noqa: E402
+from taxi_assets.datasets import TLC_FHVHV  # noqa: E402
+from taxi_assets.months import Month  # noqa: E402
+from taxi_assets.steps.extract import local_path  # noqa: E402
+
+DATASET = TLC_FHVHV
+MONTH = Month(2024, 1)
+SEED = MONTH.year * 100 + MONTH.month  # what TlcServer generates a month with
+REAL_ROWS = 20_000_000  # the real fhvhv 2024-01 holds 19,663,930
+RESULTS = ROOT / "benchmarks" / "RESULTS-tlc.txt"
+LIMIT_MB = 400
+TARGET_RATIO = 1.3
+FLOOR_TABLE = "tlc_floor"
+STEP_ARGS = ["--source", "tlc", "--taxi", DATASET.taxi, "--month", str(MONTH)]
+
+# --- scripts run in processes of their own (this one stays lean) ---------------------------
+
+_GENERATE = r"""
+import sys
+from pathlib import Path
+from taxi_assets.months import Month
+from taxi_assets.tlc_sample import write_tlc_month
+write_tlc_month(Path(sys.argv[1]), "fhvhv", Month(2024, 1), int(sys.argv[2]), seed=int(sys.argv[3]))
+"""
+
+# The exact lines load-postgres sends to COPY, with the row ids extract computed.
+_FLOOR = r"""
+import gzip, json, sys
+from pathlib import Path
+from taxi_assets.datasets import TLC_FHVHV as dataset
+from taxi_assets.rows import rows_with_ids
+from taxi_assets.steps.extract import row_ids
+from taxi_assets.tlc import read_blocks
+download, dest = Path(sys.argv[1]), Path(sys.argv[2])
+ids = row_ids(download)
+assert ids is not None, "no row ids beside the download: run extract first"
+_, blocks = read_blocks(download, dataset)
+rows = 0
+with gzip.open(dest, "wb", compresslevel=6) as out:
+    for block in rows_with_ids(blocks, normalize_integer_floats=bool(dataset.integer_float_columns), row_ids=ids):
+        out.write(b"\n".join(block) + b"\n")
+        rows += len(block)
+ids.close()
+print(json.dumps({"rows": rows}))
+"""
+
+# The load's producer, pass by pass, single-threaded (what one core does for (t) besides COPY).
+_BREAKDOWN = r"""
+import json, sys, time
+from pathlib import Path
+import pyarrow.parquet as pq
+from taxi_assets import tlc
+from taxi_assets.datasets import TLC_FHVHV as dataset
+from taxi_assets.rows import rows_with_ids
+from taxi_assets.steps.extract import row_ids
+from taxi_assets.steps.postgres import _halves
+path = Path(sys.argv[1])
+out = {}
+started = time.monotonic()
+with pq.ParquetFile(path, memory_map=False, buffer_size=1 << 20, pre_buffer=False) as f:
+    n = sum(b.num_rows for b in f.iter_batches(batch_size=tlc.BATCH_ROWS, use_threads=False))
+out["decode"] = time.monotonic() - started
+started = time.monotonic()
+n = sum(b.num_rows for b in tlc.canonical_batches(path, dataset))
+out["decode + cast"] = time.monotonic() - started
+started = time.monotonic()
+n = sum(len(tlc.csv_lines(b, path.name)) for b in tlc.canonical_batches(path, dataset))
+out["decode + cast + CSV lines"] = time.monotonic() - started
+started = time.monotonic()
+ids = row_ids(path)
+_, blocks = tlc.read_blocks(path, dataset)
+rows = rows_with_ids(blocks, normalize_integer_floats=bool(dataset.integer_float_columns), row_ids=ids)
+n = sum(count for _, count in _halves(rows))
+ids.close()
+out["... + row ids + halves (all of it)"] = time.monotonic() - started
+out["rows"] = n
+print(json.dumps(out))
+"""
+
+# The Parquet conversion alone, as upload-gcs runs it (row ids from extract's row-id file).
+_CONVERT = r"""
+import json, sys, time
+from pathlib import Path
+from taxi_assets.datasets import TLC_FHVHV
+from taxi_assets.months import Month
+from taxi_assets.parquet import write_parquet
+from taxi_assets.steps.extract import row_ids
+source, dest = Path(sys.argv[1]), Path(sys.argv[2])
+started = time.monotonic()
+rows = write_parquet(source, dest, TLC_FHVHV, Month(2024, 1), row_ids(source))
+print("::" + json.dumps({"outputs": {"seconds": time.monotonic() - started, "rows": rows}}) + "::")
+"""
+
+
+def _available_mb() -> float:
+    info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    return int(info["MemAvailable"].split()[0]) / 1024
+
+
+def run_cli(
+    env: dict, *args: str, command: list[str] | None = None, timeout: float | None = None, min_free_mb: float = 0
+) -> dict:
+    """chain.run_step with limits: `python -m taxi_assets <args>` (or `command`) started by the
+    lean launcher (the command's own peak RSS, not this process's). Past `timeout` seconds, or
+    when the machine's available memory falls under `min_free_mb` (an emulator swelling on a
+    machine shared with others), the launcher and the command are killed and
+    {"aborted": why, "seconds": ...} is returned."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(report)]
+        command = command or [sys.executable, "-m", "taxi_assets", *args]
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [*launcher, *command], env=env, stdout=out, stderr=err, cwd=ROOT, start_new_session=True
+        )
+        aborted, least = None, _available_mb()
+        while proc.poll() is None:
+            time.sleep(0.5)
+            least = min(least, _available_mb())
+            if timeout is not None and time.monotonic() - started > timeout:
+                aborted = f"not done after {timeout:.0f} s"
+            elif least < min_free_mb:
+                aborted = f"the machine's available memory fell to {least:,.0f} MB"
+            if aborted:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the command: its process group
+                proc.wait()
+                return {"aborted": aborted, "seconds": time.monotonic() - started}
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+        measured = json.loads(report.read_text()) if report.exists() else {"code": None}
+    if measured["code"] != 0:
+        raise SystemExit(f"`{' '.join(args or command)}` failed ({measured['code']}):\n{stderr[-3000:]}")
+    lines = [json.loads(line[2:-2]) for line in stdout.splitlines() if line.startswith("::{")]
+    outputs = next((line["outputs"] for line in lines if "outputs" in line), {})
+    return {"seconds": measured["seconds"], "rss_mb": measured["rss_kb"] / 1024, "outputs": outputs, "stderr": stderr}
+
+
+def _python(script: str, *args: str) -> dict:
+    """A helper script in a process of its own; its last stdout line as JSON."""
+    out = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"helper failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else {}
+
+
+# --- the cached month and its floor file ---------------------------------------------------
+
+
+def tlc_month(rows: int) -> tuple[Path, float | None]:
+    """The generated month (cached), with the seconds generating it took when it was made now."""
+    path = CACHE / "tlc" / str(rows) / DATASET.file_name(MONTH)
+    if path.exists():
+        return path, None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"generating {rows:,} fhvhv rows into {path} (once; ~0.8 s a million) ...", flush=True)
+    started = time.monotonic()
+    tmp = path.with_name(path.name + ".tmp")
+    _python(_GENERATE, str(tmp), str(rows), str(SEED))
+    tmp.rename(path)
+    seconds = time.monotonic() - started
+    print(f"  generated in {seconds:.0f} s", flush=True)
+    return path, seconds
+
+
+def floor_file(parquet: Path, download: Path, rows: int) -> Path:
+    """The lines COPY receives, gzipped, cached beside the month (rebuilt if the month is newer)."""
+    dest = parquet.with_name("floor.csv.gz")
+    if dest.exists() and dest.stat().st_mtime >= parquet.stat().st_mtime:
+        return dest
+    print(f"writing the floor's CSV ({rows:,} rows as COPY receives them) into {dest} (once) ...", flush=True)
+    started = time.monotonic()
+    tmp = dest.with_name(dest.name + ".tmp")
+    written = _python(_FLOOR, str(download), str(tmp))["rows"]
+    if written != rows:
+        raise SystemExit(f"the floor file holds {written} rows, not {rows}")
+    tmp.rename(dest)
+    print(f"  written in {time.monotonic() - started:.0f} s", flush=True)
+    return dest
+
+
+# --- Postgres: the floor and the clean slate -----------------------------------------------
+
+
+def create_floor_table(dsn: str) -> None:
+    columns = ", ".join(f"{c.sql_name} {c.pg_type}" for c in DATASET.columns)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {FLOOR_TABLE}")
+        conn.execute(
+            f"CREATE TABLE {FLOOR_TABLE} (unique_row_id text,"
+            f" filename text NOT NULL DEFAULT '{DATASET.file_name(MONTH)}', {columns})"
+        )
+
+
+def stop_emulators(env: dict) -> None:
+    """`python -m taxi_assets emulators stop` on this benchmark's state folder."""
+    subprocess.run([sys.executable, "-m", "taxi_assets", "emulators", "stop"], env=env, cwd=ROOT, capture_output=True)
+
+
+def clean_slate(dsn: str) -> None:
+    """Same start for (f) and (t): no rows in either table, no dirty pages to flush."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {FLOOR_TABLE}")
+        conn.execute(f"DROP TABLE IF EXISTS {DATASET.table}")
+        with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CHECKPOINT")
+
+
+def run_floor(dsn: str, gz: Path) -> dict:
+    from taxi_assets.psql import psql_invocation
+
+    columns = ", ".join(("unique_row_id", *DATASET.sql_names))
+    command, env = psql_invocation(
+        dsn, ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", f"\\copy {FLOOR_TABLE} ({columns}) FROM STDIN (FORMAT csv)"]
+    )
+    started = time.monotonic()
+    zcat = subprocess.Popen(["zcat", str(gz)], stdout=subprocess.PIPE)
+    subprocess.run(command, env=env, stdin=zcat.stdout, check=True)
+    zcat.stdout.close()
+    if zcat.wait():
+        raise SystemExit("zcat failed")
+    seconds = time.monotonic() - started
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(f"SELECT count(*) FROM {FLOOR_TABLE}").fetchone()[0]
+    return {"seconds": seconds, "rows": rows}
+
+
+def download_alone(url: str) -> float:
+    """The month fetched from the local server into /dev/null: extract's transfer, without its checks."""
+    started = time.monotonic()
+    subprocess.run(["curl", "-sSf", "-o", "/dev/null", url], check=True)
+    return time.monotonic() - started
+
+
+def zcat_alone(gz: Path) -> float:
+    started = time.monotonic()
+    subprocess.run(["zcat", str(gz)], stdout=subprocess.DEVNULL, check=True)
+    return time.monotonic() - started
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def _mb(n: float) -> str:
+    return f"{n:,.0f} MB"
+
+
+def _runs(seconds) -> str:
+    return ", ".join(f"{s:.2f}" for s in seconds)
+
+
+def main() -> None:  # noqa: PLR0915 (one run, read top to bottom)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=REAL_ROWS)
+    parser.add_argument("--repeat", type=int, default=3, help="alternating runs of (f) and (t)")
+    parser.add_argument("--bigquery-timeout", type=float, default=600, help="seconds before load-bigquery is given up")
+    parser.add_argument(
+        "--min-free-mb",
+        type=float,
+        default=3000,
+        help="give up upload-gcs or load-bigquery when the machine's available memory falls under this (MB)",
+    )
+    parser.add_argument("--skip-breakdown", action="store_true", help="skip timing the load's producer pass by pass")
+    parser.add_argument("--write", action="store_true", help=f"write {RESULTS.name} (default at --rows {REAL_ROWS:,})")
+    args = parser.parse_args()
+    say = Report()
+    rows = args.rows
+    parquet, generated = tlc_month(rows)
+
+    from taxi_assets.tlc_sample import TlcServer
+
+    state = Path(tempfile.mkdtemp(prefix="taxi-tlc-bench-"))
+    server = TlcServer(parquet.parent, rows=rows, latest=MONTH).start()
+    server.served(f"/trip-data/{parquet.name}")  # its md5 (the ETag) now, not during extract
+    env = command_env(state, server.url) | {"TAXI_TLC_URL": server.url}
+    download = local_path(Settings(state_dir=state), DATASET, MONTH)
+    postgres = None
+    steps: dict[str, dict] = {}
+    peaks: dict[str, object] = {}
+    floor_runs: list[dict] = []
+    load_runs: list[dict] = []
+    breakdown: dict = {}
+    setup_mb = machine_used_mb()
+    try:
+        postgres, dsn = hold_postgres(state)
+        with psycopg.connect(dsn) as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0]
+        with MemorySampler(state) as sampler:
+            with sampler.window(setup_mb) as peak:
+                steps["extract"] = run_cli(env, "extract", *STEP_ARGS)
+            peaks["extract"] = peak
+            assert steps["extract"]["outputs"]["downloaded"], steps["extract"]["outputs"]
+            assert steps["extract"]["outputs"]["data_lines"] == rows, steps["extract"]["outputs"]
+            with sampler.window() as peak:
+                steps["extract (re-run)"] = run_cli(env, "extract", *STEP_ARGS)
+            peaks["extract (re-run)"] = peak
+            assert not steps["extract (re-run)"]["outputs"]["downloaded"]
+
+        floor = floor_file(parquet, download, rows)
+        create_floor_table(dsn)
+        for i in range(args.repeat):
+            clean_slate(dsn)
+            load_average = os.getloadavg()[0]
+            f = run_floor(dsn, floor) | {"load_average": load_average}
+            assert f["rows"] == rows, f
+            floor_runs.append(f)
+            print(f"  (f) run {i + 1}: {f['seconds']:8.2f} s (load average before: {load_average:.1f})", flush=True)
+            clean_slate(dsn)
+            load_average = os.getloadavg()[0]
+            t = run_cli(env, "load-postgres", *STEP_ARGS) | {"load_average": load_average}
+            assert t["outputs"]["rows_loaded"] == rows, t["outputs"]
+            load_runs.append(t)
+            print(
+                f"  (t) run {i + 1}: {t['seconds']:8.2f} s (the load itself {t['outputs']['seconds']:.2f} s),"
+                f" peak RSS {t['rss_mb']:.0f} MB (load average before: {load_average:.1f})",
+                flush=True,
+            )
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE {FLOOR_TABLE}")  # its disk, before the cloud steps
+        zcat_s = zcat_alone(floor)
+        curl_s = download_alone(f"{server.url}/{parquet.name}")
+        if not args.skip_breakdown:
+            breakdown = _python(_BREAKDOWN, str(download))
+            assert breakdown["rows"] == rows, breakdown
+
+        with MemorySampler(state) as sampler:
+            with sampler.window() as peak:
+                steps["load-postgres (re-run, sampled)"] = run_cli(env, "load-postgres", *STEP_ARGS)
+            peaks["load-postgres (re-run, sampled)"] = peak
+            assert steps["load-postgres (re-run, sampled)"]["outputs"]["replaced_previous"]
+            run_cli(env, "gcp-setup")  # starts both emulators, makes the bucket and the dataset (untimed)
+            with sampler.window() as peak:
+                upload = run_cli(env, "upload-gcs", *STEP_ARGS, min_free_mb=args.min_free_mb)
+            steps["upload-gcs"], peaks["upload-gcs"] = upload, peak
+            if upload.get("aborted"):
+                stop_emulators(env)
+            else:
+                assert upload["outputs"]["rows"] == rows, upload["outputs"]
+            convert = run_cli(
+                env, command=[sys.executable, "-c", _CONVERT, str(download), str(state / "alone.parquet")]
+            )
+            if upload.get("aborted"):
+                steps["load-bigquery"] = {"aborted": "upload-gcs did not complete", "seconds": 0.0}
+            else:
+                with sampler.window() as peak:
+                    load = run_cli(
+                        env, "load-bigquery", *STEP_ARGS, timeout=args.bigquery_timeout, min_free_mb=args.min_free_mb
+                    )
+                steps["load-bigquery"], peaks["load-bigquery"] = load, peak
+                if load.get("aborted"):
+                    stop_emulators(env)  # bqemulator may still be loading: free the machine now
+                else:
+                    assert load["outputs"]["rows"] == rows, load["outputs"]
+    finally:
+        server.shutdown()
+        tear_down(state, env, postgres)
+
+    # --- the report ---
+    f_s = statistics.median(r["seconds"] for r in floor_runs)
+    t_s = statistics.median(r["seconds"] for r in load_runs)
+    t_own = statistics.median(r["outputs"]["seconds"] for r in load_runs)
+    t_rss = max(r["rss_mb"] for r in load_runs)
+    mem_total = int(Path("/proc/meminfo").read_text().split()[1]) / 1024
+    say(f"TLC SOURCE, fhvhv {MONTH} ({len(DATASET.columns)} canonical columns), {datetime.date.today()}")
+    say(
+        f"  {rows:,} generated rows (tlc_sample.write_tlc_month, row groups of 1,048,576):"
+        f" Parquet {parquet.stat().st_size / 1e6:,.0f} MB; the floor's CSV {floor.stat().st_size / 1e6:,.0f} MB gzipped"
+        + (f"; generated in {generated:.0f} s" if generated else "")
+    )
+    say(
+        f"  machine: {os.cpu_count()} cores, {mem_total / 1024:,.1f} GB RAM, shared with other work while this ran;"
+        f" embedded Postgres {version} (default settings, fsync on), held running by the benchmark"
+    )
+    say("")
+    say(
+        f"load-postgres against its floor (medians of {args.repeat} alternating runs, each after TRUNCATE/DROP + CHECKPOINT)"
+    )
+    say(f"  {'':<62} {'median':>9} {'rows/s':>8}   runs (1-min load average before each)")
+    for label, seconds, runs in (
+        ("(f) zcat floor.csv.gz | psql \\copy, plain table, one session", f_s, [r["seconds"] for r in floor_runs]),
+        ("(t) load-postgres --source tlc, the CLI process's wall time", t_s, [r["seconds"] for r in load_runs]),
+        ("    of which the load itself (its `seconds` output)", t_own, [r["outputs"]["seconds"] for r in load_runs]),
+    ):
+        averages = floor_runs if label.startswith("(f)") else load_runs
+        detail = ", ".join(f"{x:.2f} ({r['load_average']:.1f})" for x, r in zip(runs, averages, strict=True))
+        say(f"  {label:<62} {seconds:7.2f} s {rows / seconds / 1e3:6.0f} k   {detail}")
+    for label, ratio in (("(t) / (f), CLI wall", t_s / f_s), ("(t) / (f), the load itself", t_own / f_s)):
+        verdict = "ok" if ratio <= TARGET_RATIO else "MISSED"
+        say(f"  {label:<28} {ratio:5.2f}   target <= {TARGET_RATIO}: {verdict}")
+    say(
+        f"  (t) peak RSS {t_rss:.0f} MB (max of the runs); the CLI wall adds to the load the interpreter's start, imports"
+        f" and extract's check of the cached month (extract re-run alone: {steps['extract (re-run)']['seconds']:.2f} s)"
+    )
+    say("")
+    say("where the time goes (each alone, in a process of its own, after the runs above)")
+    say(f"  {'zcat of the floor file alone (what feeds (f))':<62} {zcat_s:7.2f} s")
+    say(f"  {'curl of the month from the local server (extract: transfer)':<62} {curl_s:7.2f} s")
+    for label, seconds in breakdown.items():
+        if label != "rows":
+            say(f"  {'producer of (t), one thread: ' + label:<62} {seconds:7.2f} s")
+    say("")
+    say(f"every step as a CLI process (lean launcher: the step's own wall time and peak RSS; target <= {LIMIT_MB} MB)")
+    say(f"  {'step':<34} {'wall':>10} {'peak RSS':>9}        {'machine used':>12} {'PSS, all':>10}  (at peak)")
+    rows_out = [*steps.items()][:2] + [("load-postgres (median run above)", {"seconds": t_s, "rss_mb": t_rss})]
+    rows_out += [*steps.items()][2:]
+    for name, result in rows_out:
+        peak = peaks.get(name)
+        memory = f"{_mb(peak.machine_mb):>12} {_mb(peak.pss_mb):>10}" if peak else f"{'(not sampled)':>23}"
+        if result.get("aborted"):
+            say(f"  {name:<34} not measured: {result['aborted']}; killed   {memory}")
+            continue
+        verdict = "ok" if result["rss_mb"] <= LIMIT_MB else "MISSED"
+        say(f"  {name:<34} {result['seconds']:8.2f} s {result['rss_mb']:6.0f} MB {verdict:<6} {memory}")
+    say(
+        f"  the Parquet conversion alone (write_parquet, own process): {convert['outputs']['seconds']:.2f} s,"
+        f" peak RSS {convert['rss_mb']:.0f} MB; upload-gcs converts while it uploads"
+    )
+    say(
+        "  PSS, all: summed PSS of the step, Postgres and the emulators (sampled every 0.2 s); machine used:"
+        " MemTotal - MemAvailable, other people's work included"
+    )
+    measured = [(r["rss_mb"], n) for n, r in rows_out if not r.get("aborted")]
+    worst = max(measured)
+    say(
+        f"  largest: {worst[1]} at {worst[0]:.0f} MB; every measured step <= {LIMIT_MB} MB:"
+        f" {'ok' if worst[0] <= LIMIT_MB else 'MISSED'}"
+    )
+    say(f"  machine's used memory before set-up: {_mb(setup_mb)}")
+    say("EMULATOR FIGURES for upload-gcs and load-bigquery (fake-gcs-server and bqemulator here, not Google Cloud)")
+    if args.write or rows == REAL_ROWS:
+        RESULTS.write_text("\n".join(say.lines) + "\n")
+        print(f"(written to {RESULTS.relative_to(ROOT)})")
+
+
+if __name__ == "__main__":
+    main()
