@@ -79,10 +79,18 @@ MB = 2**20
 # --- memory ------------------------------------------------------------------------------
 
 
-def machine_used_mb() -> float:
+def _meminfo_kib() -> dict[str, int]:
     info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-    kib = int(info["MemTotal"].split()[0]) - int(info["MemAvailable"].split()[0])
-    return kib / 1024
+    return {k: int(v.split()[0]) for k, v in info.items() if k in ("MemTotal", "MemAvailable")}
+
+
+def machine_used_mb() -> float:
+    info = _meminfo_kib()
+    return (info["MemTotal"] - info["MemAvailable"]) / 1024
+
+
+def available_mb() -> float:
+    return _meminfo_kib()["MemAvailable"] / 1024
 
 
 @dataclass
@@ -219,14 +227,35 @@ print("::" + json.dumps({"outputs": {"seconds": time.monotonic() - started, "row
 """
 
 
-def run_step(env: dict, *args: str, command: list[str] | None = None) -> dict:
+def run_step(
+    env: dict, *args: str, command: list[str] | None = None, timeout: float | None = None, min_free_mb: float = 0
+) -> dict:
     """`python -m taxi_assets <args>` (or `command`) in its own process: wall time, peak RSS,
-    Kestra outputs, without this process's memory in the RSS."""
+    Kestra outputs, without this process's memory in the RSS. Past `timeout` seconds, or when
+    the machine's available memory falls under `min_free_mb` (an emulator swelling on a machine
+    shared with others), the launcher and the command are killed and {"aborted": why,
+    "seconds": ...} is returned."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(report)]
         command = command or [sys.executable, "-m", "taxi_assets", *args]
-        subprocess.run([*launcher, *command], env=env, stdout=out, stderr=err, cwd=ROOT)
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [*launcher, *command], env=env, stdout=out, stderr=err, cwd=ROOT, start_new_session=True
+        )
+        aborted, least = None, available_mb()
+        while proc.poll() is None:
+            time.sleep(0.2)
+            least = min(least, available_mb())
+            if timeout is not None and time.monotonic() - started > timeout:
+                aborted = f"not done after {timeout:.0f} s"
+            elif least < min_free_mb:
+                aborted = f"the machine's available memory fell to {least:,.0f} MB"
+            if aborted:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the command: its process group
+                proc.wait()
+                return {"aborted": aborted, "seconds": time.monotonic() - started}
         out.seek(0), err.seek(0)
         stdout, stderr = out.read().decode(), err.read().decode()
         measured = json.loads(report.read_text()) if report.exists() else {"code": None}

@@ -93,23 +93,27 @@ def run_a(dsn: str, gz: Path) -> int:
 
 def run_f(dsn: str, gz: Path) -> int:
     """The floor as a shell would set it: `zcat file | psql -c "\\copy ..."` (inflate in its own process)."""
-    from taxi_assets.psql import psql_invocation
 
     with psycopg.connect(dsn) as conn:
         conn.execute(f"CREATE TABLE bare_copy ({_typed_columns()})")
         conn.commit()
-    command, env = psql_invocation(
-        dsn, ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", "\\copy bare_copy FROM STDIN (FORMAT csv, HEADER true)"]
-    )
     started = time.monotonic()
+    zcat_into_psql(dsn, gz, "\\copy bare_copy FROM STDIN (FORMAT csv, HEADER true)")
+    _report(started)
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT count(*) FROM bare_copy").fetchone()[0]
+
+
+def zcat_into_psql(dsn: str, gz: Path, copy: str) -> None:
+    """`zcat gz | psql -c copy`: the floor every load is measured against (no Python in the path)."""
+    from taxi_assets.psql import psql_invocation
+
+    command, env = psql_invocation(dsn, ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", copy])
     zcat = subprocess.Popen(["zcat", str(gz)], stdout=subprocess.PIPE)
     subprocess.run(command, env=env, stdin=zcat.stdout, check=True)
     zcat.stdout.close()
     if zcat.wait():
         raise SystemExit("zcat failed")
-    _report(started)
-    with psycopg.connect(dsn) as conn:
-        return conn.execute("SELECT count(*) FROM bare_copy").fetchone()[0]
 
 
 def run_b(dsn: str, gz: Path) -> int:

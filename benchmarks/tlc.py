@@ -48,7 +48,6 @@ import contextlib
 import datetime
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -62,8 +61,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from chain import _LAUNCHER, MemorySampler, Report, command_env, hold_postgres, machine_used_mb, tear_down  # noqa: E402
-from run import CACHE  # noqa: E402
+from chain import MemorySampler, Report, command_env, hold_postgres, machine_used_mb, run_step, tear_down  # noqa: E402
+from run import CACHE, zcat_into_psql  # noqa: E402
 
 from taxi_assets.config import Settings  # noqa: E402
 from taxi_assets.datasets import TLC_FHVHV  # noqa: E402
@@ -159,50 +158,6 @@ print("::" + json.dumps({"outputs": {"seconds": time.monotonic() - started, "row
 """
 
 
-def _available_mb() -> float:
-    info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-    return int(info["MemAvailable"].split()[0]) / 1024
-
-
-def run_cli(
-    env: dict, *args: str, command: list[str] | None = None, timeout: float | None = None, min_free_mb: float = 0
-) -> dict:
-    """chain.run_step with limits: `python -m taxi_assets <args>` (or `command`) started by the
-    lean launcher (the command's own peak RSS, not this process's). Past `timeout` seconds, or
-    when the machine's available memory falls under `min_free_mb` (an emulator swelling on a
-    machine shared with others), the launcher and the command are killed and
-    {"aborted": why, "seconds": ...} is returned."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.json"
-        launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(report)]
-        command = command or [sys.executable, "-m", "taxi_assets", *args]
-        started = time.monotonic()
-        proc = subprocess.Popen(
-            [*launcher, *command], env=env, stdout=out, stderr=err, cwd=ROOT, start_new_session=True
-        )
-        aborted, least = None, _available_mb()
-        while proc.poll() is None:
-            time.sleep(0.5)
-            least = min(least, _available_mb())
-            if timeout is not None and time.monotonic() - started > timeout:
-                aborted = f"not done after {timeout:.0f} s"
-            elif least < min_free_mb:
-                aborted = f"the machine's available memory fell to {least:,.0f} MB"
-            if aborted:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the command: its process group
-                proc.wait()
-                return {"aborted": aborted, "seconds": time.monotonic() - started}
-        out.seek(0), err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-        measured = json.loads(report.read_text()) if report.exists() else {"code": None}
-    if measured["code"] != 0:
-        raise SystemExit(f"`{' '.join(args or command)}` failed ({measured['code']}):\n{stderr[-3000:]}")
-    lines = [json.loads(line[2:-2]) for line in stdout.splitlines() if line.startswith("::{")]
-    outputs = next((line["outputs"] for line in lines if "outputs" in line), {})
-    return {"seconds": measured["seconds"], "rss_mb": measured["rss_kb"] / 1024, "outputs": outputs, "stderr": stderr}
-
-
 def _python(script: str, *args: str) -> dict:
     """A helper script in a process of its own; its last stdout line as JSON."""
     out = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True, check=False)
@@ -274,18 +229,9 @@ def clean_slate(dsn: str) -> None:
 
 
 def run_floor(dsn: str, gz: Path) -> dict:
-    from taxi_assets.psql import psql_invocation
-
     columns = ", ".join(("unique_row_id", *DATASET.sql_names))
-    command, env = psql_invocation(
-        dsn, ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", f"\\copy {FLOOR_TABLE} ({columns}) FROM STDIN (FORMAT csv)"]
-    )
     started = time.monotonic()
-    zcat = subprocess.Popen(["zcat", str(gz)], stdout=subprocess.PIPE)
-    subprocess.run(command, env=env, stdin=zcat.stdout, check=True)
-    zcat.stdout.close()
-    if zcat.wait():
-        raise SystemExit("zcat failed")
+    zcat_into_psql(dsn, gz, f"\\copy {FLOOR_TABLE} ({columns}) FROM STDIN (FORMAT csv)")
     seconds = time.monotonic() - started
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(f"SELECT count(*) FROM {FLOOR_TABLE}").fetchone()[0]
@@ -354,12 +300,12 @@ def main() -> None:  # noqa: PLR0915 (one run, read top to bottom)
             version = conn.execute("SHOW server_version").fetchone()[0]
         with MemorySampler(state) as sampler:
             with sampler.window(setup_mb) as peak:
-                steps["extract"] = run_cli(env, "extract", *STEP_ARGS)
+                steps["extract"] = run_step(env, "extract", *STEP_ARGS)
             peaks["extract"] = peak
             assert steps["extract"]["outputs"]["downloaded"], steps["extract"]["outputs"]
             assert steps["extract"]["outputs"]["data_lines"] == rows, steps["extract"]["outputs"]
             with sampler.window() as peak:
-                steps["extract (re-run)"] = run_cli(env, "extract", *STEP_ARGS)
+                steps["extract (re-run)"] = run_step(env, "extract", *STEP_ARGS)
             peaks["extract (re-run)"] = peak
             assert not steps["extract (re-run)"]["outputs"]["downloaded"]
 
@@ -374,7 +320,7 @@ def main() -> None:  # noqa: PLR0915 (one run, read top to bottom)
             print(f"  (f) run {i + 1}: {f['seconds']:8.2f} s (load average before: {load_average:.1f})", flush=True)
             clean_slate(dsn)
             load_average = os.getloadavg()[0]
-            t = run_cli(env, "load-postgres", *STEP_ARGS) | {"load_average": load_average}
+            t = run_step(env, "load-postgres", *STEP_ARGS) | {"load_average": load_average}
             assert t["outputs"]["rows_loaded"] == rows, t["outputs"]
             load_runs.append(t)
             print(
@@ -392,25 +338,25 @@ def main() -> None:  # noqa: PLR0915 (one run, read top to bottom)
 
         with MemorySampler(state) as sampler:
             with sampler.window() as peak:
-                steps["load-postgres (re-run, sampled)"] = run_cli(env, "load-postgres", *STEP_ARGS)
+                steps["load-postgres (re-run, sampled)"] = run_step(env, "load-postgres", *STEP_ARGS)
             peaks["load-postgres (re-run, sampled)"] = peak
             assert steps["load-postgres (re-run, sampled)"]["outputs"]["replaced_previous"]
-            run_cli(env, "gcp-setup")  # starts both emulators, makes the bucket and the dataset (untimed)
+            run_step(env, "gcp-setup")  # starts both emulators, makes the bucket and the dataset (untimed)
             with sampler.window() as peak:
-                upload = run_cli(env, "upload-gcs", *STEP_ARGS, min_free_mb=args.min_free_mb)
+                upload = run_step(env, "upload-gcs", *STEP_ARGS, min_free_mb=args.min_free_mb)
             steps["upload-gcs"], peaks["upload-gcs"] = upload, peak
             if upload.get("aborted"):
                 stop_emulators(env)
             else:
                 assert upload["outputs"]["rows"] == rows, upload["outputs"]
-            convert = run_cli(
+            convert = run_step(
                 env, command=[sys.executable, "-c", _CONVERT, str(download), str(state / "alone.parquet")]
             )
             if upload.get("aborted"):
                 steps["load-bigquery"] = {"aborted": "upload-gcs did not complete", "seconds": 0.0}
             else:
                 with sampler.window() as peak:
-                    load = run_cli(
+                    load = run_step(
                         env, "load-bigquery", *STEP_ARGS, timeout=args.bigquery_timeout, min_free_mb=args.min_free_mb
                     )
                 steps["load-bigquery"], peaks["load-bigquery"] = load, peak

@@ -35,7 +35,6 @@ try:  # ISA-L inflates gzip ~4x faster than zlib; same API
 except ImportError:  # pragma: no cover
     import zlib as _zlib
 
-from taxi_assets import tlc
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.errors import BadFileError
 
@@ -247,6 +246,8 @@ def read_blocks(
     """A month file's column names and its rows as blocks of lines, whatever the source's
     format: a .csv.gz's own lines (`data_lines`), a Parquet's canonical lines (`tlc.read_blocks`)."""
     if dataset.source.format == "parquet":
+        from taxi_assets import tlc  # pyarrow: only where a Parquet is read (30 MB of RSS otherwise)
+
         return tlc.read_blocks(path, dataset, name)
     return data_lines(path, dataset, name)
 

@@ -372,3 +372,13 @@ def test_era_schemas_of_the_stand_in_match_the_facts():
     assert "__index_level_0__" in tlc_era_schema("yellow", Month(2010, 3)).names
     assert tlc_era_schema("fhvhv", Month(2019, 2)).field("wav_match_flag").type == pa.null()
     assert "request_source" in tlc_era_schema("green", Month(2026, 6)).names
+
+
+def test_the_mirrors_steps_do_not_load_pyarrow():
+    """pyarrow is 30 MB of every process that imports it: the mirror's extract and load-postgres
+    read CSV and must not pay for the Parquet source."""
+    import subprocess
+    import sys
+
+    probe = "import sys, taxi_assets.cli, taxi_assets.steps.extract, taxi_assets.steps.postgres; print('pyarrow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "False\n"
