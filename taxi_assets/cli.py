@@ -84,7 +84,7 @@ def _optional_month(text: str) -> Month | None:
 def cmd_extract(args: argparse.Namespace, settings: Settings) -> None:
     from taxi_assets.steps.extract import extract
 
-    info = extract(settings, _dataset(args), args.month)
+    info = extract(settings, _dataset(args), args.month, revalidate=True)  # a run's first step asks the source
     tags = _tags(_dataset(args), args.month)
     emit(
         {
@@ -187,7 +187,7 @@ def cmd_load_bigquery(args: argparse.Namespace, settings: Settings) -> None:
     ds = _dataset(args)
     with download_in_use(settings, ds, args.month):
         info = extract(settings, ds, args.month)
-        report = load_bigquery(settings, ds, args.month, expected_rows=info.data_lines)
+        report = load_bigquery(settings, ds, args.month, expected_rows=info.data_lines, download_sha256=info.sha256)
     emit(report.as_dict(), {"rows": report.rows}, _tags(ds, args.month), report.seconds)
 
 

@@ -31,7 +31,7 @@ from taxi_assets.months import Month
 from taxi_assets.rows import INTEGER_FLOAT_FIELD, ROW_ID_BYTES, RowIds
 from taxi_assets.steps.extract import temp_path
 from taxi_assets.threads import wind_down
-from taxi_assets.tlc import canonical_batches
+from taxi_assets.tlc import canonical_batches, csv_lines, rendering_id
 
 MONTH_COLUMN = "month"  # DATE, first day of the file's month: the BigQuery partition column
 
@@ -64,6 +64,8 @@ def conversion_id(dataset: TaxiDataset) -> str:
     """What made a month's Parquet: `CONVERSION_VERSION` and a digest of the dataset's Arrow
     schema, so a column changed in `datasets.py` counts even where the version was not bumped."""
     schema = hashlib.sha256(arrow_schema(dataset).to_string().encode()).hexdigest()[:12]
+    if dataset.source.format == "parquet":  # its ids and values also depend on how rows are read
+        return f"v{CONVERSION_VERSION}-{schema}-r{rendering_id(dataset)}"
     return f"v{CONVERSION_VERSION}-{schema}"
 
 
@@ -179,6 +181,7 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, 
     month) and encodes and writes them in row groups: the two cores work at once.
     """
     schema = arrow_schema(dataset)
+    from_parquet = dataset.source.format == "parquet"
     normalize = bool(dataset.integer_float_columns)
     parse_types = {f.name: _parse_type(f.type) for f in schema if f.name in dataset.sql_names}
     integers = {c.sql_name for c in dataset.columns if c.bq_type == "INTEGER"}
@@ -215,7 +218,10 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, 
             parsed = _integer_floats_as_integers(parsed, integers)
         parsed = _to_decimals(parsed, schema, source)
         n = parsed.num_rows
-        parsed = parsed.append_column(ROW_ID_COLUMN.sql_name, _id_column(ids.read(n)))
+        # A Parquet source's ids are checked as the Postgres load checks them: the first row of
+        # each block against its canonical line (ids of other rules or rows fail, never load).
+        first_line = csv_lines(batch.slice(0, 1), source.name)[0] if from_parquet and n else None
+        parsed = parsed.append_column(ROW_ID_COLUMN.sql_name, _id_column(ids.take_checked(n, first_line)))
         parsed = parsed.append_column(FILENAME_COLUMN.sql_name, _repeated(filename, n))
         parsed = parsed.append_column(MONTH_COLUMN, _repeated(first_day, n))
         return parsed.select(schema.names).cast(schema)
@@ -234,7 +240,7 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, 
                 write_statistics=False,  # nothing reads them: BigQuery loads every row
             ) as writer,
         ):
-            if dataset.source.format == "parquet":
+            if from_parquet:
                 parsed = canonical_batches(source, dataset)
                 reading.callback(parsed.close)  # the file closes once the parser has ended
             else:

@@ -67,6 +67,16 @@ def block_digests(lines: list[bytes], quoted: bool) -> bytes:
     return b"".join([_md5(line).digest() for line in lines])
 
 
+def row_ids_key(sha256: str, dataset: TaxiDataset) -> str:
+    """What a row-id file is keyed by: the download's sha256, and for a Parquet source also how
+    its rows are rendered (`tlc.rendering_id`), so that ids made by other rules are not reused."""
+    if dataset.source.format != "parquet":
+        return sha256
+    from taxi_assets import tlc
+
+    return hashlib.sha256(f"{sha256}:{tlc.rendering_id(dataset)}".encode()).hexdigest()
+
+
 def write_row_ids(blocks: Iterator[tuple[list[bytes], bool]], out: BinaryIO, sha256: str) -> int:
     """Write a row-id file for the .csv.gz whose sha256 is given, from its data blocks (as
     `data_lines` yields them); return the row count."""
@@ -129,8 +139,12 @@ class RowIds:
 
     def take(self, lines: list[bytes]) -> bytes:
         """The digests of the next `len(lines)` rows (unquoted lines: the quoted are hashed)."""
-        raw = self.read(len(lines))
-        if lines and raw[:ROW_ID_BYTES] != _md5(lines[0]).digest():
+        return self.take_checked(len(lines), lines[0] if lines else None)
+
+    def take_checked(self, rows: int, first_line: bytes | None) -> bytes:
+        """The digests of the next `rows` rows, the first checked against its line."""
+        raw = self.read(rows)
+        if first_line is not None and raw[:ROW_ID_BYTES] != _md5(first_line).digest():
             if self._path is not None:  # so that the next extract computes it again
                 self._path.unlink(missing_ok=True)
             raise BadFileError(f"{self._name} does not match the rows of its file; removed, the next run recomputes it")

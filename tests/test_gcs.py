@@ -251,7 +251,7 @@ def test_the_parquet_takes_its_row_ids_from_the_download_not_from_hashing_again(
     body = ids.read_bytes()
     planted = hashlib.md5(b"planted").digest() * ((len(body) - 32) // 16)  # same download, same size
     ids.write_bytes(body[:32] + planted)
-    write_parquet(download, tmp_path / "g.parquet", GREEN, JAN, row_ids(download))
+    write_parquet(download, tmp_path / "g.parquet", GREEN, JAN, row_ids(download, GREEN))
     assert set(pq.read_table(tmp_path / "g.parquet").column("unique_row_id").to_pylist()) == {
         hashlib.md5(b"planted").hexdigest()
     }
@@ -259,7 +259,7 @@ def test_the_parquet_takes_its_row_ids_from_the_download_not_from_hashing_again(
 
 def test_a_conversion_without_row_ids_hashes_them_to_the_same_parquet(settings, tmp_path):
     download = Path(extract(settings, GREEN, JAN).path)
-    write_parquet(download, tmp_path / "with.parquet", GREEN, JAN, row_ids(download))
+    write_parquet(download, tmp_path / "with.parquet", GREEN, JAN, row_ids(download, GREEN))
     write_parquet(download, tmp_path / "without.parquet", GREEN, JAN)
     lines = gzip.decompress(download.read_bytes()).decode().splitlines()[1:]
     with_ids = pq.read_table(tmp_path / "with.parquet")

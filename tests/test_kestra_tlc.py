@@ -40,7 +40,7 @@ KEY_JSON = json.dumps(
     {"type": "service_account", "client_email": "k@p.iam.gserviceaccount.com", "private_key": PRIVATE_KEY}
 )
 # The steps of one month, in the order tlc_taxi runs them: Postgres after the cloud half.
-TLC_TASKS = ["label", "gcp_setup", "upload_gcs", "load_bigquery", "load_postgres", "purge_download"]
+TLC_TASKS = ["label", "extract", "gcp_setup", "upload_gcs", "load_bigquery", "load_postgres", "purge_download"]
 
 
 @pytest.fixture(scope="module")
@@ -259,9 +259,9 @@ def test_a_month_not_yet_published_fails_on_its_403_in_one_line_without_retry(ke
     month = str(tlc.latest["fhvhv"].next())
     execution = run(kestra, "tlc_taxi", {"taxi": "fhvhv", "month": month})
     assert execution.state == "FAILED", execution
-    # The download is the first step to need the file: the loads and the purge never ran.
-    assert execution.task_states == {"label": "SUCCESS", "gcp_setup": "SUCCESS", "upload_gcs": "FAILED"}
-    errors = [line for line in execution.log_text("upload_gcs").splitlines() if line.startswith("error:")]
+    # The download is the first step: nothing after it ran.
+    assert execution.task_states == {"label": "SUCCESS", "extract": "FAILED"}
+    errors = [line for line in execution.log_text("extract").splitlines() if line.startswith("error:")]
     assert len(errors) == 1, execution
     assert errors[0].startswith(f"error: tlc_fhvhv {month} is not published yet (") and "403" in errors[0]
     assert [r for r in tlc.requests if r[1] == file_path("fhvhv", month)] == [("GET", file_path("fhvhv", month))]

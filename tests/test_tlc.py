@@ -19,7 +19,7 @@ from helpers import run_cli, settings_env
 
 from taxi_assets import tlc
 from taxi_assets.datasets import TLC_DATASETS, TLC_FHVHV, TLC_YELLOW
-from taxi_assets.errors import BadFileError, NotPublishedError
+from taxi_assets.errors import BadFileError, LoadError, NotPublishedError
 from taxi_assets.gcp import bigquery_client
 from taxi_assets.months import Month
 from taxi_assets.steps.bigquery import load_bigquery, table_id
@@ -223,8 +223,12 @@ def test_extract_verifies_and_records_the_file(tlc_settings, tlc_server):
     assert info.sha256 == hashlib.sha256(served.read_bytes()).hexdigest()
     assert info.etag == f'"{hashlib.md5(served.read_bytes()).hexdigest()}"' and info.last_modified
     assert info.header == pq.read_schema(served).names  # as published
-    again = extract(tlc_settings, TLC_FHVHV, month)
+    before = len(tlc_server.requests)
+    again = extract(tlc_settings, TLC_FHVHV, month, revalidate=True)
     assert not again.downloaded  # one HEAD asked whether the file changed: it did not
+    assert [m for m, _ in tlc_server.requests[before:]] == ["HEAD"]
+    extract(tlc_settings, TLC_FHVHV, month)  # a later step of the run: the verified copy, no request
+    assert len(tlc_server.requests) == before + 1
 
 
 def test_an_unpublished_month_is_one_403_and_one_clear_error(tlc_settings, tlc_server):
@@ -272,13 +276,44 @@ def test_a_republished_file_is_downloaded_and_loaded_again(tlc_settings, tlc_ser
         load_postgres(conn, ds, month, Path(first.path), expected_rows=first.data_lines)
         assert loaded_from(conn, ds, month)["etag"] == first.etag
     tlc_server.republish("green", month, variant=3)
-    second = extract(tlc_settings, ds, month)
+    assert not extract(tlc_settings, ds, month).downloaded  # a later step never asks: the run's copy
+    second = extract(tlc_settings, ds, month, revalidate=True)
     assert second.downloaded and second.etag != first.etag and second.data_lines == ROWS + 3
     with psycopg.connect(tlc_settings.postgres_dsn) as conn:
         report = load_postgres(conn, ds, month, Path(second.path), expected_rows=second.data_lines)
         assert report.replaced_previous and report.rows_loaded == ROWS + 3
         origin = loaded_from(conn, ds, month)
     assert (origin["etag"], origin["bytes"], origin["sha256"]) == (second.etag, second.bytes, second.sha256)
+
+
+def test_a_host_out_of_reach_leaves_the_local_copy_in_use(tlc_settings, caplog):
+    ds, month = TLC_DATASETS["green"], Month(2024, 7)
+    first = extract(tlc_settings, ds, month)
+    unreachable = replace(tlc_settings, tlc_url="http://127.0.0.1:9/trip-data")  # nothing listens on port 9
+    again = extract(unreachable, ds, month, revalidate=True)
+    assert not again.downloaded and again.sha256 == first.sha256
+    assert "cannot ask the source whether it changed" in caplog.text and "using the local copy" in caplog.text
+
+
+def test_bigquery_refuses_an_object_converted_from_an_older_download(cloud_settings, tlc_server):
+    """The month re-published between upload-gcs and load-bigquery (another run re-downloaded
+    it): the object is not the file the run now holds, so BigQuery keeps the month's rows."""
+    settings = replace(cloud_settings, tlc_url=tlc_server.url)
+    ds, month = TLC_DATASETS["yellow"], Month(2024, 8)
+    ensure_bucket(settings)
+    ensure_dataset(settings)
+    first = extract(settings, ds, month)
+    upload_gcs(settings, ds, month, Path(first.path))
+    load_bigquery(settings, ds, month, expected_rows=first.data_lines, download_sha256=first.sha256)
+    tlc_server.republish("yellow", month, variant=1)
+    second = extract(settings, ds, month, revalidate=True)
+    with pytest.raises(LoadError, match="was converted from another download of the month .* run upload-gcs again"):
+        load_bigquery(settings, ds, month, expected_rows=second.data_lines, download_sha256=second.sha256)
+    rows = bigquery_client(settings).query(f"SELECT COUNT(*) AS n FROM `{table_id(settings, ds)}`").result()
+    assert next(iter(rows)).n == ROWS  # the first file's rows, kept
+    upload_gcs(settings, ds, month, Path(second.path))
+    report = load_bigquery(settings, ds, month, expected_rows=second.data_lines, download_sha256=second.sha256)
+    assert report.rows == ROWS + 1
 
 
 def test_a_bad_republished_file_keeps_the_months_rows(tlc_settings, tlc_server):
@@ -289,7 +324,7 @@ def test_a_bad_republished_file_keeps_the_months_rows(tlc_settings, tlc_server):
     served = tlc_server.root / ds.file_name(month)
     _one_row_month(served, dispatching_base_num=["B1"], pickup_datetime=["noon"], dropOff_datetime=["later"])
     with pytest.raises(BadFileError, match="pickup_datetime"):
-        extract(tlc_settings, ds, month)
+        extract(tlc_settings, ds, month, revalidate=True)
     with psycopg.connect(tlc_settings.postgres_dsn) as conn:
         assert conn.execute(f'SELECT count(*) FROM "{partition_name(ds, month)}"').fetchone()[0] == ROWS
         assert loaded_from(conn, ds, month)["etag"] == info.etag
@@ -382,3 +417,22 @@ def test_the_mirrors_steps_do_not_load_pyarrow():
 
     probe = "import sys, taxi_assets.cli, taxi_assets.steps.extract, taxi_assets.steps.postgres; print('pyarrow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_ids_made_by_other_rendering_rules_are_made_again(tlc_settings, monkeypatch):
+    """Row ids and conversions are keyed by how rows are rendered too, not only by the file: new
+    rules (or another Arrow) never leave old ids beside new rows."""
+    from taxi_assets.parquet import conversion_id
+    from taxi_assets.steps.extract import row_ids
+
+    ds, month = TLC_DATASETS["green"], Month(2024, 9)
+    info = extract(tlc_settings, ds, month)
+    before = conversion_id(ds)
+    assert row_ids(Path(info.path), ds) is not None
+    monkeypatch.setattr(tlc, "RENDERING_VERSION", tlc.RENDERING_VERSION + 1)
+    assert row_ids(Path(info.path), ds) is None and conversion_id(ds) != before
+    again = extract(tlc_settings, ds, month)
+    assert not again.downloaded  # the ids are recomputed from the local copy
+    ids = row_ids(Path(info.path), ds)
+    assert ids is not None
+    ids.close()

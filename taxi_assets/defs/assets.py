@@ -91,7 +91,8 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
         f" source {dataset.source.name}), verified and kept locally.",
     )
     def trips_csv(context: AssetExecutionContext, source: TaxiSourceResource) -> MaterializeResult:
-        info = extract(source.settings(), dataset, Month.parse(context.partition_key))
+        # The run's first step: the only one that asks the source whether the file changed.
+        info = extract(source.settings(), dataset, Month.parse(context.partition_key), revalidate=True)
         return MaterializeResult(
             metadata={
                 "dagster/row_count": info.data_lines,
@@ -182,7 +183,7 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
         settings = bigquery.settings()
         info = extract(source.settings(), dataset, month)
         ensure_dataset(settings)
-        report = load_bigquery(settings, dataset, month, expected_rows=info.data_lines)
+        report = load_bigquery(settings, dataset, month, expected_rows=info.data_lines, download_sha256=info.sha256)
         return MaterializeResult(
             metadata={
                 "dagster/row_count": report.rows,

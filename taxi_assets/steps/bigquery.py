@@ -29,7 +29,7 @@ from taxi_assets.errors import ConfigError, LoadError
 from taxi_assets.gcp import bigquery_client, storage_client
 from taxi_assets.months import Month
 from taxi_assets.parquet import MONTH_COLUMN
-from taxi_assets.steps.gcs import object_name
+from taxi_assets.steps.gcs import DOWNLOAD_SHA256, object_name
 
 log = logging.getLogger(__name__)
 
@@ -208,16 +208,31 @@ def api_error_text(exc: Exception, uri: str | None = None) -> str:
 
 
 def load_bigquery(
-    settings: Settings, dataset: TaxiDataset, month: Month, *, expected_rows: int | None = None
+    settings: Settings,
+    dataset: TaxiDataset,
+    month: Month,
+    *,
+    expected_rows: int | None = None,
+    download_sha256: str | None = None,
 ) -> BigQueryReport:
-    """Replace `month` in the BigQuery table with the Parquet object upload-gcs put in the bucket."""
+    """Replace `month` in the BigQuery table with the Parquet object upload-gcs put in the bucket.
+    With `download_sha256`, an object converted from another download of the month (its
+    metadata says which) is refused: the month's file was re-published since the upload."""
     started = time.monotonic()
     client = bigquery_client(settings)
     uri = f"gs://{settings.gcp_bucket}/{object_name(dataset, month)}"
     target, config = partition_load(settings, dataset, month)
     try:
-        if storage_client(settings).bucket(settings.gcp_bucket).get_blob(object_name(dataset, month)) is None:
+        blob = storage_client(settings).bucket(settings.gcp_bucket).get_blob(object_name(dataset, month))
+        if blob is None:
             raise ConfigError(f"{uri} does not exist; run upload-gcs for {dataset.name} {month} first")
+        converted_from = (blob.metadata or {}).get(DOWNLOAD_SHA256)
+        if download_sha256 and converted_from and converted_from != download_sha256:
+            raise LoadError(
+                f"{dataset.name} {month}: {uri} was converted from another download of the month (sha256"
+                f" {converted_from[:12]}…, the local one is {download_sha256[:12]}…); run upload-gcs again."
+                " Previous rows kept"
+            )
         ensure_table(client, settings, dataset)
         if settings.bigquery_emulator:
             _emulator_replace_month(client, settings, dataset, month, uri, expected_rows)

@@ -39,7 +39,7 @@ from taxi_assets.config import SOURCE_URL, TLC_URL, Settings
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.errors import BadFileError, ConfigError, DownloadError, NotPublishedError
 from taxi_assets.months import Month
-from taxi_assets.rows import RowIds, read_blocks, write_row_ids
+from taxi_assets.rows import RowIds, read_blocks, row_ids_key, write_row_ids
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def verify(path: Path, dataset: TaxiDataset, name: str | None = None, *, sha256:
         tmp = temp_path(ids)
         try:
             with open(tmp, "wb") as out:
-                lines = write_row_ids(blocks, out, sha256)
+                lines = write_row_ids(blocks, out, row_ids_key(sha256, dataset))
                 out.flush()
                 os.fsync(out.fileno())  # as the download: a crash never leaves a torn row-id file
             if lines:
@@ -179,11 +179,14 @@ def verify(path: Path, dataset: TaxiDataset, name: str | None = None, *, sha256:
     return header, lines
 
 
-def row_ids(csv_gz: Path) -> RowIds | None:
-    """The row ids extract computed for `csv_gz`, if its record still vouches for the file and
-    the row-id file belongs to that very download; else None (the caller hashes the rows)."""
-    info, _ = recorded_download(csv_gz)
-    return None if info is None else RowIds.open(row_ids_path(csv_gz), info.sha256, info.data_lines)
+def row_ids(download: Path, dataset: TaxiDataset) -> RowIds | None:
+    """The row ids extract computed for `download`, if its record still vouches for the file and
+    the row-id file belongs to that very download (and rendering); else None (the caller hashes
+    the rows)."""
+    info, _ = recorded_download(download)
+    if info is None:
+        return None
+    return RowIds.open(row_ids_path(download), row_ids_key(info.sha256, dataset), info.data_lines)
 
 
 def recorded_download(csv_gz: Path) -> tuple[FileInfo | None, str]:
@@ -221,7 +224,7 @@ def cached(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo |
     if path.stat().st_size != info.bytes or _sha256(path) != info.sha256:
         log.warning("local %s does not match its record; downloading it again", path.name)
         return None
-    if (ids := RowIds.open(row_ids_path(path), info.sha256, info.data_lines)) is not None:
+    if (ids := RowIds.open(row_ids_path(path), row_ids_key(info.sha256, dataset), info.data_lines)) is not None:
         ids.close()
     else:
         log.info("computing the row ids of local %s (its row-id file is missing or stale)", path.name)
@@ -418,12 +421,18 @@ def _republished(settings: Settings, dataset: TaxiDataset, month: Month, info: F
     return False
 
 
-def extract(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo:
-    """Make sure a verified copy of the month's file is on disk and describe it. For a source
-    that re-uploads files (the TLC's), a local copy is first compared with the server's (HEAD)."""
+def extract(settings: Settings, dataset: TaxiDataset, month: Month, *, revalidate: bool = False) -> FileInfo:
+    """Make sure a verified copy of the month's file is on disk and describe it.
+
+    With `revalidate`, for a source that re-uploads files (the TLC's), a local copy is first
+    compared with the server's (one HEAD) and downloaded again if it changed. Only the first
+    step of a run asks (the extract command, Dagster's file asset): every later step loads the
+    very copy it verified, so a file re-published mid-run cannot split a month between stores.
+    """
     remove_stale_temps(local_path(settings, dataset, month).parent)
     info = cached(settings, dataset, month)
-    if info and not (dataset.source.republishes and _republished(settings, dataset, month, info)):
+    asks = revalidate and dataset.source.republishes
+    if info and not (asks and _republished(settings, dataset, month, info)):
         log.info("%s is already downloaded and verified (%d data lines)", info.filename, info.data_lines)
         return info
     what = f"{dataset.name} {month}"

@@ -188,6 +188,9 @@ def _storage_errors(settings: Settings, uri: str):
 
 
 PARQUET_TYPE = "application/vnd.apache.parquet"
+# The object's custom metadata: the sha256 of the download it was converted from, which
+# load-bigquery compares with the download it was handed (a re-published month's new file).
+DOWNLOAD_SHA256 = "taxi-assets-download-sha256"
 
 
 class _Growing(io.RawIOBase):
@@ -279,7 +282,7 @@ def _convert_and_upload(
     with ThreadPoolExecutor(max_workers=1) as background:
         sending = background.submit(upload)
         try:
-            rows = write_parquet(csv_gz, parquet, dataset, month, row_ids(csv_gz))
+            rows = write_parquet(csv_gz, parquet, dataset, month, row_ids(csv_gz, dataset))
         except BaseException:
             failed.set()
             with contextlib.suppress(Exception):
@@ -326,10 +329,11 @@ def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: P
     if blob is None:  # the usual first run: upload while converting
         parquet.unlink(missing_ok=True)  # an older conversion's: the stream must never read it
         blob, uploaded = bucket.blob(name, chunk_size=CHUNK), True
+        blob.metadata = {DOWNLOAD_SHA256: sha256} if sha256 else None
         rows, local_crc = _convert_and_upload(csv_gz, parquet, dataset, month, blob, settings, uri)
         size = parquet.stat().st_size  # the blob's crc32c and size: from the upload's last response
     else:  # an object is there: convert, then send only if its bytes differ
-        rows = write_parquet(csv_gz, parquet, dataset, month, row_ids(csv_gz))
+        rows = write_parquet(csv_gz, parquet, dataset, month, row_ids(csv_gz, dataset))
         _give_back_memory()
         local_crc, size = crc32c_b64(parquet), parquet.stat().st_size
         uploaded = not (blob.crc32c == local_crc and blob.size == size)
@@ -338,6 +342,7 @@ def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: P
         else:
             with _storage_errors(settings, uri):
                 blob = bucket.blob(name, chunk_size=CHUNK)  # chunked: a resumable upload
+                blob.metadata = {DOWNLOAD_SHA256: sha256} if sha256 else None
                 # the blob's crc32c and size come from the upload's last response, as when streaming
                 blob.upload_from_filename(str(parquet), content_type=PARQUET_TYPE, checksum="crc32c")
     if blob.crc32c != local_crc or blob.size != size:

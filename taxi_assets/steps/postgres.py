@@ -327,7 +327,7 @@ def load_postgres(
     staging = _staging_names(partition)
     columns = sql.SQL(", ").join(_ident(c) for c in (ROW_ID_COLUMN.sql_name, *dataset.sql_names))
     duplicates = DuplicateCounter(spill_dir=path.parent)  # beside the download: under the state folder
-    ids = row_ids(path)  # computed by extract; None: hash the lines here
+    ids = row_ids(path, dataset)  # computed by extract; None: hash the lines here
     recorded, _ = recorded_download(path)
     origin = {"file": filename, "rows": expected_rows}
     if recorded is not None:
