@@ -15,7 +15,7 @@ from taxi_assets.definitions import defs
 from taxi_assets.defs import checks
 from taxi_assets.defs.assets import bigquery_key, build_taxi_chain, file_origin, postgres_key
 from taxi_assets.defs.checks import build_bigquery_checks, build_gcs_check, build_postgres_checks
-from taxi_assets.defs.sensors import loaded_files
+from taxi_assets.defs.sensors import MAX_ATTEMPTS, loaded_files
 from taxi_assets.months import Month, month_just_ended
 from taxi_assets.steps.extract import extract
 from taxi_assets.tlc_sample import TlcServer
@@ -141,7 +141,39 @@ def test_the_sensor_walks_older_months_in_turn(settings, tlc_server):
 
         # A month loaded into Postgres from one file and into BigQuery from another is loaded again.
         tlc_server.republish("fhv", Month(2020, 12), variant=1)
-        origin = file_origin(extract(settings, ds, Month(2020, 12)))
+        origin = file_origin(extract(settings, ds, Month(2020, 12), revalidate=True))
         loaded = dg.AssetMaterialization(postgres_key(ds), partition="2020-12", metadata=origin)
         instance.report_runless_asset_event(loaded)
         assert loaded_files(instance, ds)[Month(2020, 12)] == ("", None)
+
+
+def test_a_failed_run_is_requested_again_a_few_times_then_left_to_a_person(settings, tlc_server, monkeypatch):
+    """Dagster starts a run key once, whatever became of its run: the sensor asks again under a
+    new key after a failure, up to MAX_ATTEMPTS runs per file."""
+    settings = replace(settings, tlc_url=tlc_server.url)
+    ds = TLC_DATASETS["yellow"]
+    sensor = defs.resolve_sensor_def("tlc_yellow_published_months")
+    newest = NOW.previous().previous()
+    # Runs of that month that fail: the file asset with a host that refuses every request.
+    failing = dagster_resources(replace(settings, tlc_url="http://127.0.0.1:9/trip-data"))
+    monkeypatch.setenv("TAXI_HTTP_RETRIES", "0")  # the resource reads its retries from the environment
+    with dg.DagsterInstance.ephemeral() as instance:
+        keys = []
+        for _ in range(MAX_ATTEMPTS):
+            tick = _tick(sensor, instance, settings)
+            [request] = tick.run_requests
+            assert request.partition_key == str(newest)
+            keys.append(request.run_key)
+            result = dg.materialize(
+                [build_taxi_chain(ds)[0]],
+                partition_key=str(newest),
+                instance=instance,
+                resources=failing,
+                tags=request.tags,
+                raise_on_error=False,
+            )
+            assert not result.success
+        assert keys[1:] == [f"{keys[0]}:retry1", f"{keys[0]}:retry2"]
+        exhausted = _tick(sensor, instance, settings)
+        assert not exhausted.run_requests
+        assert f"{newest} failed {MAX_ATTEMPTS} times for this file" in exhausted.skip_message

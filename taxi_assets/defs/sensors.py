@@ -16,8 +16,10 @@ from datetime import datetime, timezone
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -30,6 +32,9 @@ from taxi_assets.defs.resources import TaxiSourceResource
 from taxi_assets.errors import DownloadError
 from taxi_assets.months import TIMEZONE, Month, month_just_ended
 from taxi_assets.steps.extract import Remote, newest_published, remote_file
+
+MAX_ATTEMPTS = 3  # runs per file of a month before the sensor stops asking
+DATASET_TAG, ETAG_TAG, REASON_TAG = "taxi_assets/dataset", "taxi_assets/etag", "taxi_assets/reason"
 
 # Loaded months whose file is compared with the server's per tick: the newest ones every time
 # (re-uploads come in batches of recent files), and as many older ones in turn (the cursor).
@@ -73,11 +78,19 @@ def _changed(remote: Remote, recorded: tuple[str, int | None]) -> bool:
     return remote.etag != etag or (remote.bytes is not None and size is not None and remote.bytes != size)
 
 
-def _request(month: Month, remote: Remote, reason: str) -> RunRequest:
+def _request(instance, dataset: TaxiDataset, month: Month, remote: Remote, reason: str) -> RunRequest | str:
+    """The run for this file of the month, or why none. Dagster starts a run key once, whatever
+    became of its run: a run that failed (a passing fault, a bug since fixed) is requested again
+    under a new key, up to `MAX_ATTEMPTS` runs per file, one tick (an hour) apart."""
+    tags = {DATASET_TAG: dataset.name, ETAG_TAG: remote.etag}
+    runs = instance.get_runs(RunsFilter(tags={**tags, "dagster/partition": str(month)}))
+    failed = sum(run.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED) for run in runs)
+    if failed >= MAX_ATTEMPTS:
+        return f"{month} failed {failed} times for this file; waiting for someone to look (or a new file)"
     return RunRequest(
-        run_key=f"{month}:{remote.etag}:{remote.bytes}",
+        run_key=f"{month}:{remote.etag}:{remote.bytes}" + (f":retry{failed}" if failed else ""),
         partition_key=str(month),
-        tags={"taxi_assets/reason": reason, "taxi_assets/etag": remote.etag},
+        tags={**tags, REASON_TAG: reason if not failed else f"{reason}, retry {failed}"},
     )
 
 
@@ -97,18 +110,18 @@ def build_new_month_sensor(job, dataset: TaxiDataset):
         settings = source.settings()
         newest_possible = month_just_ended(datetime.now(timezone.utc))
         loaded = loaded_files(context.instance, dataset)
-        requests: list[RunRequest] = []
+        requests: list[RunRequest | str] = []
         notes: list[str] = []
         try:
             if loaded:  # one month per tick: history is a backfill's job, not a sensor's
                 month = max(loaded).next()
                 remote = remote_file(settings, dataset, month, retries=0) if month <= newest_possible else None
                 if remote is not None:
-                    requests.append(_request(month, remote, "published"))
+                    requests.append(_request(context.instance, dataset, month, remote, "published"))
                 else:
                     notes.append(f"{month} is not published yet")
-            elif found := newest_published(settings, dataset, newest_possible.next()):
-                requests.append(_request(found[0], found[1], "published"))
+            elif found := newest_published(settings, dataset, newest_possible.next(), retries=0):
+                requests.append(_request(context.instance, dataset, *found, "published"))
             else:
                 notes.append(f"nothing published in the months before {TIMEZONE}'s {newest_possible.next()}")
             # Months already loaded: the newest every tick, older ones in turn.
@@ -120,15 +133,17 @@ def build_new_month_sensor(job, dataset: TaxiDataset):
             for month in checked:
                 remote = remote_file(settings, dataset, month, retries=0)
                 if remote is not None and _changed(remote, loaded[month]):
-                    requests.append(_request(month, remote, "re-published"))
+                    requests.append(_request(context.instance, dataset, month, remote, "re-published"))
             # Where the next tick goes on: below the last month checked, or (the walk done) from
             # the top again; a cursor of None or "" would keep the old one.
             walked = len(rest) <= OLDER_MONTHS_PER_TICK
             cursor = str(newest_possible.next() if walked else rest[OLDER_MONTHS_PER_TICK - 1])
         except DownloadError as exc:
             return SkipReason(f"could not ask the source: {exc}")
-        if not requests:
+        notes += [r for r in requests if isinstance(r, str)]
+        runs = [r for r in requests if isinstance(r, RunRequest)]
+        if not runs:
             return SensorResult(skip_reason=SkipReason("; ".join(notes) or "nothing new"), cursor=cursor)
-        return SensorResult(run_requests=requests, cursor=cursor)
+        return SensorResult(run_requests=runs, cursor=cursor)
 
     return published_months

@@ -346,14 +346,16 @@ def remote_file(settings: Settings, dataset: TaxiDataset, month: Month, *, retri
         return None
 
 
-def newest_published(settings: Settings, dataset: TaxiDataset, now: Month, lookback: int = 6):
+def newest_published(
+    settings: Settings, dataset: TaxiDataset, now: Month, lookback: int = 6, *, retries: int | None = None
+):
     """(month, Remote) of the newest month the source publishes, looking back from the month
     before `now` (the newest that can exist) by HEAD requests; None if none of `lookback` is."""
     month = now.previous() if dataset.last_month is None else dataset.last_month
     for _ in range(lookback):
         if month < dataset.first_month:
             break
-        if (remote := remote_file(settings, dataset, month)) is not None:
+        if (remote := remote_file(settings, dataset, month, retries=retries)) is not None:
             return month, remote
         month = month.previous()
     return None
