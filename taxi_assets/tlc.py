@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -66,7 +67,7 @@ def _castable(source: pa.DataType, target: pa.DataType) -> bool:
     if pa.types.is_integer(target) or pa.types.is_floating(target):
         return numeric
     if pa.types.is_string(target):
-        return text or numeric or pa.types.is_boolean(source)
+        return text or numeric  # a number as text: 2009's store_and_forward (0, 1)
     if pa.types.is_timestamp(target):
         return (pa.types.is_timestamp(source) and source.tz is None) or text
     return False
@@ -111,21 +112,36 @@ def column_plan(schema: pa.Schema, dataset: TaxiDataset, month: Month, name: str
     return [found.get(c.sql_name) for c in dataset.columns]
 
 
-def _cast(values: pa.Array, target: pa.DataType, name: str, file: str) -> pa.Array:
-    source = values.type
-    if source == target:
-        return values
+_INT4 = (-(2**31), 2**31 - 1)  # Postgres `integer`: BigQuery's INT64 would take more
+_TEXT_TIME = "%Y-%m-%d %H:%M:%S"  # 2009's timestamps, published as text
+
+
+def _cast(values: pa.Array, column: Column, name: str, file: str) -> pa.Array:
+    """`values` (the file's column `name`) as the canonical `column`. Never changes a value
+    silently: a fraction in an integer column, sub-microsecond times, text that is not a
+    `YYYY-MM-DD HH:MM:SS` time, an integer Postgres cannot hold or an amount that is not a
+    finite number (BigQuery's NUMERIC holds none) fails the month, naming the column."""
+    source, target = values.type, arrow_type(column)
+
+    def unfit(detail: str) -> BadFileError:
+        return BadFileError(f"{file}: column {name} ({source}) does not fit {column.pg_type}: {detail}; nothing loaded")
+
     if pa.types.is_null(source):
         return pa.nulls(len(values), target)
     try:
-        if pa.types.is_timestamp(target) and pa.types.is_timestamp(source):
-            return values.cast(target, safe=False)  # ns to us: the TLC's times are whole seconds
-        return values.cast(target)  # safe: a fraction in an integer column, a bad date, fail
+        if pa.types.is_timestamp(target) and not pa.types.is_timestamp(source):  # text
+            values = pc.if_else(pc.equal(values, ""), pa.scalar(None, source), values)  # empty: no time
+            values = pc.strptime(values, format=_TEXT_TIME, unit="us")
+        values = values.cast(target)  # safe: a fraction, a lost nanosecond, an overflow fail
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        detail = str(exc).splitlines()[0]
-        raise BadFileError(
-            f"{file}: column {name} ({source}) does not fit {target}: {detail}; nothing loaded"
-        ) from None
+        raise unfit(str(exc).splitlines()[0]) from None
+    if column.pg_type == "integer" and values.null_count < len(values):
+        low, high = pc.min_max(values).values()
+        if low.as_py() < _INT4[0] or high.as_py() > _INT4[1]:
+            raise unfit(f"{low.as_py() if low.as_py() < _INT4[0] else high.as_py()} is out of integer range")
+    if column.bq_type == "NUMERIC" and pc.any(pc.invert(pc.is_finite(values))).as_py():
+        raise unfit("a value is not a finite number (NaN or infinity)")
+    return values
 
 
 def open_month(path: Path, name: str | None = None) -> pq.ParquetFile:
@@ -164,8 +180,8 @@ def _batches(file: pq.ParquetFile, plan: list[int | None], dataset: TaxiDataset,
             for batch in batches:
                 by_index = dict(zip(used, batch.columns, strict=True))
                 arrays = [
-                    pa.nulls(batch.num_rows, t) if i is None else _cast(by_index[i], t, names[i], name)
-                    for i, t in zip(plan, targets, strict=True)
+                    pa.nulls(batch.num_rows, t) if i is None else _cast(by_index[i], c, names[i], name)
+                    for i, c, t in zip(plan, dataset.columns, targets, strict=True)
                 ]
                 rows += batch.num_rows
                 yield pa.RecordBatch.from_arrays(arrays, schema=schema)
