@@ -298,7 +298,15 @@ def _remote(url: str, resp: requests.Response) -> Remote:
     return Remote(url, size, resp.headers.get("ETag", ""), resp.headers.get("Last-Modified", ""))
 
 
-def _retrying(settings: Settings, dataset: TaxiDataset, what: str, url: str, attempt_once, retries: int | None = None):
+def _retrying(
+    settings: Settings,
+    dataset: TaxiDataset,
+    what: str,
+    url: str,
+    attempt_once,
+    retries: int | None = None,
+    action: str = "download",
+):
     """`attempt_once()` again after network errors and 5xx (backing off; `retries` times, default
     the setting's), but not after a host name that does not resolve: that is no passing fault, it
     is a machine offline."""
@@ -314,7 +322,7 @@ def _retrying(settings: Settings, dataset: TaxiDataset, what: str, url: str, att
                 hint = _OFFLINE_HINT[dataset.source.name]
                 raise DownloadError(f"{what}: cannot resolve {host} (no network?): {hint}") from None
             if attempt > retries:
-                raise DownloadError(f"{what}: download failed after {attempt} attempts: {exc}") from None
+                raise DownloadError(f"{what}: {action} failed after {attempt} attempts: {exc}") from None
             wait = settings.http_backoff * 2 ** (attempt - 1)
             log.warning("%s: attempt %d failed (%s); retrying in %.1fs", what, attempt, exc, wait)
             time.sleep(wait)
@@ -341,7 +349,7 @@ def remote_file(settings: Settings, dataset: TaxiDataset, month: Month, *, retri
             return _remote(url, resp)
 
     try:
-        return _retrying(settings, dataset, what, url, head, retries)
+        return _retrying(settings, dataset, what, url, head, retries, action="asking the source (HEAD)")
     except NotPublishedError:
         return None
 
