@@ -222,7 +222,7 @@ from taxi_assets.parquet import write_parquet
 from taxi_assets.steps.extract import row_ids
 source, dest = Path(sys.argv[1]), Path(sys.argv[2])
 started = time.monotonic()
-rows = write_parquet(source, dest, YELLOW, Month(2019, 1), row_ids(source))
+rows = write_parquet(source, dest, YELLOW, Month(2019, 1), row_ids(source, YELLOW))
 print("::" + json.dumps({"outputs": {"seconds": time.monotonic() - started, "rows": rows}}) + "::")
 """
 

@@ -98,7 +98,7 @@ from taxi_assets.rows import rows_with_ids
 from taxi_assets.steps.extract import row_ids
 from taxi_assets.tlc import read_blocks
 download, dest = Path(sys.argv[1]), Path(sys.argv[2])
-ids = row_ids(download)
+ids = row_ids(download, dataset)
 assert ids is not None, "no row ids beside the download: run extract first"
 _, blocks = read_blocks(download, dataset)
 rows = 0
@@ -133,7 +133,7 @@ started = time.monotonic()
 n = sum(len(tlc.csv_lines(b, path.name)) for b in tlc.canonical_batches(path, dataset))
 out["decode + cast + CSV lines"] = time.monotonic() - started
 started = time.monotonic()
-ids = row_ids(path)
+ids = row_ids(path, dataset)
 _, blocks = tlc.read_blocks(path, dataset)
 rows = rows_with_ids(blocks, normalize_integer_floats=bool(dataset.integer_float_columns), row_ids=ids)
 n = sum(count for _, count in _halves(rows))
@@ -153,7 +153,7 @@ from taxi_assets.parquet import write_parquet
 from taxi_assets.steps.extract import row_ids
 source, dest = Path(sys.argv[1]), Path(sys.argv[2])
 started = time.monotonic()
-rows = write_parquet(source, dest, TLC_FHVHV, Month(2024, 1), row_ids(source))
+rows = write_parquet(source, dest, TLC_FHVHV, Month(2024, 1), row_ids(source, TLC_FHVHV))
 print("::" + json.dumps({"outputs": {"seconds": time.monotonic() - started, "rows": rows}}) + "::")
 """
 
