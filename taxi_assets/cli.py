@@ -84,8 +84,9 @@ def _optional_month(text: str) -> Month | None:
 def cmd_extract(args: argparse.Namespace, settings: Settings) -> None:
     from taxi_assets.steps.extract import extract
 
-    info = extract(settings, _dataset(args), args.month, revalidate=True)  # a run's first step asks the source
-    tags = _tags(_dataset(args), args.month)
+    ds = _dataset(args)
+    info = extract(settings, ds, args.month, revalidate=True)  # a run's first step asks the source
+    tags = _tags(ds, args.month)
     emit(
         {
             "path": info.path,
@@ -233,7 +234,7 @@ def cmd_newest_month(args: argparse.Namespace, settings: Settings) -> None:
     month, remote = found
     with database.connect(settings) as conn:
         origin = loaded_from(conn, ds, month)
-    same = origin is not None and origin.get("bytes") == remote.bytes and origin.get("etag", "") == remote.etag
+    same = origin is not None and remote.is_file(origin.get("etag", ""), origin.get("bytes"))
     if same:
         log.info("%s %s: newest published, already loaded from this very file (ETag %s)", ds.name, month, remote.etag)
     else:

@@ -89,9 +89,9 @@ class Settings:
             bigquery_emulator=env.get(BIGQUERY_EMULATOR_HOST) or None,
         )
 
-    def base_url(self, source_name: str) -> str:
-        """The configured base URL of a source (`datasets.SOURCES`)."""
-        return self.tlc_url if source_name == "tlc" else self.source_url
+    def base_url(self, variable: str) -> str:
+        """The configured base URL of a source, by the variable that sets it (`Source.url_variable`)."""
+        return {SOURCE_URL: self.source_url, TLC_URL: self.tlc_url}[variable]
 
     @property
     def download_dir(self) -> Path:

@@ -54,9 +54,8 @@ class Source:
     """Where a family of month files is published, and in what format."""
 
     name: str  # `--source` on the command line
-    url_variable: str  # the environment variable for its base URL (`config`)
-    default_url: str
-    url_pattern: str  # `{base}` and `{folder}`, `{file}`
+    url_variable: str  # the environment variable for its base URL (`config`, `Settings.base_url`)
+    url_pattern: str  # of a file's URL, from `{base}`, `{taxi}` and `{file}`
     format: str  # "csv.gz" or "parquet": how `rows.read_blocks` reads a file
     prefix: str  # of its tables, Dagster keys and folders: "" or "tlc_"
     # What "not published" looks like: the mirror (GitHub releases) answers 404; CloudFront
@@ -70,12 +69,11 @@ class Source:
 MIRROR = Source(
     "mirror",
     config.SOURCE_URL,
-    config.DEFAULT_SOURCE_URL,
     "{base}/{taxi}/{file}",  # release assets live under one tag per taxi type
     "csv.gz",
     "",
 )
-TLC = Source("tlc", config.TLC_URL, config.DEFAULT_TLC_URL, "{base}/{file}", "parquet", "tlc_", 403, republishes=True)
+TLC = Source("tlc", config.TLC_URL, "{base}/{file}", "parquet", "tlc_", 403, republishes=True)
 SOURCES: dict[str, Source] = {s.name: s for s in (MIRROR, TLC)}
 
 
@@ -255,6 +253,12 @@ TAXI_TYPES: tuple[str, ...] = tuple(DATASETS)
 # lower-cased (`Airport_fee`, `dropOff_datetime`, `PUlocationID` need no rename), columns a
 # month lacks loaded as NULL, integers stored as integers whatever width or float a month used.
 
+
+def _tlc_feed(**definition) -> TaxiDataset:
+    """A TLC feed: published from its `first_month` to the newest month, open-ended."""
+    return TaxiDataset(source=TLC, last_month=None, **definition)
+
+
 _TLC_AMOUNTS = ("fare_amount", "extra", "mta_tax", "tip_amount", "tolls_amount")
 # Yellow 2009-2010 have coordinates and no zone ids; their vendor and payment are codes in
 # words (`VTS`, `CASH`), kept as text beside the integer codes of later years (NULL then).
@@ -275,7 +279,7 @@ _YELLOW_2010 = {
     "surcharge": "extra",
 }
 
-TLC_YELLOW = TaxiDataset(
+TLC_YELLOW = _tlc_feed(
     taxi="yellow",
     columns=(
         _integer("vendorid"),
@@ -300,9 +304,7 @@ TLC_YELLOW = TaxiDataset(
     pickup_column="tpep_pickup_datetime",
     dropoff_column="tpep_dropoff_datetime",
     key_columns=("tpep_pickup_datetime", "tpep_dropoff_datetime", "pulocationid", "dolocationid"),
-    source=TLC,
     first_month=Month(2009, 1),
-    last_month=None,
     eras=(
         Era(
             Month(2009, 1),
@@ -329,7 +331,7 @@ TLC_YELLOW = TaxiDataset(
     dropped_columns=("__index_level_0__",),  # pandas' index, written into 2010-02 and 2010-03
 )
 
-TLC_GREEN = TaxiDataset(
+TLC_GREEN = _tlc_feed(
     taxi="green",
     columns=(
         _integer("vendorid"),
@@ -354,12 +356,10 @@ TLC_GREEN = TaxiDataset(
     pickup_column="lpep_pickup_datetime",
     dropoff_column="lpep_dropoff_datetime",
     key_columns=("lpep_pickup_datetime", "lpep_dropoff_datetime", "pulocationid", "dolocationid"),
-    source=TLC,
     first_month=Month(2014, 1),
-    last_month=None,
 )
 
-TLC_FHV = TaxiDataset(
+TLC_FHV = _tlc_feed(
     taxi="fhv",
     columns=(
         _text("dispatching_base_num"),
@@ -373,12 +373,10 @@ TLC_FHV = TaxiDataset(
     pickup_column="pickup_datetime",
     dropoff_column="dropoff_datetime",
     key_columns=("dispatching_base_num", "pickup_datetime", "pulocationid", "dolocationid"),
-    source=TLC,
     first_month=Month(2015, 1),
-    last_month=None,
 )
 
-TLC_FHVHV = TaxiDataset(
+TLC_FHVHV = _tlc_feed(
     taxi="fhvhv",
     columns=(
         _text("hvfhs_license_num"),
@@ -410,9 +408,7 @@ TLC_FHVHV = TaxiDataset(
     pickup_column="pickup_datetime",
     dropoff_column="dropoff_datetime",
     key_columns=("hvfhs_license_num", "pickup_datetime", "pulocationid", "dolocationid"),
-    source=TLC,
     first_month=Month(2019, 2),
-    last_month=None,
 )
 
 TLC_DATASETS: dict[str, TaxiDataset] = {d.taxi: d for d in (TLC_YELLOW, TLC_GREEN, TLC_FHV, TLC_FHVHV)}

@@ -31,9 +31,13 @@ from taxi_assets.steps.postgres import load_postgres, partition_name
 PREVIEW_ROWS = 5
 
 
+def _file_kind(dataset: TaxiDataset) -> str:
+    return "csv" if dataset.source.format == "csv.gz" else dataset.source.format
+
+
 def file_key(dataset: TaxiDataset) -> str:
     """`green_trips_csv` (the mirror's .csv.gz), `tlc_green_trips_parquet` (the TLC's Parquet)."""
-    return f"{dataset.name}_trips_{'csv' if dataset.source.format == 'csv.gz' else dataset.source.format}"
+    return f"{dataset.name}_trips_{_file_kind(dataset)}"
 
 
 def postgres_key(dataset: TaxiDataset) -> str:
@@ -73,10 +77,13 @@ def _file_preview(path: Path, dataset: TaxiDataset) -> str:
     return markdown_table(header, rows)
 
 
+FILE_SIZE, FILE_ETAG = "file_size_bytes", "file_etag"
+
+
 def file_origin(info: FileInfo) -> dict:
     """Which file a load took its rows from, in both loads' metadata: the TLC sensor compares
     the ETag and size with the server's to notice a re-published file."""
-    return {"file_size_bytes": info.bytes, "file_sha256": info.sha256, "file_etag": info.etag}
+    return {FILE_SIZE: info.bytes, "file_sha256": info.sha256, FILE_ETAG: info.etag}
 
 
 def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
@@ -86,7 +93,7 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
         name=file_key(dataset),
         partitions_def=partitions_for(dataset),
         group_name=group(dataset),
-        kinds={"csv" if dataset.source.format == "csv.gz" else "parquet"},
+        kinds={_file_kind(dataset)},
         description=f"The published {taxi} month file ({dataset.file_name(Month(2019, 1)).replace('2019-01', 'YYYY-MM')},"
         f" source {dataset.source.name}), verified and kept locally.",
     )
@@ -101,7 +108,7 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
                 "size_bytes": info.bytes,
                 "sha256": info.sha256,
                 "downloaded": info.downloaded,
-                # What the server said of the file: the TLC sensor compares them with a HEAD.
+                # What the server said of the file (the loads record it too: `file_origin`).
                 "etag": info.etag,
                 "last_modified": info.last_modified,
                 "preview": MetadataValue.md(_file_preview(Path(info.path), dataset)),
@@ -147,7 +154,7 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
         partitions_def=partitions_for(dataset),
         group_name=group(dataset),
         kinds={"gcs", "parquet"},
-        description=f"The month as typed Parquet at gs://<bucket>/{taxi}/…parquet (row ids included).",
+        description=f"The month as typed Parquet at gs://<bucket>/{dataset.folder}/…parquet (row ids included).",
     )
     def trips_gcs(
         context: AssetExecutionContext, source: TaxiSourceResource, gcs: TaxiGcsResource

@@ -1,29 +1,28 @@
 from dagster import MonthlyPartitionsDefinition
 
 from taxi_assets.datasets import TaxiDataset
-from taxi_assets.months import FIRST_MONTH, LAST_MONTH, TIMEZONE
+from taxi_assets.months import FIRST_MONTH, LAST_MONTH, TIMEZONE, Month
 
-# Keys `2019-01` ... `2021-07` (end exclusive): the months every mirror taxi type is published for.
-monthly_partitions = MonthlyPartitionsDefinition(
-    start_date=str(FIRST_MONTH),
-    end_date=str(LAST_MONTH.next()),
-    fmt="%Y-%m",
-    timezone=TIMEZONE,  # the data's own clock; schedules tick in it too
-)
 
-_open_ended: dict[str, MonthlyPartitionsDefinition] = {}
+def _monthly(first: Month, last: Month | None) -> MonthlyPartitionsDefinition:
+    """Keys `YYYY-MM` from `first` to `last` (None: to the month just ended, one more each month)."""
+    return MonthlyPartitionsDefinition(
+        start_date=str(first),
+        end_date=None if last is None else str(last.next()),  # exclusive
+        fmt="%Y-%m",
+        timezone=TIMEZONE,  # the data's own clock; schedules tick in it too
+    )
+
+
+# Keys `2019-01` ... `2021-07`: the months every mirror taxi type is published for.
+monthly_partitions = _monthly(FIRST_MONTH, LAST_MONTH)
+_by_range = {(FIRST_MONTH, LAST_MONTH): monthly_partitions}  # one definition per range, reused
 
 
 def partitions_for(dataset: TaxiDataset) -> MonthlyPartitionsDefinition:
-    """The mirror's fixed months, or (an open range: the TLC's) every month from the feed's first
-    to the month just ended in New York, one more each month: the newest that can exist."""
-    if dataset.last_month == LAST_MONTH and dataset.first_month == FIRST_MONTH:
-        return monthly_partitions
-    if dataset.name not in _open_ended:
-        _open_ended[dataset.name] = MonthlyPartitionsDefinition(
-            start_date=str(dataset.first_month),
-            end_date=None if dataset.last_month is None else str(dataset.last_month.next()),
-            fmt="%Y-%m",
-            timezone=TIMEZONE,
-        )
-    return _open_ended[dataset.name]
+    """The dataset's months: the mirror's fixed range, or (an open range: the TLC's) every month
+    from the feed's first to the month just ended in New York, the newest that can exist."""
+    key = (dataset.first_month, dataset.last_month)
+    if key not in _by_range:
+        _by_range[key] = _monthly(*key)
+    return _by_range[key]

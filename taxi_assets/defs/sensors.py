@@ -27,7 +27,7 @@ from dagster import (
 )
 
 from taxi_assets.datasets import TaxiDataset
-from taxi_assets.defs.assets import bigquery_key, postgres_key
+from taxi_assets.defs.assets import FILE_ETAG, FILE_SIZE, bigquery_key, postgres_key
 from taxi_assets.defs.resources import TaxiSourceResource
 from taxi_assets.errors import DownloadError
 from taxi_assets.months import TIMEZONE, Month, month_just_ended
@@ -56,8 +56,8 @@ def _latest_origins(instance, key: str) -> dict[Month, tuple[str, int | None]]:
             month = Month.parse(materialization.partition)
             if month not in found:
                 meta = materialization.metadata
-                etag = meta["file_etag"].value if "file_etag" in meta else ""
-                size = meta["file_size_bytes"].value if "file_size_bytes" in meta else None
+                etag = meta[FILE_ETAG].value if FILE_ETAG in meta else ""
+                size = meta[FILE_SIZE].value if FILE_SIZE in meta else None
                 found[month] = (etag, size)
         if not result.has_more:
             return found
@@ -71,11 +71,6 @@ def loaded_files(instance, dataset: TaxiDataset) -> dict[Month, tuple[str, int |
     postgres = _latest_origins(instance, postgres_key(dataset))
     bigquery = _latest_origins(instance, bigquery_key(dataset))
     return {m: origin if bigquery[m] == origin else ("", None) for m, origin in postgres.items() if m in bigquery}
-
-
-def _changed(remote: Remote, recorded: tuple[str, int | None]) -> bool:
-    etag, size = recorded
-    return remote.etag != etag or (remote.bytes is not None and size is not None and remote.bytes != size)
 
 
 def _request(instance, dataset: TaxiDataset, month: Month, remote: Remote, reason: str) -> RunRequest | str:
@@ -132,7 +127,7 @@ def build_new_month_sensor(job, dataset: TaxiDataset):
             checked = recent + rest[:OLDER_MONTHS_PER_TICK]
             for month in checked:
                 remote = remote_file(settings, dataset, month, retries=0)
-                if remote is not None and _changed(remote, loaded[month]):
+                if remote is not None and not remote.is_file(*loaded[month]):
                     requests.append(_request(context.instance, dataset, month, remote, "re-published"))
             # Where the next tick goes on: below the last month checked, or (the walk done) from
             # the top again; a cursor of None or "" would keep the old one.

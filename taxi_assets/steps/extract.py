@@ -289,6 +289,11 @@ class Remote:
     etag: str
     last_modified: str
 
+    def is_file(self, etag: str, size: int | None) -> bool:
+        """Whether this is the file recorded as (`etag`, `size`): the same ETag, and the same size
+        where both are known. How every step and the sensor tell a re-published file."""
+        return self.etag == etag and (self.bytes is None or size is None or self.bytes == size)
+
 
 def _remote(url: str, resp: requests.Response) -> Remote:
     try:
@@ -340,7 +345,7 @@ def _check_status(resp: requests.Response, dataset: TaxiDataset, what: str, mont
 def remote_file(settings: Settings, dataset: TaxiDataset, month: Month, *, retries: int | None = None) -> Remote | None:
     """The month's file as the source describes it (one HEAD, retried like a download unless
     `retries` says otherwise), or None when it is not published."""
-    url = dataset.url(settings.base_url(dataset.source.name), month)
+    url = dataset.url(settings.base_url(dataset.source.url_variable), month)
     what = f"{dataset.name} {month}"
 
     def head() -> Remote:
@@ -372,15 +377,10 @@ def newest_published(
 def _fetch(url: str, dest: Path, settings: Settings, dataset: TaxiDataset, month: Month) -> tuple[str, Remote]:
     """Stream `url` into `dest`; return its sha256 and what the server said of it."""
     what = f"{dataset.name} {month}"
-
-    def get() -> tuple[str, Remote]:
-        return _get(url, dest, settings, dataset, month)
-
-    return _retrying(settings, dataset, what, url, get)
+    return _retrying(settings, dataset, what, url, lambda: _get(url, dest, settings, dataset, month, what))
 
 
-def _get(url: str, dest: Path, settings: Settings, dataset: TaxiDataset, month: Month) -> tuple[str, Remote]:
-    what = f"{dataset.name} {month}"
+def _get(url: str, dest: Path, settings: Settings, dataset: TaxiDataset, month: Month, what: str) -> tuple[str, Remote]:
     with requests.get(url, stream=True, timeout=(10, settings.http_timeout)) as resp:
         _check_status(resp, dataset, what, month, url)
         remote = _remote(url, resp)
@@ -416,9 +416,7 @@ def _republished(settings: Settings, dataset: TaxiDataset, month: Month, info: F
     if remote is None:
         log.warning("%s: the source no longer publishes it; using the local copy", info.filename)
         return False
-    if (remote.etag and info.etag and remote.etag != info.etag) or (
-        remote.bytes is not None and remote.bytes != info.bytes
-    ):
+    if not remote.is_file(info.etag, info.bytes):
         log.info(
             "%s was re-published (ETag %s, %s bytes; the local copy's: %s, %d bytes); downloading it again",
             info.filename,
@@ -448,7 +446,7 @@ def extract(settings: Settings, dataset: TaxiDataset, month: Month, *, revalidat
     what = f"{dataset.name} {month}"
     path = local_path(settings, dataset, month)
     path.parent.mkdir(parents=True, exist_ok=True)
-    url = dataset.url(settings.base_url(dataset.source.name), month)
+    url = dataset.url(settings.base_url(dataset.source.url_variable), month)
     tmp, sidecar_tmp = temp_path(path), temp_path(record_path(path))
     try:
         started = time.monotonic()
