@@ -188,7 +188,7 @@ def cmd_load_bigquery(args: argparse.Namespace, settings: Settings) -> None:
     ds = _dataset(args)
     with download_in_use(settings, ds, args.month):
         info = extract(settings, ds, args.month)
-        report = load_bigquery(settings, ds, args.month, expected_rows=info.data_lines, download_sha256=info.sha256)
+        report = load_bigquery(settings, ds, args.month, info)
     emit(report.as_dict(), {"rows": report.rows}, _tags(ds, args.month), report.seconds)
 
 
@@ -221,10 +221,9 @@ def cmd_schedule_month(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_newest_month(args: argparse.Namespace, settings: Settings) -> None:
-    from taxi_assets import database
+    from taxi_assets import ledger
     from taxi_assets.months import month_just_ended
     from taxi_assets.steps.extract import newest_published
-    from taxi_assets.steps.postgres import loaded_from
 
     ds = _dataset(args)
     this_month = month_just_ended(datetime.now(timezone.utc)).next()  # in New York, as the sensor reckons
@@ -232,9 +231,8 @@ def cmd_newest_month(args: argparse.Namespace, settings: Settings) -> None:
     if found is None:
         raise ConfigError(f"{ds.name}: no month published in the last months (is {ds.source.url_variable} right?)")
     month, remote = found
-    with database.connect(settings) as conn:
-        origin = loaded_from(conn, ds, month)
-    same = origin is not None and remote.is_file(origin.get("etag", ""), origin.get("bytes"))
+    origin = ledger.held(settings, ledger.POSTGRES, ds, month)
+    same = origin is not None and remote.is_file(origin.etag, origin.bytes)
     if same:
         log.info("%s %s: newest published, already loaded from this very file (ETag %s)", ds.name, month, remote.etag)
     else:

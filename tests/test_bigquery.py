@@ -38,7 +38,7 @@ def bq_settings(gcs_settings, bq_emulator, request):
 def _to_bigquery(settings, month=JAN):
     info = extract(settings, GREEN, month)
     upload_gcs(settings, GREEN, month, Path(info.path))
-    return info, load_bigquery(settings, GREEN, month, expected_rows=info.data_lines)
+    return info, load_bigquery(settings, GREEN, month, info)
 
 
 def _bq(settings, sql):
@@ -77,15 +77,16 @@ def test_a_rerun_replaces_the_month_only(bq_settings):
     assert again.rows == 2_000
     assert month_rows(client, bq_settings, GREEN, JAN) == month_rows(client, bq_settings, GREEN, FEB) == 2_000
     tables = [t.table_id for t in client.list_tables(f"{bq_settings.gcp_project}.{bq_settings.gcp_dataset}")]
-    assert tables == ["green_tripdata"]  # no scratch table left behind
+    assert sorted(tables) == ["green_tripdata", "taxi_loads"]  # no scratch table left behind
 
 
 def test_a_corrupt_object_fails_in_one_line_and_keeps_the_previous_rows(bq_settings, fake_gcs):
     _to_bigquery(bq_settings, JAN)
     stored = _stored(bq_settings, fake_gcs, JAN)
     stored.write_bytes(stored.read_bytes()[:1000])  # what a damaged object would look like
+    info = extract(bq_settings, GREEN, JAN)
     with pytest.raises(LoadError, match="BigQuery load failed, previous rows kept") as err:
-        load_bigquery(bq_settings, GREEN, JAN)
+        load_bigquery(bq_settings, GREEN, JAN, info)
     assert month_rows(bigquery_client(bq_settings), bq_settings, GREEN, JAN) == 2_000
     # bqemulator's own error names the emulator's file under the test's /tmp folder and adds its
     # SQL on further lines: passed on as one line, naming the object instead.
@@ -114,7 +115,7 @@ def test_an_object_of_another_month_fails_and_keeps_both_months(bq_settings, fak
     assert _month_ids(bq_settings, JAN) == jan_ids and len(jan_ids) == 2_000
     assert _month_ids(bq_settings, FEB) == feb_ids and len(feb_ids) == 2_000
     tables = [t.table_id for t in bigquery_client(bq_settings).list_tables(bq_settings.gcp_dataset)]
-    assert tables == ["green_tripdata"]  # the scratch table is dropped on failure too
+    assert sorted(tables) == ["green_tripdata", "taxi_loads"]  # the scratch table is dropped on failure too
 
 
 def test_an_object_short_of_the_files_rows_fails_and_keeps_the_month(bq_settings, fake_gcs):
@@ -124,7 +125,7 @@ def test_an_object_short_of_the_files_rows_fails_and_keeps_the_month(bq_settings
     local = parquet_path(Path(info.path))
     pq.write_table(pq.read_table(local).slice(0, 1_500), _stored(bq_settings, fake_gcs, JAN))
     with pytest.raises(LoadError) as err:
-        load_bigquery(bq_settings, GREEN, JAN, expected_rows=info.data_lines)
+        load_bigquery(bq_settings, GREEN, JAN, info)
     assert str(err.value).endswith(
         "green_tripdata_2019-01.parquet holds 1500 rows but the file has 2000 data lines;"
         " previous rows kept; run upload-gcs for green 2019-01 again"
@@ -153,7 +154,7 @@ def test_a_missing_object_says_what_to_run(bq_settings):
     with pytest.raises(
         ConfigError, match=r"green_tripdata_2019-02.parquet does not exist; run upload-gcs for green 2019-02 first"
     ):
-        load_bigquery(bq_settings, GREEN, FEB)
+        load_bigquery(bq_settings, GREEN, FEB, extract(bq_settings, GREEN, FEB))
 
 
 def test_the_cloud_steps_from_the_cli(bq_settings):

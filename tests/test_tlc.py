@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import run_cli, settings_env
 
-from taxi_assets import tlc
+from taxi_assets import ledger, tlc
 from taxi_assets.datasets import TLC_DATASETS, TLC_FHVHV, TLC_YELLOW
 from taxi_assets.errors import BadFileError, LoadError, NotPublishedError
 from taxi_assets.gcp import bigquery_client
@@ -26,7 +26,7 @@ from taxi_assets.steps.bigquery import load_bigquery, table_id
 from taxi_assets.steps.extract import extract, local_path, newest_published, remote_file
 from taxi_assets.steps.gcp_setup import ensure_dataset
 from taxi_assets.steps.gcs import ensure_bucket, upload_gcs
-from taxi_assets.steps.postgres import load_postgres, loaded_from, partition_name
+from taxi_assets.steps.postgres import load_postgres, partition_name
 from taxi_assets.tlc_sample import TlcServer, tlc_era_schema, write_tlc_month
 
 ROWS = 400
@@ -338,7 +338,7 @@ def test_a_republished_file_is_downloaded_and_loaded_again(tlc_settings, tlc_ser
     first = extract(tlc_settings, ds, month)
     with psycopg.connect(tlc_settings.postgres_dsn) as conn:
         load_postgres(conn, ds, month, Path(first.path), expected_rows=first.data_lines)
-        assert loaded_from(conn, ds, month)["etag"] == first.etag
+        assert ledger.held(tlc_settings, ledger.POSTGRES, ds, month, conn=conn).etag == first.etag
     tlc_server.republish("green", month, variant=3)
     assert not extract(tlc_settings, ds, month).downloaded  # a later step never asks: the run's copy
     second = extract(tlc_settings, ds, month, revalidate=True)
@@ -346,8 +346,8 @@ def test_a_republished_file_is_downloaded_and_loaded_again(tlc_settings, tlc_ser
     with psycopg.connect(tlc_settings.postgres_dsn) as conn:
         report = load_postgres(conn, ds, month, Path(second.path), expected_rows=second.data_lines)
         assert report.replaced_previous and report.rows_loaded == ROWS + 3
-        origin = loaded_from(conn, ds, month)
-    assert (origin["etag"], origin["bytes"], origin["sha256"]) == (second.etag, second.bytes, second.sha256)
+        origin = ledger.held(tlc_settings, ledger.POSTGRES, ds, month, conn=conn)
+    assert (origin.etag, origin.bytes, origin.sha256) == (second.etag, second.bytes, second.sha256)
 
 
 def test_a_host_out_of_reach_leaves_the_local_copy_in_use(tlc_settings, caplog):
@@ -368,15 +368,15 @@ def test_bigquery_refuses_an_object_converted_from_an_older_download(cloud_setti
     ensure_dataset(settings)
     first = extract(settings, ds, month)
     upload_gcs(settings, ds, month, Path(first.path))
-    load_bigquery(settings, ds, month, expected_rows=first.data_lines, download_sha256=first.sha256)
+    load_bigquery(settings, ds, month, first)
     tlc_server.republish("yellow", month, variant=1)
     second = extract(settings, ds, month, revalidate=True)
     with pytest.raises(LoadError, match="was converted from another download of the month .* run upload-gcs again"):
-        load_bigquery(settings, ds, month, expected_rows=second.data_lines, download_sha256=second.sha256)
+        load_bigquery(settings, ds, month, second)
     rows = bigquery_client(settings).query(f"SELECT COUNT(*) AS n FROM `{table_id(settings, ds)}`").result()
     assert next(iter(rows)).n == ROWS  # the first file's rows, kept
     upload_gcs(settings, ds, month, Path(second.path))
-    report = load_bigquery(settings, ds, month, expected_rows=second.data_lines, download_sha256=second.sha256)
+    report = load_bigquery(settings, ds, month, second)
     assert report.rows == ROWS + 1
 
 
@@ -391,7 +391,7 @@ def test_a_bad_republished_file_keeps_the_months_rows(tlc_settings, tlc_server):
         extract(tlc_settings, ds, month, revalidate=True)
     with psycopg.connect(tlc_settings.postgres_dsn) as conn:
         assert conn.execute(f'SELECT count(*) FROM "{partition_name(ds, month)}"').fetchone()[0] == ROWS
-        assert loaded_from(conn, ds, month)["etag"] == info.etag
+        assert ledger.held(tlc_settings, ledger.POSTGRES, ds, month, conn=conn).etag == info.etag
     served.unlink()
 
 
@@ -411,7 +411,7 @@ def test_postgres_and_bigquery_hold_the_same_rows(cloud_settings, tlc_server, fe
             f'SELECT {", ".join(columns)} FROM "{partition_name(ds, m)}" ORDER BY unique_row_id COLLATE "C"'
         ).fetchall()
     upload_gcs(settings, ds, m, Path(info.path))
-    load_bigquery(settings, ds, m, expected_rows=info.data_lines, download_sha256=info.sha256)
+    load_bigquery(settings, ds, m, info)
     query = f"SELECT {', '.join(columns)} FROM `{table_id(settings, ds)}` WHERE month = '{m}-01'"
     in_bigquery = sorted(
         (tuple(r.values()) for r in bigquery_client(settings).query(query).result()), key=lambda r: r[0]

@@ -17,6 +17,7 @@ from dagster import (
     asset,
 )
 
+from taxi_assets import ledger
 from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.defs.partitions import partitions_for
 from taxi_assets.defs.resources import TaxiBigQueryResource, TaxiGcsResource, TaxiPostgresResource, TaxiSourceResource
@@ -77,6 +78,11 @@ def _file_preview(path: Path, dataset: TaxiDataset) -> str:
     return markdown_table(header, rows)
 
 
+def dagster_run(context: AssetExecutionContext) -> str:
+    """Who loads, as the ledger records it."""
+    return ledger.loaded_by_dagster(context.run_id)
+
+
 FILE_SIZE, FILE_ETAG = "file_size_bytes", "file_etag"
 
 
@@ -130,7 +136,9 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
         month = Month.parse(context.partition_key)
         info = extract(source.settings(), dataset, month)  # the verified local copy (re-fetched if gone)
         with postgres.connect() as conn:
-            report = load_postgres(conn, dataset, month, Path(info.path), expected_rows=info.data_lines)
+            report = load_postgres(
+                conn, dataset, month, Path(info.path), expected_rows=info.data_lines, loaded_by=dagster_run(context)
+            )
             cur = conn.execute(f'SELECT * FROM "{partition_name(dataset, month)}" LIMIT {PREVIEW_ROWS}')
             preview = markdown_table([d.name for d in cur.description], cur.fetchall())
         return MaterializeResult(
@@ -190,7 +198,7 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
         settings = bigquery.settings()
         info = extract(source.settings(), dataset, month)
         ensure_dataset(settings)
-        report = load_bigquery(settings, dataset, month, expected_rows=info.data_lines, download_sha256=info.sha256)
+        report = load_bigquery(settings, dataset, month, info, loaded_by=dagster_run(context))
         return MaterializeResult(
             metadata={
                 "dagster/row_count": report.rows,

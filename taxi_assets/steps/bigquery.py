@@ -19,16 +19,19 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import date
+from pathlib import Path
 
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
+from taxi_assets import ledger
 from taxi_assets.config import Settings
 from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.errors import ConfigError, LoadError
 from taxi_assets.gcp import bigquery_client, storage_client
 from taxi_assets.months import Month
 from taxi_assets.parquet import MONTH_COLUMN
+from taxi_assets.steps.extract import FileInfo
 from taxi_assets.steps.gcs import DOWNLOAD_SHA256, object_name
 
 log = logging.getLogger(__name__)
@@ -146,13 +149,14 @@ def _emulator_replace_month(
     dataset: TaxiDataset,
     month: Month,
     uri: str,
-    expected_rows: int | None = None,
+    expected_rows: int | None,
+    entry: ledger.LoadRecord,
 ) -> None:
     """Emulator only: bqemulator rejects partition decorators (`Invalid table id`).
 
     So: load into a scratch table, then in one transaction check the scratch rows (all of this
-    file's month and name, as many as `expected_rows`) and only then swap the month, then drop
-    the scratch table. Where BigQuery refuses rows outside the decorator's partition, the check
+    file's month and name, as many as `expected_rows`) and only then swap the month and replace
+    its ledger record (`entry`), then drop the scratch table. Where BigQuery refuses rows outside the decorator's partition, the check
     refuses them here: a wrong or stale object fails with LoadError and the month keeps its
     rows. BigQuery itself always takes the decorator path.
     """
@@ -168,7 +172,9 @@ def _emulator_replace_month(
             client.query(
                 f"BEGIN TRANSACTION; {check};"
                 f" DELETE FROM `{target}` WHERE {MONTH_COLUMN} = DATE '{first_day}';"
-                f" INSERT INTO `{target}` SELECT * FROM `{scratch}`; COMMIT TRANSACTION;"
+                f" INSERT INTO `{target}` SELECT * FROM `{scratch}`;"
+                f" {ledger.bigquery_retract_sql(settings, dataset, month)};"
+                f" {ledger.bigquery_insert_sql(settings, entry)}; COMMIT TRANSACTION;"
             ).result()
         except gexc.GoogleAPIError as exc:
             mismatch = _scratch_mismatch(exc, dataset, month, uri, expected_rows)
@@ -207,21 +213,47 @@ def api_error_text(exc: Exception, uri: str | None = None) -> str:
     return _LOCAL_PATH.sub(local, text) or type(exc).__name__
 
 
+def _replace_month_recorded(
+    client: bigquery.Client,
+    settings: Settings,
+    dataset: TaxiDataset,
+    month: Month,
+    uri: str,
+    entry: ledger.LoadRecord,
+) -> None:
+    """BigQuery: the month's ledger record is retracted, the partition replaced (one atomic load
+    job), then the new record written, so the ledger never claims rows the partition does not
+    hold. A failed load job leaves the old rows, and their record is put back."""
+    target, config = partition_load(settings, dataset, month)
+    key = (dataset.source.name, dataset.taxi, month)
+    previous = ledger.current(ledger.bigquery_records(client, settings, dataset)).get(key)
+    client.query(ledger.bigquery_retract_sql(settings, dataset, month)).result()
+    try:
+        client.load_table_from_uri(uri, target, job_config=config).result()
+    except BaseException:
+        if previous is not None:
+            client.query(ledger.bigquery_insert_sql(settings, previous)).result()
+        raise
+    client.query(ledger.bigquery_insert_sql(settings, entry)).result()
+
+
 def load_bigquery(
     settings: Settings,
     dataset: TaxiDataset,
     month: Month,
+    info: FileInfo,
     *,
-    expected_rows: int | None = None,
-    download_sha256: str | None = None,
+    loaded_by: str | None = None,
 ) -> BigQueryReport:
-    """Replace `month` in the BigQuery table with the Parquet object upload-gcs put in the bucket.
-    With `download_sha256`, an object converted from another download of the month (its
-    metadata says which) is refused: the month's file was re-published since the upload."""
+    """Replace `month` in the BigQuery table with the Parquet object upload-gcs put in the bucket
+    from the download `info` (extract's record), and record the load in the dataset's ledger.
+    An object converted from another download of the month (its metadata says which) is
+    refused: the month's file was re-published since the upload."""
     started = time.monotonic()
+    expected_rows, download_sha256 = info.data_lines, info.sha256
     client = bigquery_client(settings)
     uri = f"gs://{settings.gcp_bucket}/{object_name(dataset, month)}"
-    target, config = partition_load(settings, dataset, month)
+    target, _ = partition_load(settings, dataset, month)
     try:
         blob = storage_client(settings).bucket(settings.gcp_bucket).get_blob(object_name(dataset, month))
         if blob is None:
@@ -234,10 +266,13 @@ def load_bigquery(
                 " Previous rows kept"
             )
         ensure_table(client, settings, dataset)
+        ledger.ensure_bigquery(client, settings)
+        digest = ledger.row_ids_digest(Path(info.path), dataset, expected_rows)
+        entry = ledger.record(dataset, month, info, expected_rows, digest, by=loaded_by)
         if settings.bigquery_emulator:
-            _emulator_replace_month(client, settings, dataset, month, uri, expected_rows)
+            _emulator_replace_month(client, settings, dataset, month, uri, expected_rows, entry)
         else:
-            client.load_table_from_uri(uri, target, job_config=config).result()
+            _replace_month_recorded(client, settings, dataset, month, uri, entry)
         rows = month_rows(client, settings, dataset, month)
     except gexc.NotFound as exc:
         raise ConfigError(

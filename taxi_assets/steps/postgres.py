@@ -16,7 +16,6 @@ a load killed at any point leaves no file behind.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import queue
 import sys
@@ -30,11 +29,12 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from taxi_assets import ledger
 from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.errors import BadFileError, LoadError
 from taxi_assets.months import Month
 from taxi_assets.rows import DuplicateCounter, read_blocks, rows_with_ids
-from taxi_assets.steps.extract import recorded_download, row_ids
+from taxi_assets.steps.extract import row_ids
 from taxi_assets.threads import wind_down
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ def ensure_table(conn: psycopg.Connection, dataset: TaxiDataset) -> None:
                 f"table {dataset.table} exists but is not partitioned by filename (another tool made it?); "
                 "rename or drop it and load again"
             )
+        ledger.ensure_postgres(conn)
 
 
 def _try_lock_month(conn: psycopg.Connection, partition: str) -> bool:
@@ -164,10 +165,9 @@ def _drop_halves(conn: psycopg.Connection, partition: str) -> None:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(name)))
 
 
-def _swap_in(conn: psycopg.Connection, dataset: TaxiDataset, partition: str, filename: str, origin: dict) -> bool:
+def _swap_in(conn: psycopg.Connection, dataset: TaxiDataset, partition: str, filename: str) -> bool:
     """Replace the month's partition by the staging halves; True if there was one before. The
-    caller holds the table's lock (`load_postgres` takes it before the second half's commit).
-    `origin` (what file the rows came from) becomes the partition's comment, in the same commit."""
+    caller holds the table's lock (`load_postgres` takes it before the second half's commit)."""
     table = _ident(dataset.table)
     replaced = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (partition,)).fetchone()[0]
     if replaced:
@@ -193,22 +193,7 @@ def _swap_in(conn: psycopg.Connection, dataset: TaxiDataset, partition: str, fil
             t=table, p=_ident(partition), f=sql.Literal(filename)
         )
     )
-    conn.execute(sql.SQL("COMMENT ON TABLE {p} IS {o}").format(p=_ident(partition), o=sql.Literal(json.dumps(origin))))
     return replaced
-
-
-def loaded_from(conn: psycopg.Connection, dataset: TaxiDataset, month: Month) -> dict | None:
-    """What file the month's rows were loaded from (`file`, `sha256`, `bytes`, `etag`,
-    `last_modified`, as extract recorded the download), or None if the month is not loaded."""
-    comment = conn.execute(
-        "SELECT obj_description(to_regclass(%s), 'pg_class')", (partition_name(dataset, month),)
-    ).fetchone()[0]
-    if comment is None:
-        return None
-    try:
-        return json.loads(comment)
-    except ValueError:
-        return {}  # loaded before origins were recorded
 
 
 def _second_session(conn: psycopg.Connection) -> psycopg.Connection:
@@ -313,8 +298,10 @@ def load_postgres(
     path: Path,
     *,
     expected_rows: int | None = None,
+    loaded_by: str | None = None,
 ) -> LoadReport:
-    """Replace `month` of `dataset`'s table with the rows of the .csv.gz at `path`."""
+    """Replace `month` of `dataset`'s table with the rows of the month file at `path`, and record
+    the load in the ledger in the same transaction (`loaded_by`: default `ledger.loaded_by()`)."""
     started = time.monotonic()
     filename = dataset.file_name(month)
     if path.name != filename:
@@ -328,10 +315,7 @@ def load_postgres(
     columns = sql.SQL(", ").join(_ident(c) for c in (ROW_ID_COLUMN.sql_name, *dataset.sql_names))
     duplicates = DuplicateCounter(spill_dir=path.parent)  # beside the download: under the state folder
     ids = row_ids(path, dataset)  # computed by extract; None: hash the lines here
-    recorded, _ = recorded_download(path)
-    origin = {"file": filename, "rows": expected_rows}
-    if recorded is not None:
-        origin |= {k: getattr(recorded, k) for k in ("sha256", "bytes", "etag", "last_modified")}
+    recorded = ledger.file_of(path, dataset, month)
     other, committed, swapped = None, False, False  # the second session; its half committed; swap done
     swap_failed: BaseException | None = None
     try:
@@ -365,6 +349,7 @@ def load_postgres(
             if expected_rows is not None and loaded != expected_rows:
                 raise BadFileError(f"{path.name} has {loaded} data lines, its download record says {expected_rows}")
             duplicate_rows = background.submit(duplicates.duplicates)  # numpy sorts while Postgres scans
+            digest = background.submit(ledger.row_ids_digest, path, dataset, loaded)
             other_stats = background.submit(_month_stats, other, dataset, month, staging[1])
             out_of_month, null_keys = _month_stats(conn, dataset, month, staging[0])
             more_out, more_nulls = other_stats.result()
@@ -379,7 +364,9 @@ def load_postgres(
             other.commit()  # its half, unattached and unseen, for this transaction to attach
             try:
                 with conn.transaction():  # a savepoint: a failed swap is undone, the month's lock kept
-                    replaced = _swap_in(conn, dataset, partition, filename, origin)
+                    replaced = _swap_in(conn, dataset, partition, filename)
+                    entry = ledger.record(dataset, month, recorded, loaded, digest.result(), by=loaded_by)
+                    ledger.write_postgres(conn, entry)  # in the swap's commit: both or neither
             except BaseException as exc:
                 _drop_halves(conn, partition)  # under the month's lock, committed with this transaction
                 swap_failed = exc

@@ -1,0 +1,293 @@
+"""The load ledger: what each store holds for a month, from which file, loaded by whom.
+
+Every load writes one record into the store it loaded, atomically with the rows:
+
+- Postgres: a row of `taxi_loads`, inserted in the transaction that swaps the month in, so a
+  reader sees both or neither.
+- BigQuery: a row of `{dataset}.taxi_loads`. On the emulator, inside the transaction that
+  replaces the month; on BigQuery, the month's record is retracted before the partition load
+  and written after it, so the ledger never claims rows the table does not hold (between the
+  two it claims nothing, and a failed load leaves the month unrecorded until the next load).
+
+The ledger is append-only history; a month's current record is its newest one. It is the one
+memory both orchestrators share: Dagster's catalog sensor, the TLC sensor, Kestra's scheduled
+flow (`newest-month`), the checks and `status` all read it through `held` and `holdings`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from dataclasses import asdict, dataclass, fields
+from datetime import date, datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from taxi_assets.datasets import TaxiDataset
+from taxi_assets.months import Month
+
+TABLE = "taxi_loads"
+POSTGRES, BIGQUERY = "postgres", "bigquery"
+STORES = (POSTGRES, BIGQUERY)
+# Who loads: "cli" unless the orchestrator says (Dagster passes its run id; Kestra's flows set
+# TAXI_LOADED_BY to "kestra:{{ execution.id }}").
+LOADED_BY = "TAXI_LOADED_BY"
+CLI = "cli"
+
+
+@dataclass(frozen=True)
+class LoadRecord:
+    """One load of one month into one store."""
+
+    source: str
+    taxi: str
+    month: str  # YYYY-MM: the file's month
+    table_name: str
+    file: str
+    url: str
+    etag: str
+    bytes: int
+    sha256: str  # of the downloaded file
+    rows: int
+    row_ids_sha256: str  # sha256 of the month's row ids in file order: the same rows, the same digest
+    code_version: str
+    loaded_at: datetime
+    loaded_by: str  # "cli", "dagster:<run id>", "kestra:<execution id>"
+
+    @property
+    def orchestrator(self) -> str:
+        return self.loaded_by.split(":", 1)[0]
+
+    @property
+    def run_id(self) -> str:
+        return self.loaded_by.partition(":")[2]
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "loaded_at": self.loaded_at.isoformat()}
+
+
+COLUMNS = tuple(f.name for f in fields(LoadRecord))
+_PG_TYPES = {"month": "date", "bytes": "bigint", "rows": "bigint", "loaded_at": "timestamptz"}
+_BQ_TYPES = {"month": "DATE", "bytes": "INT64", "rows": "INT64", "loaded_at": "TIMESTAMP"}
+
+
+@functools.cache
+def code_version() -> str:
+    try:
+        return metadata.version("taxi-assets")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+DAGSTER, KESTRA = "dagster", "kestra"
+
+
+def loaded_by() -> str:
+    return os.environ.get(LOADED_BY, "").strip() or CLI
+
+
+def loaded_by_dagster(run_id: str) -> str:
+    return f"{DAGSTER}:{run_id}"
+
+
+def file_of(path: Path, dataset: TaxiDataset, month: Month):
+    """extract's record (`FileInfo`) of a month file; for a file loaded without one (a path
+    given by hand), what the ledger needs of it, hashed now."""
+    from taxi_assets.steps.extract import FileInfo, recorded_download
+
+    recorded, _ = recorded_download(path)
+    if recorded is not None:
+        return recorded
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return FileInfo(dataset.taxi, str(month), str(path), "", path.stat().st_size, digest.hexdigest(), 0, [])
+
+
+def row_ids_digest(path: Path, dataset: TaxiDataset, rows: int) -> str:
+    """sha256 of the month's `rows` row ids in file order: extract's row-id file of the download
+    at `path` (about 0.2 s per 10 M rows), else the ids hashed now."""
+    from taxi_assets.rows import RowIds
+    from taxi_assets.steps.extract import row_ids
+
+    ids = row_ids(path, dataset) or RowIds.compute(path, dataset)
+    try:
+        digest, left = hashlib.sha256(), rows
+        while left:
+            n = min(left, 1 << 20)
+            digest.update(ids.read(n))
+            left -= n
+        return digest.hexdigest()
+    finally:
+        ids.close()
+
+
+def record(
+    dataset: TaxiDataset, month: Month, info, rows: int, row_ids_digest: str, *, by: str | None = None
+) -> LoadRecord:
+    """The record of loading `rows` rows from `info` (extract's `FileInfo` of the month's file)."""
+    return LoadRecord(
+        source=dataset.source.name,
+        taxi=dataset.taxi,
+        month=str(month),
+        table_name=dataset.table,
+        file=info.filename,
+        url=info.url,
+        etag=info.etag,
+        bytes=info.bytes,
+        sha256=info.sha256,
+        rows=rows,
+        row_ids_sha256=row_ids_digest,
+        code_version=code_version(),
+        loaded_at=datetime.now(timezone.utc),
+        loaded_by=by or loaded_by(),
+    )
+
+
+def _from_row(row) -> LoadRecord:
+    values = dict(zip(COLUMNS, row, strict=True))
+    month = values["month"]
+    values["month"] = f"{month.year:04d}-{month.month:02d}" if isinstance(month, date) else str(month)[:7]
+    return LoadRecord(**values)
+
+
+# --- Postgres ---------------------------------------------------------------------------------
+
+
+def ensure_postgres(conn: psycopg.Connection) -> None:
+    columns = sql.SQL(", ").join(
+        sql.SQL("{} {} NOT NULL").format(sql.Identifier(c), sql.SQL(_PG_TYPES.get(c, "text"))) for c in COLUMNS
+    )
+    conn.execute(
+        sql.SQL("CREATE TABLE IF NOT EXISTS {t} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, {c})").format(
+            t=sql.Identifier(TABLE), c=columns
+        )
+    )
+    conn.execute(
+        sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (source, taxi, month, id)").format(
+            i=sql.Identifier(f"{TABLE}_month"), t=sql.Identifier(TABLE)
+        )
+    )
+
+
+def write_postgres(conn: psycopg.Connection, entry: LoadRecord) -> None:
+    """Insert `entry`; call inside the load's transaction."""
+    values = {**asdict(entry), "month": date.fromisoformat(entry.month + "-01")}
+    conn.execute(
+        sql.SQL("INSERT INTO {t} ({c}) VALUES ({v})").format(
+            t=sql.Identifier(TABLE),
+            c=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
+            v=sql.SQL(", ").join(sql.Placeholder(c) for c in COLUMNS),
+        ),
+        values,
+    )
+
+
+def postgres_records(
+    conn: psycopg.Connection, dataset: TaxiDataset | None = None, *, after_id: int = 0
+) -> list[tuple[int, LoadRecord]]:
+    """(id, record) of every load after `after_id`, oldest first; of one dataset if given."""
+    if conn.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()[0] is None:
+        return []
+    where, params = [sql.SQL("id > %s")], [after_id]
+    if dataset is not None:
+        where.append(sql.SQL("source = %s AND taxi = %s"))
+        params += [dataset.source.name, dataset.taxi]
+    rows = conn.execute(
+        sql.SQL("SELECT id, {c} FROM {t} WHERE {w} ORDER BY id").format(
+            c=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
+            t=sql.Identifier(TABLE),
+            w=sql.SQL(" AND ").join(where),
+        ),
+        params,
+    ).fetchall()
+    return [(row[0], _from_row(row[1:])) for row in rows]
+
+
+# --- BigQuery ---------------------------------------------------------------------------------
+
+
+def bigquery_table(settings) -> str:
+    return f"{settings.gcp_project}.{settings.gcp_dataset}.{TABLE}"
+
+
+def ensure_bigquery(client, settings) -> None:
+    from google.cloud import bigquery
+
+    schema = [bigquery.SchemaField(c, _BQ_TYPES.get(c, "STRING"), mode="REQUIRED") for c in COLUMNS]
+    client.create_table(bigquery.Table(bigquery_table(settings), schema=schema), exists_ok=True)
+
+
+def _bq_literal(value) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, datetime):
+        return f"TIMESTAMP '{value.isoformat()}'"
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
+    return f"'{text}'"
+
+
+def bigquery_insert_sql(settings, entry: LoadRecord) -> str:
+    """The INSERT of `entry`, as a statement of the load's own script (literals: the emulator
+    takes no parameters inside a multi-statement transaction)."""
+    values = [f"DATE '{entry.month}-01'" if c == "month" else _bq_literal(getattr(entry, c)) for c in COLUMNS]
+    return f"INSERT INTO `{bigquery_table(settings)}` ({', '.join(COLUMNS)}) VALUES ({', '.join(values)})"
+
+
+def bigquery_retract_sql(settings, dataset: TaxiDataset, month: Month) -> str:
+    return (
+        f"DELETE FROM `{bigquery_table(settings)}` WHERE source = {_bq_literal(dataset.source.name)}"
+        f" AND taxi = {_bq_literal(dataset.taxi)} AND month = DATE '{month}-01'"
+    )
+
+
+def bigquery_records(client, settings, dataset: TaxiDataset | None = None) -> list[LoadRecord]:
+    """Every load recorded in the dataset's ledger, oldest first; of one dataset if given."""
+    from google.api_core import exceptions as gexc
+
+    where = ""
+    if dataset is not None:
+        where = f" WHERE source = {_bq_literal(dataset.source.name)} AND taxi = {_bq_literal(dataset.taxi)}"
+    try:
+        rows = client.query(f"SELECT {', '.join(COLUMNS)} FROM `{bigquery_table(settings)}`{where}").result()
+    except gexc.NotFound:
+        return []
+    found = [_from_row([row[c] for c in COLUMNS]) for row in rows]
+    return sorted(found, key=lambda r: r.loaded_at)
+
+
+# --- Readers ----------------------------------------------------------------------------------
+
+Key = tuple[str, str, Month]  # (source, taxi, month)
+
+
+def current(records) -> dict[Key, LoadRecord]:
+    """Each month's newest record, from records oldest first."""
+    return {(r.source, r.taxi, Month.parse(r.month)): r for r in records}
+
+
+def holdings(settings, store: str, dataset: TaxiDataset | None = None, *, conn=None) -> dict[Key, LoadRecord]:
+    """What `store` holds: each month's current record (of one dataset if given). Postgres is
+    read through `conn` when given, else a connection of its own."""
+    if store == POSTGRES:
+        from taxi_assets import database
+
+        if conn is not None:
+            return current(r for _, r in postgres_records(conn, dataset))
+        with database.connect(settings) as own:
+            return current(r for _, r in postgres_records(own, dataset))
+    if store == BIGQUERY:
+        from taxi_assets.gcp import bigquery_client
+
+        return current(bigquery_records(bigquery_client(settings), settings, dataset))
+    raise ValueError(f"unknown store {store!r}")
+
+
+def held(settings, store: str, dataset: TaxiDataset, month: Month, *, conn=None) -> LoadRecord | None:
+    """What `store` holds for the month, from which file; None if no load is recorded."""
+    return holdings(settings, store, dataset, conn=conn).get((dataset.source.name, dataset.taxi, month))
