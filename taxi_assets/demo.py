@@ -120,8 +120,8 @@ def failure_line(result, job: str, month: Month, home: Path) -> str:
 def run_demo(taxi: str, month: Month, verbose: bool = False) -> None:
     from dagster import DagsterInstance
 
+    from taxi_assets.checks import month_totals_bigquery
     from taxi_assets.definitions import defs  # first: it silences the preview warnings we accept
-    from taxi_assets.defs.checks import month_totals_bigquery
     from taxi_assets.defs.jobs import job_name
     from taxi_assets.emulators import with_local_cloud
     from taxi_assets.steps.bigquery import table_id

@@ -23,3 +23,7 @@ class BadFileError(TaxiError):
 
 class LoadError(TaxiError):
     """A load failed and was rolled back; the month's previous rows are untouched."""
+
+
+class CheckError(TaxiError):
+    """A check of ERROR severity failed: the store does not hold what its ledger says it loaded."""

@@ -13,18 +13,13 @@ import psycopg
 import pytest
 from helpers import dagster_resources
 
-from taxi_assets import config
+from taxi_assets import checks, config
+from taxi_assets.checks import DUPLICATE_ROWS_TOLERANCE, OUT_OF_MONTH_TOLERANCE
 from taxi_assets.datasets import DATASETS, GREEN, TLC_DATASETS
 from taxi_assets.definitions import defs
-from taxi_assets.defs import checks
 from taxi_assets.defs.assets import build_taxi_chain
-from taxi_assets.defs.checks import (
-    DUPLICATE_ROWS_TOLERANCE,
-    OUT_OF_MONTH_TOLERANCE,
-    build_bigquery_checks,
-    build_gcs_check,
-    build_postgres_checks,
-)
+from taxi_assets.defs.checks import build_bigquery_checks, build_gcs_check, build_postgres_checks
+from taxi_assets.defs.checks import result as dagster_result
 from taxi_assets.months import Month
 from taxi_assets.sample_data import write_month
 
@@ -148,7 +143,7 @@ def test_every_job_selects_its_whole_chain(taxi):
     ],
 )
 def test_quirk_checks_pass_within_their_tolerance_and_warn_above(tolerance, count, rows, passed):
-    result = tolerance.result("quirk", "green_trips_postgres", count, rows)
+    result = dagster_result(tolerance.verdict("quirk", count, rows), "green_trips_postgres")
     assert result.passed is passed and result.severity == dg.AssetCheckSeverity.WARN
     meta = {k: v.value if hasattr(v, "value") else v for k, v in result.metadata.items()}
     assert meta[tolerance.count_key] == count and meta["rows"] == rows

@@ -10,9 +10,9 @@ import dagster as dg
 import pytest
 from helpers import dagster_resources
 
+from taxi_assets import checks
 from taxi_assets.datasets import TLC_DATASETS
 from taxi_assets.definitions import defs
-from taxi_assets.defs import checks
 from taxi_assets.defs.assets import bigquery_key, build_taxi_chain, file_origin, postgres_key
 from taxi_assets.defs.checks import build_bigquery_checks, build_gcs_check, build_postgres_checks
 from taxi_assets.defs.sensors import MAX_ATTEMPTS, loaded_files

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, unconfigured_env
 
+from taxi_assets import checks
 from taxi_assets.datasets import DATASETS, TLC_DATASETS
-from taxi_assets.defs import checks
 
 pytestmark = pytest.mark.slow
 DG = Path(sys.executable).parent / "dg"
