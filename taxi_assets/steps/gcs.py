@@ -10,6 +10,13 @@ conversion (`parquet.conversion_id`), the object's URI, crc32c, md5, size and th
 re-run whose download, conversion and object (one metadata GET) all still match it neither
 converts nor uploads; anything else (no record, another file, another conversion, the object
 missing or changed in the bucket) converts and uploads as the first run did.
+
+The object's metadata names the download it was converted from (`DOWNLOAD_SHA256`), which
+load-bigquery checks. Every path leaves it naming this download (when extract's record says
+which): a re-published month whose conversion is byte-identical (the TLC only re-typed its
+columns) is not uploaded again, so its metadata is patched instead, on the condition that the
+object is still the one compared; a re-run finding the recorded bytes under another download's
+name patches them too, without converting, instead of calling them unchanged.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import google_crc32c
@@ -140,30 +147,70 @@ def check_bucket(settings: Settings, name: str = "", client=None) -> None:
         log.debug("cannot list gs://%s; the upload will tell whether it may write", settings.gcp_bucket)
 
 
-def _unchanged(bucket, name: str, uri: str, record_file: Path, sha256: str, conversion: str):
-    """(the upload record, "") when the object in the bucket is what the recorded upload of this
-    very download and conversion put there; else (None, why not)."""
+def _recorded_object(bucket, name: str, uri: str, record_file: Path, sha256: str, conversion: str):
+    """(the upload record, the object, "") when the object in the bucket holds the bytes the
+    recorded upload of this very download and conversion put there; else (None, None, why not).
+    Unchanged only if its metadata names this download too: the caller looks."""
     try:
         record = UploadRecord(**json.loads(record_file.read_text()))
     except FileNotFoundError:
-        return None, "no upload record"
+        return None, None, "no upload record"
     except (OSError, ValueError, TypeError):
-        return None, f"the upload record {record_file.name} is unreadable"
+        return None, None, f"the upload record {record_file.name} is unreadable"
     if record.csv_sha256 != sha256:
-        return None, f"the download is not the one last uploaded (sha256 {sha256[:12]}…, was {record.csv_sha256[:12]}…)"
+        why = f"the download is not the one last uploaded (sha256 {sha256[:12]}…, was {record.csv_sha256[:12]}…)"
+        return None, None, why
     if record.conversion != conversion:
-        return None, f"the Parquet conversion changed (now {conversion}, recorded {record.conversion})"
+        return None, None, f"the Parquet conversion changed (now {conversion}, recorded {record.conversion})"
     if record.uri != uri:
-        return None, f"the last upload went to {record.uri}"
+        return None, None, f"the last upload went to {record.uri}"
     blob = bucket.get_blob(name)  # metadata only
     if blob is None:
-        return None, f"{uri} is not in the bucket"
+        return None, None, f"{uri} is not in the bucket"
     if (blob.crc32c, blob.size) != (record.crc32c, record.bytes) or (record.md5 and blob.md5_hash != record.md5):
-        return None, (
+        why = (
             f"{uri} changed in the bucket since the upload (crc32c {blob.crc32c}, {blob.size} bytes;"
             f" recorded {record.crc32c}, {record.bytes} bytes)"
         )
-    return record, ""
+        return None, None, why
+    return record, blob, ""
+
+
+def converted_from(blob) -> str | None:
+    """The sha256 of the download the object says it was converted from, if it says."""
+    return (blob.metadata or {}).get(DOWNLOAD_SHA256)
+
+
+def _name_download(bucket, name: str, uri: str, compared, sha256: str):
+    """Make the object's metadata name download `sha256`, without sending its bytes again (a
+    PATCH); returns the object as it then is.
+
+    Only if the object is still the one whose bytes were compared (`compared`'s generation and
+    metageneration): another writer's newer object, or its newer metadata, is never relabelled.
+    Refused that way (412), it is fine only if the object already is these bytes named so (our
+    own retried request, or a concurrent run of this download); else LoadError.
+    """
+    was = converted_from(compared)
+    patch = bucket.blob(name)  # no generation of its own: the live object, as the preconditions guard it
+    patch.metadata = {DOWNLOAD_SHA256: sha256}  # a merge: other keys stay
+    try:
+        patch.patch(if_generation_match=compared.generation, if_metageneration_match=compared.metageneration)
+    except (gexc.PreconditionFailed, gexc.NotFound):
+        patch = bucket.get_blob(name)
+        same = patch is not None and (patch.crc32c, patch.size) == (compared.crc32c, compared.size)
+        if not (same and converted_from(patch) == sha256):
+            raise LoadError(
+                f"{uri} was changed in the bucket by another writer while upload-gcs compared it; left as it is;"
+                " run upload-gcs again"
+            ) from None
+    log.info(
+        "%s holds this download's conversion but its metadata named %s; it now names download sha256 %s…"
+        " (metadata updated, bytes not sent again)",
+        uri,
+        f"download sha256 {was[:12]}…" if was else "no download",
+        sha256[:12],
+    )
+    return patch
 
 
 def _write_record(path: Path, record: UploadRecord) -> None:
@@ -309,7 +356,12 @@ def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: P
     sha256 = info.sha256 if info else None
     if sha256:
         with _storage_errors(settings, uri):
-            record, why = _unchanged(bucket, name, uri, record_file, sha256, conversion)
+            record, blob, why = _recorded_object(bucket, name, uri, record_file, sha256, conversion)
+        if record and converted_from(blob) != sha256:  # these bytes, named after another download
+            with _storage_errors(settings, uri):
+                blob = _name_download(bucket, name, uri, blob, sha256)
+            _write_record(record_file, replace(record, generation=blob.generation))
+            return UploadReport(uri, record.bytes, record.crc32c, record.rows, uploaded=False, converted=False)
         if record:
             log.info(
                 "%s: %s is unchanged since its upload (download sha256 %s…, conversion %s, crc32c %s, %d bytes);"
@@ -339,6 +391,9 @@ def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: P
         uploaded = not (blob.crc32c == local_crc and blob.size == size)
         if not uploaded:
             log.info("%s already holds these bytes; not uploading again", uri)
+            if sha256 and converted_from(blob) != sha256:  # e.g. a re-published month, only re-typed
+                with _storage_errors(settings, uri):
+                    blob = _name_download(bucket, name, uri, blob, sha256)
         else:
             with _storage_errors(settings, uri):
                 blob = bucket.blob(name, chunk_size=CHUNK)  # chunked: a resumable upload
