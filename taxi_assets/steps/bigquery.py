@@ -32,7 +32,7 @@ from taxi_assets.gcp import bigquery_client, storage_client
 from taxi_assets.months import Month
 from taxi_assets.parquet import MONTH_COLUMN
 from taxi_assets.steps.extract import FileInfo
-from taxi_assets.steps.gcs import DOWNLOAD_SHA256, object_name
+from taxi_assets.steps.gcs import converted_from, object_name
 
 log = logging.getLogger(__name__)
 
@@ -258,11 +258,11 @@ def load_bigquery(
         blob = storage_client(settings).bucket(settings.gcp_bucket).get_blob(object_name(dataset, month))
         if blob is None:
             raise ConfigError(f"{uri} does not exist; run upload-gcs for {dataset.name} {month} first")
-        converted_from = (blob.metadata or {}).get(DOWNLOAD_SHA256)
-        if download_sha256 and converted_from and converted_from != download_sha256:
+        source_sha256 = converted_from(blob)
+        if download_sha256 and source_sha256 and source_sha256 != download_sha256:
             raise LoadError(
                 f"{dataset.name} {month}: {uri} was converted from another download of the month (sha256"
-                f" {converted_from[:12]}…, the local one is {download_sha256[:12]}…); run upload-gcs again."
+                f" {source_sha256[:12]}…, the local one is {download_sha256[:12]}…); run upload-gcs again."
                 " Previous rows kept"
             )
         ensure_table(client, settings, dataset)
