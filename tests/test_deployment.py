@@ -313,30 +313,123 @@ def test_the_stacks_dagster_instance_runs_on_postgres(pg_dsn, tmp_path, monkeypa
         assert conn.execute("SELECT run_id FROM runs").fetchall() == [(result.run_id,)]
 
 
-def test_kestra_entrypoint_turns_the_env_file_into_kestra_secrets():
-    """Open-source Kestra reads secret('X') from SECRET_X in base64; the entrypoint encodes every
-    secret the flows use (empty when unset), then hands over to Kestra (here: `env`)."""
+# Stands in for Kestra behind the entrypoint: reports its arguments, its environment, that of a
+# task it starts (as the Process runner does: java.lang.ProcessBuilder, which copies the JVM's
+# environment), and the configuration file MICRONAUT_CONFIG_FILES names.
+KESTRA_STUB = """
+import json, os, subprocess, sys
+config = os.environ.get("MICRONAUT_CONFIG_FILES")
+task = subprocess.run([sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"],
+                      capture_output=True, text=True, check=True)
+print(json.dumps({
+    "argv": sys.argv[1:],
+    "env": dict(os.environ),
+    "task_env": json.loads(task.stdout),
+    "config": config and open(config).read(),
+    "config_stat": config and [os.stat(config).st_mode & 0o777, os.stat(config).st_uid],
+}))
+"""
+
+
+@pytest.fixture
+def kestra_entrypoint(tmp_path):
+    """Runs docker/kestra/secrets_from_env.py as the image does, with the stub as Kestra and the
+    configuration folder under tmp_path; returns (what the stub saw or None, the process)."""
+    stub = tmp_path / "kestra"
+    stub.write_text(f"#!{sys.executable}\n{KESTRA_STUB}")
+    stub.chmod(0o755)
+    script = ROOT / "docker" / "kestra" / "secrets_from_env.py"
+    base = {
+        "PATH": os.environ["PATH"],
+        "KESTRA_FLOWS_DIR": str(ROOT / "kestra_flows"),
+        "KESTRA_ENTRYPOINT": str(stub),
+        "KESTRA_CONFIGURATION_PATH": str(tmp_path / "confs"),
+    }
+
+    def run(env: dict, *args: str) -> tuple[dict | None, subprocess.CompletedProcess]:
+        result = subprocess.run([sys.executable, script, *args], env=env | base, capture_output=True, text=True)
+        return (json.loads(result.stdout) if result.returncode == 0 else None), result
+
+    return run
+
+
+def secrets_used() -> set[str]:
     used = set()
     for flow in (ROOT / "kestra_flows").glob("*.yaml"):
         used |= set(re.findall(r"secret\('(\w+)'\)", flow.read_text()))
+    return used
+
+
+def test_kestra_entrypoint_turns_the_env_file_into_kestra_secrets(kestra_entrypoint):
+    """Open-source Kestra reads secret('X') from SECRET_X in base64; the entrypoint encodes every
+    secret the flows use that is set, and hands the plain value to no one."""
+    used = secrets_used()
     assert used == {"TAXI_POSTGRES_DSN", "GCP_CREDENTIALS"}  # settings that are no secrets stay plain
-    base = {"PATH": os.environ["PATH"], "KESTRA_FLOWS_DIR": str(ROOT / "kestra_flows"), "KESTRA_ENTRYPOINT": "env"}
-    script = ROOT / "docker" / "kestra" / "secrets_from_env.py"
 
     def secrets(env: dict) -> dict:
-        out = subprocess.run([sys.executable, script], env=base | env, capture_output=True, text=True, check=True)
-        encoded = dict(line.split("=", 1) for line in out.stdout.splitlines() if line.startswith("SECRET_"))
-        assert set(encoded) == {f"SECRET_{name}" for name in used}
-        plain = {line.split("=", 1)[0] for line in out.stdout.splitlines() if "=" in line}
-        assert not used & plain, "the plain values must not reach Kestra (its tasks inherit its environment)"
-        return {k.removeprefix("SECRET_"): base64.b64decode(v).decode() for k, v in encoded.items()}
+        seen, result = kestra_entrypoint(env)
+        assert seen, result.stderr
+        assert not used & set(seen["env"]), "the plain values must not reach Kestra (its tasks inherit its environment)"
+        encoded = {k.removeprefix("SECRET_"): v for k, v in seen["env"].items() if k.startswith("SECRET_")}
+        return {k: base64.b64decode(v).decode() for k, v in encoded.items()}
 
     env = {
         "TAXI_POSTGRES_DSN": "postgresql://root:taxi-pass@pgdatabase:5432/ny_taxi",
         "GCP_CREDENTIALS": '{"type": "service_account",\n "private_key": "k"}',
     }
     assert secrets(env) == env
-    assert secrets({}) == dict.fromkeys(used, "")  # unset: empty, as Kestra fails on a missing secret
+
+
+@pytest.mark.parametrize("value", [None, "", "  "], ids=["unset", "empty", "blank"])
+def test_a_secret_not_set_is_not_encoded_so_kestra_fails_the_task_reading_it(kestra_entrypoint, value):
+    """Kestra 2.0's SecretService fails secret('X') with no SECRET_X, but would render SECRET_X=""
+    as an empty string: an empty DSN, which the steps once took for "use an embedded Postgres"."""
+    env = {"GCP_CREDENTIALS": "{}"} | ({} if value is None else {"TAXI_POSTGRES_DSN": value})
+    seen, result = kestra_entrypoint(env)
+    assert "SECRET_TAXI_POSTGRES_DSN" not in seen["env"] and "TAXI_POSTGRES_DSN" not in seen["env"]
+    assert "SECRET_GCP_CREDENTIALS" in seen["env"]
+    assert result.stderr.splitlines() == [
+        "secrets_from_env: TAXI_POSTGRES_DSN is unset or empty; tasks reading secret('TAXI_POSTGRES_DSN') fail"
+    ]
+
+
+def test_an_empty_key_is_a_secret_only_when_both_emulators_stand_in_for_google_cloud(kestra_entrypoint):
+    """The `emulators` profile takes no service-account key: there GCP_CREDENTIALS="" is encoded,
+    since the steps then use the emulators; with either host missing it is an error as any other."""
+    hosts = {"STORAGE_EMULATOR_HOST": "http://fake-gcs:4443", "BIGQUERY_EMULATOR_HOST": "http://bigquery:9050"}
+    seen, result = kestra_entrypoint({"TAXI_POSTGRES_DSN": "postgresql://x", "GCP_CREDENTIALS": ""} | hosts)
+    assert seen["env"]["SECRET_GCP_CREDENTIALS"] == "" and not result.stderr, result.stderr
+    one_host = {"BIGQUERY_EMULATOR_HOST": hosts["BIGQUERY_EMULATOR_HOST"]}
+    seen, result = kestra_entrypoint({"TAXI_POSTGRES_DSN": "postgresql://x", "GCP_CREDENTIALS": ""} | one_host)
+    assert "SECRET_GCP_CREDENTIALS" not in seen["env"] and "GCP_CREDENTIALS is unset or empty" in result.stderr
+
+
+def test_kestras_passwords_reach_it_in_a_private_file_and_no_tasks_environment(kestra_entrypoint, tmp_path):
+    """The kestra service's environment as compose gives it: KESTRA_CONFIGURATION holds the
+    metadata database's and the login's passwords. Kestra gets them from a file only its user
+    reads; neither Kestra's environment nor a task's holds them (nor the taxi-data password)."""
+    service = compose()["services"]["kestra"]
+    env = {key: str(value) for key, value in service["environment"].items()}
+    seen, result = kestra_entrypoint(env, *service["command"])
+    assert seen, result.stderr
+    assert seen["argv"] == service["command"]
+    assert seen["env"]["MICRONAUT_CONFIG_FILES"] == str(tmp_path / "confs" / "application.yml")
+    assert seen["config"] == env["KESTRA_CONFIGURATION"]
+    assert seen["config_stat"] == [0o600, os.getuid()]
+    passwords = [v for k, v in USER_ENV.items() if "PASSWORD" in k and k.startswith(("KESTRA_", "TAXI_"))]
+    assert len(passwords) == 3 and all(p in seen["config"] or p in env["TAXI_POSTGRES_DSN"] for p in passwords)
+    for environment in (seen["env"], seen["task_env"]):
+        assert "KESTRA_CONFIGURATION" not in environment
+        leaked = [name for name, value in environment.items() if any(p in value for p in passwords)]
+        assert leaked == [], f"a password is in {leaked}"
+
+
+def test_a_password_variable_stops_kestra_before_it_starts(kestra_entrypoint):
+    """Kestra could read it as a setting, and every task would inherit it."""
+    seen, result = kestra_entrypoint({"KESTRA_SERVER_BASIC_AUTH_PASSWORD": "Kestra1234"})
+    assert seen is None and result.returncode != 0
+    assert "KESTRA_SERVER_BASIC_AUTH_PASSWORD would reach every task's environment" in result.stderr
+    assert "Kestra1234" not in result.stderr + result.stdout
 
 
 def test_the_emulators_profile_runs_the_chain(tmp_path, settings):
