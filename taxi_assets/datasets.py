@@ -90,6 +90,17 @@ class Era:
 ROW_ID_COLUMN = Column("unique_row_id", "text", "STRING")
 FILENAME_COLUMN = Column("filename", "text", "STRING")
 
+# A file with more than this share of its pickups outside its month is another month's file:
+# extract refuses it, before any store changes. Real months hold at most ~70 per million outside
+# (yellow 2019-01: 537 in 7.7 M, the mirror's copy starting with some 2018 rows; recent months a
+# few dozen); a clock off by hours (UTC read as New York time) moves 5 h of 744 out, 0.7 %; a file
+# of another month is ~100 % out. A half is thousands of times the real rate and far below a wrong
+# file's, so a sample decides it as surely as a full count (the mirror's lines are sampled,
+# `rows.PickupMonths`) and a tiny generated month (one planted stray in 4 rows, 25 %) passes. A file
+# in between (a clock days off, two months in one) loads, and the checks warn of it
+# (`OUT_OF_MONTH_TOLERANCE`: above 1,000 per million).
+WRONG_MONTH_SHARE = 0.5
+
 
 @dataclass(frozen=True)
 class TaxiDataset:

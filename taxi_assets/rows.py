@@ -23,6 +23,7 @@ import itertools
 import os
 import re
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +36,9 @@ try:  # ISA-L inflates gzip ~4x faster than zlib; same API
 except ImportError:  # pragma: no cover
     import zlib as _zlib
 
-from taxi_assets.datasets import TaxiDataset
+from taxi_assets.datasets import WRONG_MONTH_SHARE, TaxiDataset
 from taxi_assets.errors import BadFileError
+from taxi_assets.months import Month
 
 # Compressed bytes read at a time (~600 KB of lines): memory stays flat whatever the file, and
 # blocks this small are reused from the heap while hot in cache (1 MB ones cost 4x the page
@@ -163,6 +165,69 @@ class RowIds:
         self.close()
 
 
+_MONTH_IN_NAME = re.compile(r"_(\d{4}-\d{2})\.")
+_MONTH_KEY = re.compile(rb"\d{4}-\d{2}")
+# A .csv.gz's pickups are read from one line in this many (each block's 1st, 65th, ...): some
+# 120,000 of a 7.7 M-row month, plenty to tell a file mostly of another month, for ~1 % of
+# extract's verification; parsing every line's pickup in Python would add a third to it.
+PICKUP_SAMPLE_EVERY = 64
+
+
+def month_of(name: str) -> Month:
+    """The month in a published file name (`fhvhv_tripdata_2024-01.parquet`)."""
+    found = _MONTH_IN_NAME.search(name)
+    if not found:
+        raise BadFileError(f"{name} is not named like a month file (<taxi>_tripdata_YYYY-MM.<format>)")
+    return Month.parse(found[1])
+
+
+class PickupMonths:
+    """Where a month file's pickups lie, tallied while extract reads it: the rows looked at, and
+    those outside `month` by their own month (`YYYY-MM`; a NULL or unreadable pickup is no month).
+    A Parquet's every row is counted (`tlc.read_blocks`, with Arrow); a .csv.gz's lines are
+    sampled (`PICKUP_SAMPLE_EVERY`)."""
+
+    def __init__(self, dataset: TaxiDataset, month: Month):
+        self.month, self.sampled = month, dataset.source.format != "parquet"
+        self.rows = 0
+        self.outside: Counter[str] = Counter()
+        self._field, self._key = dataset.pickup_index, str(month).encode()
+
+    def add(self, rows: int, outside: dict[str, int]) -> None:
+        self.rows += rows
+        self.outside.update(outside)
+
+    def add_lines(self, lines: list[bytes]) -> None:
+        """Sample a block of CSV lines: its pickups' first 7 bytes are the month (quoted or not)."""
+        sample, field, key = lines[::PICKUP_SAMPLE_EVERY], self._field, self._key
+        for line in sample:
+            fields = line.split(b",", field + 1)
+            if len(fields) > field:
+                month = fields[field].lstrip(b'"')[:7]
+                if month != key and _MONTH_KEY.fullmatch(month):
+                    self.outside[month.decode()] += 1
+        self.rows += len(sample)
+
+    def watch(self, blocks: Iterator[tuple[list[bytes], bool]]) -> Iterator[tuple[list[bytes], bool]]:
+        """`blocks`, unchanged, each sampled on its way (`add_lines`)."""
+        for block in blocks:
+            self.add_lines(block[0])
+            yield block
+
+    def refusal(self) -> str | None:
+        """Why the file is refused (more than `WRONG_MONTH_SHARE` of its pickups lie outside its
+        month, named with the months they lie in), or None."""
+        outside = self.outside.total()
+        if outside <= self.rows * WRONG_MONTH_SHARE:
+            return None
+        where = ", ".join(f"{m} ({n:,})" for m, n in self.outside.most_common(3))
+        if len(self.outside) > 3:
+            where += f" and {len(self.outside) - 3} other months"
+        share = f"{outside / self.rows:.0%}" + (f"; one line in {PICKUP_SAMPLE_EVERY}" if self.sampled else "")
+        looked = "sampled pickups" if self.sampled else "pickups"
+        return f"{outside:,} of {self.rows:,} {looked} ({share}) lie outside {self.month}, in {where}: another month's trips"
+
+
 def iter_lines(path: Path, name: str | None = None) -> Iterator[tuple[list[bytes], bool]]:
     """The lines of a .csv.gz, without line endings (CRLF or LF), a list per ~1 MB block,
     each with whether the block holds a quote (then it needs a real CSV parser).
@@ -255,15 +320,17 @@ def data_lines(
 
 
 def read_blocks(
-    path: Path, dataset: TaxiDataset, name: str | None = None
+    path: Path, dataset: TaxiDataset, name: str | None = None, *, pickups: PickupMonths | None = None
 ) -> tuple[list[str], Iterator[tuple[list[bytes], bool]]]:
     """A month file's column names and its rows as blocks of lines, whatever the source's
-    format: a .csv.gz's own lines (`data_lines`), a Parquet's canonical lines (`tlc.read_blocks`)."""
+    format: a .csv.gz's own lines (`data_lines`), a Parquet's canonical lines (`tlc.read_blocks`).
+    With `pickups`, the rows' pickup months are tallied into it as the blocks are read."""
     if dataset.source.format == "parquet":
         from taxi_assets import tlc  # pyarrow: only where a Parquet is read (30 MB of RSS otherwise)
 
-        return tlc.read_blocks(path, dataset, name)
-    return data_lines(path, dataset, name)
+        return tlc.read_blocks(path, dataset, name, pickups=pickups)
+    header, blocks = data_lines(path, dataset, name)
+    return header, blocks if pickups is None else pickups.watch(blocks)
 
 
 @dataclass

@@ -23,7 +23,6 @@ so Postgres and BigQuery get the same ids.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import pyarrow.parquet as pq
 from taxi_assets.datasets import Column, TaxiDataset
 from taxi_assets.errors import BadFileError
 from taxi_assets.months import Month
+from taxi_assets.rows import PickupMonths, month_of
 
 # Rows cast and rendered at a time: ~4 MB of fhvhv lines, memory flat whatever the month.
 BATCH_ROWS = 16_384
@@ -44,8 +44,6 @@ BATCH_ROWS = 16_384
 # of the id too: an Arrow that renders a row differently must not leave old ids beside new
 # rows (`tests/test_tlc.py` pins one row's rendering, so CI notices such an Arrow first).
 RENDERING_VERSION = 1
-
-_MONTH_IN_NAME = re.compile(r"_(\d{4}-\d{2})\.")
 
 
 def arrow_type(column: Column) -> pa.DataType:
@@ -71,14 +69,6 @@ def _castable(source: pa.DataType, target: pa.DataType) -> bool:
     if pa.types.is_timestamp(target):
         return (pa.types.is_timestamp(source) and source.tz is None) or text
     return False
-
-
-def month_of(name: str) -> Month:
-    """The month in a published file name (`fhvhv_tripdata_2024-01.parquet`)."""
-    found = _MONTH_IN_NAME.search(name)
-    if not found:
-        raise BadFileError(f"{name} is not named like a month file ({{feed}}_tripdata_YYYY-MM.parquet)")
-    return Month.parse(found[1])
 
 
 def column_plan(schema: pa.Schema, dataset: TaxiDataset, month: Month, name: str) -> list[int | None]:
@@ -207,13 +197,32 @@ def csv_lines(batch: pa.RecordBatch, name: str) -> list[bytes]:
     return lines
 
 
-def read_blocks(path: Path, dataset: TaxiDataset, name: str | None = None):
+def read_blocks(path: Path, dataset: TaxiDataset, name: str | None = None, *, pickups: PickupMonths | None = None):
     """The canonical column names and the month's rows as blocks of canonical lines, as
-    `rows.data_lines` gives a CSV's (`(lines, quoted)`: hashed as they are, never re-parsed)."""
+    `rows.data_lines` gives a CSV's (`(lines, quoted)`: hashed as they are, never re-parsed).
+    With `pickups`, every row's pickup month is tallied into it (`tally_pickups`)."""
     name = name or path.name
     batches = canonical_batches(path, dataset, name)  # checks the footer and columns now
+    if pickups is not None:
+        batches = tally_pickups(batches, dataset.pickup_index, pickups)
     blocks = ((csv_lines(b, name), False) for b in batches if b.num_rows)
     return list(dataset.sql_names), blocks
+
+
+def tally_pickups(batches: Iterator[pa.RecordBatch], index: int, pickups: PickupMonths) -> Iterator[pa.RecordBatch]:
+    """`batches`, unchanged, their pickups (column `index`) outside `pickups.month` counted by
+    month on the way: two comparisons per row in Arrow, months worked out for the few outside."""
+    start, end = (pa.scalar(t, pa.timestamp("us")) for t in (pickups.month.start, pickups.month.end))
+    for batch in batches:
+        times = batch.column(index)
+        outside = times.filter(pc.or_(pc.less(times, start), pc.greater_equal(times, end)))  # NULLs dropped
+        months = {}
+        if len(outside):
+            counts = pc.value_counts(pc.add(pc.multiply(pc.year(outside), 100), pc.month(outside)))
+            keys, rows = counts.field("values").to_pylist(), counts.field("counts").to_pylist()
+            months = {f"{k // 100:04d}-{k % 100:02d}": n for k, n in zip(keys, rows, strict=True)}
+        pickups.add(batch.num_rows, months)
+        yield batch
 
 
 def rendering_id(dataset: TaxiDataset) -> str:

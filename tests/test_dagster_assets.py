@@ -225,15 +225,18 @@ def test_a_month_within_tolerance_passes_with_its_counts_in_metadata(settings, l
 
 
 def test_a_month_above_tolerance_warns_with_its_counts_in_metadata(settings, local_release, tmp_path):
-    """April's name on March's rows (every pickup outside the month), with a block printed twice."""
-    lines = _generated_lines(tmp_path, Month(2019, 3))
-    planted = [*lines, *lines[:100]]
+    """April with 200 of March's rows mixed in (a tenth: far above the tolerance, far below the
+    half that extract refuses as another month's file), and a block printed twice."""
+    april = _generated_lines(tmp_path, Month(2019, 4))
+    march = _generated_lines(tmp_path, Month(2019, 3))[:200]
+    planted = [*april, *march, *april[:100]]
     _plant_month(local_release, Month(2019, 4), planted)
+    outside = sum(not line.split(",")[GREEN.pickup_index].startswith("2019-04") for line in planted)
 
     evaluations = _postgres_checks(replace(settings, source_url=local_release.url), Month(2019, 4))
     for name, count_key, count in (
         (checks.DUPLICATE_ROWS_WITHIN_TOLERANCE, "duplicate_rows", len(planted) - len(set(planted))),
-        (checks.OUT_OF_MONTH_WITHIN_TOLERANCE, "out_of_month_rows", len(planted)),
+        (checks.OUT_OF_MONTH_WITHIN_TOLERANCE, "out_of_month_rows", outside),
     ):
         evaluation = evaluations[name]
         assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN

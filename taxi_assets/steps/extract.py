@@ -2,11 +2,13 @@
 
 The file appears under its published name only once it is complete and verified (temp file
 `<file>.part-<pid>`, fsync, rename), so a crash or a truncated transfer never leaves a file that
-looks whole. Verifying reads every row, so it also computes the rows' ids once for every later
-step: the row-id file `<taxi>_tripdata_<YYYY-MM>.row_ids` (see `rows.RowIds`). A sidecar
-`<file>.json`, written after both, records size, sha256 and data-line count; a file matching
-its sidecar is not downloaded again. A file without its record, or a
-record without its file, is never trusted: the month is downloaded again.
+looks whole, and only if its rows are of its month (a file mostly of another month, one served
+under the wrong name, is refused: nothing kept, every later step fails on it too). Verifying
+reads every row, so it also computes the rows' ids once for every later step: the row-id file
+`<taxi>_tripdata_<YYYY-MM>.row_ids` (see `rows.RowIds`). A sidecar `<file>.json`, written after
+both, records size, sha256 and data-line count; a file matching its sidecar is not downloaded
+again. A file without its record, or a record without its file, is never trusted: the month is
+downloaded again.
 
 A process killed mid-download (SIGKILL, SIGTERM, a container stopped) leaves its temp file:
 every extract first removes the temp files in its taxi's download folder whose writing process
@@ -39,7 +41,7 @@ from taxi_assets.config import SOURCE_URL, TLC_URL, Settings
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.errors import BadFileError, ConfigError, DownloadError, NotPublishedError
 from taxi_assets.months import Month
-from taxi_assets.rows import RowIds, read_blocks, row_ids_key, write_row_ids
+from taxi_assets.rows import PickupMonths, RowIds, month_of, read_blocks, row_ids_key, write_row_ids
 
 log = logging.getLogger(__name__)
 
@@ -151,31 +153,36 @@ def _sha256(path: Path) -> str:
 
 def verify(path: Path, dataset: TaxiDataset, name: str | None = None, *, sha256: str = "") -> tuple[list[str], int]:
     """Check the file whole (gzip integrity and header; a Parquet's footer, columns and every
-    row group); return (header, data lines). With the file's `sha256`,
-    also write its row-id file (atomically) while reading. Raises BadFileError naming the file
-    `name` (default: the path's; a temp file passes the name it is published under)."""
+    row group) and that its rows are of its month (the one in `name`: a file mostly of another
+    month is refused, `rows.PickupMonths`); return (header, data lines). With the file's `sha256`,
+    also write its row-id file (atomically, once the file passed) while reading. Raises
+    BadFileError naming the file `name` (default: the path's; a temp file passes the name it is
+    published under)."""
     name = name or path.name
-    header, blocks = read_blocks(path, dataset, name)
+    pickups = PickupMonths(dataset, month_of(name))
+    header, blocks = read_blocks(path, dataset, name, pickups=pickups)
     if dataset.source.format == "parquet":
         from taxi_assets.tlc import published_columns
 
         header = published_columns(path)  # the record keeps the names as published
-    if not sha256:
-        lines = sum(len(lines) for lines, _ in blocks)
-    else:
-        ids = row_ids_path(path.with_name(name))
-        tmp = temp_path(ids)
-        try:
+    ids = row_ids_path(path.with_name(name))
+    tmp = temp_path(ids)
+    try:
+        if not sha256:
+            lines = sum(len(lines) for lines, _ in blocks)
+        else:
             with open(tmp, "wb") as out:
                 lines = write_row_ids(blocks, out, row_ids_key(sha256, dataset))
                 out.flush()
                 os.fsync(out.fileno())  # as the download: a crash never leaves a torn row-id file
-            if lines:
-                os.replace(tmp, ids)
-        finally:
-            tmp.unlink(missing_ok=True)
-    if not lines:
-        raise BadFileError(f"{name} has a header but no rows")
+        if not lines:
+            raise BadFileError(f"{name} has a header but no rows")
+        if refusal := pickups.refusal():
+            raise BadFileError(f"{name}: {refusal}")
+        if sha256:
+            os.replace(tmp, ids)
+    finally:
+        tmp.unlink(missing_ok=True)
     return header, lines
 
 
@@ -206,7 +213,10 @@ def recorded_download(csv_gz: Path) -> tuple[FileInfo | None, str]:
 
 
 def cached(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo | None:
-    """The local file's description if the file and its sidecar are both there and still match."""
+    """The local file's description if the file and its sidecar are both there and still match.
+    A file whose row ids are missing or stale is verified again (and refused if it no longer
+    passes, a copy of another month's rows kept from before months were checked among them); one
+    with its row ids in place is trusted as it is."""
     path = local_path(settings, dataset, month)
     record, has_file = record_path(path), path.is_file()
     if not record.exists():
