@@ -27,6 +27,8 @@ import psycopg
 import pytest
 from helpers import ROOT, free_port
 
+from taxi_assets.logs import LOG_FORMAT
+
 PROJECT = ROOT / "tests" / "kestra_engine"
 KESTRA_VERSION = re.search(r"<kestra.version>(.+?)</kestra.version>", (PROJECT / "pom.xml").read_text())[1]
 NAMESPACE = "zoomcamp"
@@ -96,6 +98,7 @@ class Kestra:
     START_SECONDS = 180
 
     def __init__(self, classpath: str, workdir: Path, env: dict[str, str]):
+        env = env | {LOG_FORMAT: "kestra"}  # as the Kestra image sets it: our tasks log by Kestra's protocol
         self.log, self.env, self._ids = workdir / "kestra.log", env, itertools.count(1)
         java = _java_home() / "bin" / "java"
         props = {
