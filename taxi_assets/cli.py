@@ -3,9 +3,11 @@
 Besides the steps, tools for this machine: `demo` (README command 1), `dagster-home` (the Dagster
 instance it records into), `psql` (the taxi-data database) and `emulators status|stop`.
 
-Logs go to stderr. On success stdout carries Kestra's `::{"outputs": ...}::` and
-`::{"metrics": [...]}::` lines, which a Kestra task turns into outputs and metrics (and which
-anything else can parse as JSON). On failure: one line `error: ...` on stderr, exit code 1.
+Logs go to stderr; under Kestra (TAXI_LOG_FORMAT=kestra, set in its image) they are lines of
+Kestra's log protocol on stdout, so Kestra shows them at their level (`taxi_assets.logs`). On
+success stdout carries Kestra's `::{"outputs": ...}::` and `::{"metrics": [...]}::` lines, which
+a Kestra task turns into outputs and metrics (and which anything else can parse as JSON). On
+failure: one line `error: ...` (on stderr; under Kestra at ERROR), exit code 1.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from taxi_assets.config import Settings
 from taxi_assets.datasets import ALL_DATASETS, MIRROR, SOURCES, TaxiDataset, dataset
 from taxi_assets.errors import ConfigError, TaxiError
+from taxi_assets.logs import print_error, setup_logging
 from taxi_assets.months import Month, parse_instant
 
 log = logging.getLogger("taxi_assets")
@@ -125,6 +128,52 @@ def cmd_load_postgres(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
+def cmd_check(args: argparse.Namespace, settings: Settings) -> None:
+    from taxi_assets import checks
+    from taxi_assets.emulators import with_local_cloud
+    from taxi_assets.errors import CheckError
+
+    ds = _dataset(args)
+    if args.store != checks.STORES[0]:
+        settings = with_local_cloud(settings, bigquery=args.store == "bigquery")
+    verdicts = checks.run_checks(settings, args.store, ds, args.month)
+    what = f"{ds.name} {args.month} in {args.store}"
+    for v in verdicts:
+        figures = ", ".join(f"{k} {json.dumps(val) if isinstance(val, dict) else val}" for k, val in v.metadata.items())
+        outcome = "passed" if v.passed else ("FAILED" if v.severity == checks.ERROR else "warns")
+        log.log(logging.INFO if v.passed else logging.WARNING, "%s: %s %s (%s)", what, v.check, outcome, figures)
+    failed = [v.check for v in verdicts if not v.passed and v.severity == checks.ERROR]
+    warned = [v.check for v in verdicts if not v.passed and v.severity == checks.WARN]
+    emit(
+        {
+            "store": args.store,
+            "passed": not failed,
+            "failed": failed,
+            "warned": warned,
+            "verdicts": {v.check: v.as_dict() for v in verdicts},
+        },
+        {"checks": len(verdicts), "failed": len(failed), "warned": len(warned)},
+        {**_tags(ds, args.month), "store": args.store},
+    )
+    if failed:
+        raise CheckError(f"{what}: {', '.join(failed)} failed (see the lines above)")
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> None:
+    from taxi_assets import ledger
+    from taxi_assets.status import collect, read_holdings, render
+
+    datasets = [d for d in ALL_DATASETS if (args.source in (None, d.source.name)) and (args.taxi in (None, d.taxi))]
+    if not datasets:
+        raise ConfigError(f"no {args.source or ''} feed {args.taxi}: see --help for the feeds")
+    holdings, unavailable = read_holdings(settings, list(ledger.STORES))
+    feeds = collect(settings, datasets, holdings, ask_source=not args.offline)
+    if args.json:
+        print(json.dumps({"feeds": [f.as_dict() for f in feeds], "unavailable": unavailable}, indent=1))
+    else:
+        print(render(feeds, list(holdings), unavailable))
+
+
 def cmd_purge_download(args: argparse.Namespace, settings: Settings) -> None:
     from taxi_assets.steps.extract import local_path, purge_download
 
@@ -204,7 +253,7 @@ def cmd_avg_price(args: argparse.Namespace, settings: Settings) -> None:
 
     result = average_price_by_brand(Path(args.file))
     for brand, price in result:
-        print(f"{brand}\t{price}", file=sys.stderr)
+        log.info("%s\t%s", brand, price)
     emit(
         {"brands": len(result), "top": [{"brand": b, "avg_price": p} for b, p in result[:5]]},
         {"brands": len(result)},
@@ -222,6 +271,7 @@ def cmd_schedule_month(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_newest_month(args: argparse.Namespace, settings: Settings) -> None:
     from taxi_assets import ledger
+    from taxi_assets.emulators import with_local_cloud
     from taxi_assets.months import month_just_ended
     from taxi_assets.steps.extract import newest_published
 
@@ -231,7 +281,11 @@ def cmd_newest_month(args: argparse.Namespace, settings: Settings) -> None:
     if found is None:
         raise ConfigError(f"{ds.name}: no month published in the last months (is {ds.source.url_variable} right?)")
     month, remote = found
-    origin = ledger.held(settings, ledger.POSTGRES, ds, month)
+    # Loaded: both stores hold the month from this very file, as Dagster's TLC sensor decides.
+    key = (ds.source.name, ds.taxi, month)
+    pg = ledger.holdings(settings, ledger.POSTGRES, ds)
+    bq = ledger.holdings(with_local_cloud(settings), ledger.BIGQUERY, ds)
+    origin = ledger.in_both(pg, bq).get(key)
     same = origin is not None and remote.is_file(origin.etag, origin.bytes)
     if same:
         log.info("%s %s: newest published, already loaded from this very file (ETag %s)", ds.name, month, remote.etag)
@@ -291,7 +345,7 @@ def cmd_emulators(args: argparse.Namespace, settings: Settings) -> None:
 
 
 # The steps about one taxi month (--taxi, --month).
-MONTH_STEPS = ("extract", "load-postgres", "purge-download", "upload-gcs", "load-bigquery")
+MONTH_STEPS = ("extract", "load-postgres", "purge-download", "upload-gcs", "load-bigquery", "check")
 
 COMMANDS: dict[str, tuple[Callable, str]] = {
     "extract": (cmd_extract, "download one month's .csv.gz (verified, atomic, cached)"),
@@ -299,6 +353,17 @@ COMMANDS: dict[str, tuple[Callable, str]] = {
     "purge-download": (
         cmd_purge_download,
         "remove one month's download, its record and leftover partial files from the state folder (idempotent)",
+    ),
+    "check": (
+        cmd_check,
+        "run the data checks of one month in a store (the same as Dagster's asset checks): each verdict with its"
+        " figures; exit 1 when a check of ERROR severity fails",
+    ),
+    "status": (
+        cmd_status,
+        "what Postgres and BigQuery hold per feed and month (rows, the file's sha256, who loaded it, when), from"
+        " their ledgers: whether the source re-published a file since, whether the stores differ, which months"
+        " are missing",
     ),
     "gcp-setup": (cmd_gcp_setup, "create the GCS bucket and the BigQuery dataset when missing (idempotent)"),
     "upload-gcs": (cmd_upload_gcs, "put one month in the bucket as typed Parquet (verified by crc32c, idempotent)"),
@@ -308,7 +373,7 @@ COMMANDS: dict[str, tuple[Callable, str]] = {
     "newest-month": (
         cmd_newest_month,
         "the newest month the source publishes for a taxi type (HEAD requests; the TLC's: its ETag and size),"
-        " and whether Postgres holds that month loaded from that very file",
+        " and whether Postgres and BigQuery both hold that month loaded from that very file (their ledgers)",
     ),
     "schedule-month": (
         cmd_schedule_month,
@@ -369,6 +434,15 @@ def build_parser() -> argparse.ArgumentParser:
             _month_args(p, required=True, month=False)
         elif name in ("demo", *MONTH_STEPS):
             _month_args(p, required=name != "demo")
+        if name == "status":
+            p.add_argument("--source", choices=list(SOURCES), help="only this source's feeds")
+            p.add_argument("--taxi", choices=TAXI_NAMES, help="only this taxi type")
+            p.add_argument("--json", action="store_true", help="full records as JSON instead of the grid")
+            p.add_argument("--offline", action="store_true", help="do not ask the source (no HEAD requests)")
+        if name == "check":
+            from taxi_assets.checks import STORES
+
+            p.add_argument("--store", required=True, choices=STORES, help="the store whose month is checked")
         if name == "demo":
             p.set_defaults(taxi="green", month=Month(2019, 1))
     return parser
@@ -381,15 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         args.psql_args = extra[1:] if extra[:1] == ["--"] else extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    # Our own INFO lines (what a step did); other libraries only from WARNING (alembic, for one,
-    # would print its migrations of Dagster's storage). --verbose: everything, at DEBUG.
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if not args.verbose:
-        log.setLevel(logging.INFO)
+    setup_logging(args.verbose)  # stderr; under Kestra (TAXI_LOG_FORMAT=kestra) its log protocol
     if Path(".env").is_file():  # like `dagster dev`: a local .env fills in what the environment lacks
         from dotenv import load_dotenv
 
@@ -403,13 +469,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         return COMMANDS[args.command][0](args, settings) or 0
     except TaxiError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(str(exc))
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted; nothing half-done was kept", file=sys.stderr)
+        print_error("interrupted; nothing half-done was kept")
         return 130
     except Exception as exc:  # still one line; the traceback with --verbose
         log.debug("unexpected failure", exc_info=True)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"error: unexpected {type(exc).__name__}: {first}", file=sys.stderr)
+        print_error(f"unexpected {type(exc).__name__}: {first}")
         return 2

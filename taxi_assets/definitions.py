@@ -11,7 +11,7 @@ from taxi_assets.defs.checks import build_bigquery_checks, build_gcs_check, buil
 from taxi_assets.defs.getting_started import avg_price_by_brand, products
 from taxi_assets.defs.jobs import build_job, build_schedule
 from taxi_assets.defs.resources import resources_from_env
-from taxi_assets.defs.sensors import build_new_month_sensor
+from taxi_assets.defs.sensors import build_ledger_sensor, build_new_month_sensor
 
 # Dagster features these definitions use knowingly although Dagster marks them preview. Their
 # warnings would print in every process that loads this code location (the demo, the code server
@@ -35,6 +35,6 @@ defs = Definitions(
     jobs=list(_jobs.values()),
     # The mirror's months are fixed: a schedule per taxi type. The TLC's come when they come: a sensor.
     schedules=[build_schedule(_jobs[ds.name], ds) for ds in DATASETS.values()],
-    sensors=[build_new_month_sensor(_jobs[ds.name], ds) for ds in TLC_DATASETS.values()],
+    sensors=[*(build_new_month_sensor(_jobs[ds.name], ds) for ds in TLC_DATASETS.values()), build_ledger_sensor()],
     resources=resources_from_env(),
 )

@@ -246,15 +246,35 @@ def bigquery_retract_sql(settings, dataset: TaxiDataset, month: Month) -> str:
     )
 
 
+# A reader (a sensor tick, `status`) gives up on a BigQuery that does not answer after this long,
+# rather than the client's default of 10 minutes of retries.
+READ_DEADLINE = 15.0
+
+
+def bigquery_available(settings):
+    """BigQuery's settings when it is configured (a project, an emulator host) or the embedded
+    emulator already runs; else None: a reader must not start an emulator (GBs of memory)."""
+    from taxi_assets.emulators import running_emulators, with_local_cloud
+
+    if settings.gcp_configured or settings.bigquery_emulator:
+        return with_local_cloud(settings)
+    if any(e.name == "bqemulator" for e in running_emulators(settings)):
+        return with_local_cloud(settings)
+    return None
+
+
 def bigquery_records(client, settings, dataset: TaxiDataset | None = None) -> list[LoadRecord]:
     """Every load recorded in the dataset's ledger, oldest first; of one dataset if given."""
     from google.api_core import exceptions as gexc
+    from google.cloud.bigquery import DEFAULT_RETRY
 
     where = ""
     if dataset is not None:
         where = f" WHERE source = {_bq_literal(dataset.source.name)} AND taxi = {_bq_literal(dataset.taxi)}"
     try:
-        rows = client.query(f"SELECT {', '.join(COLUMNS)} FROM `{bigquery_table(settings)}`{where}").result()
+        query = f"SELECT {', '.join(COLUMNS)} FROM `{bigquery_table(settings)}`{where}"
+        retry = DEFAULT_RETRY.with_deadline(READ_DEADLINE)
+        rows = client.query(query, retry=retry, job_retry=None).result(retry=retry, timeout=READ_DEADLINE)
     except gexc.NotFound:
         return []
     found = [_from_row([row[c] for c in COLUMNS]) for row in rows]
@@ -291,3 +311,13 @@ def holdings(settings, store: str, dataset: TaxiDataset | None = None, *, conn=N
 def held(settings, store: str, dataset: TaxiDataset, month: Month, *, conn=None) -> LoadRecord | None:
     """What `store` holds for the month, from which file; None if no load is recorded."""
     return holdings(settings, store, dataset, conn=conn).get((dataset.source.name, dataset.taxi, month))
+
+
+def in_both(postgres: dict[Key, LoadRecord], bigquery: dict[Key, LoadRecord]) -> dict[Key, LoadRecord | None]:
+    """The months both stores hold: each with Postgres's record when the two loaded the same
+    file (sha256), None when they hold different files."""
+    return {
+        key: entry if bigquery[key].sha256 == entry.sha256 else None
+        for key, entry in postgres.items()
+        if key in bigquery
+    }

@@ -7,17 +7,20 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 import dagster as dg
+import psycopg
 import pytest
 from helpers import dagster_resources
 
-from taxi_assets import checks
+from taxi_assets import checks, ledger
 from taxi_assets.datasets import TLC_DATASETS
 from taxi_assets.definitions import defs
-from taxi_assets.defs.assets import bigquery_key, build_taxi_chain, file_origin, postgres_key
+from taxi_assets.defs.assets import build_taxi_chain
 from taxi_assets.defs.checks import build_bigquery_checks, build_gcs_check, build_postgres_checks
 from taxi_assets.defs.sensors import MAX_ATTEMPTS, loaded_files
+from taxi_assets.gcp import bigquery_client
 from taxi_assets.months import Month, month_just_ended
 from taxi_assets.steps.extract import extract
+from taxi_assets.steps.gcp_setup import ensure_dataset
 from taxi_assets.tlc_sample import TlcServer
 
 ROWS = 300
@@ -74,8 +77,13 @@ def test_a_tlc_month_materializes_with_every_check_passing_and_the_sensor_moves_
     instance.dispose()
 
 
+def _loaded_files(settings, ds):
+    resources = dagster_resources(settings)
+    return loaded_files(resources["postgres"], resources["bigquery"].settings(), ds)
+
+
 def _tick(sensor, instance, settings, cursor=None):
-    resources = {"source": dagster_resources(settings)["source"]}
+    resources = {k: v for k, v in dagster_resources(settings).items() if k in ("source", "postgres", "bigquery")}
     with dg.build_sensor_context(
         instance=instance, cursor=cursor, resources=resources, repository_def=defs.get_repository_def()
     ) as context:
@@ -83,16 +91,24 @@ def _tick(sensor, instance, settings, cursor=None):
     return result
 
 
-def _loaded(instance, settings, ds, month: Month) -> None:
-    """Record a month as loaded into Postgres and BigQuery from the file the server has now, as
-    the two load assets' materializations record it (the loads themselves: the test above)."""
-    origin = file_origin(extract(settings, ds, month))
-    for key in (postgres_key(ds), bigquery_key(ds)):
-        instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=str(month), metadata=origin))
+def _loaded(settings, ds, month: Month, stores=ledger.STORES, *, revalidate=False) -> None:
+    """Record a month in the stores' ledgers as loaded from the file the server has now, as a
+    load by any orchestrator records it (the loads themselves: the test above)."""
+    info = extract(settings, ds, month, revalidate=revalidate)
+    entry = ledger.record(ds, month, info, info.data_lines, "0" * 64, by="kestra:test")
+    if ledger.POSTGRES in stores:
+        with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+            ledger.ensure_postgres(conn)
+            ledger.write_postgres(conn, entry)
+    if ledger.BIGQUERY in stores:
+        client = bigquery_client(settings)
+        ensure_dataset(settings)
+        ledger.ensure_bigquery(client, settings)
+        client.query(ledger.bigquery_insert_sql(settings, entry)).result()
 
 
-def test_the_sensor_requests_new_months_as_they_appear_and_republished_ones_again(settings, tlc_server):
-    settings = replace(settings, tlc_url=tlc_server.url)
+def test_the_sensor_requests_new_months_as_they_appear_and_republished_ones_again(cloud_settings, tlc_server):
+    settings = replace(cloud_settings, tlc_url=tlc_server.url)
     ds = TLC_DATASETS["green"]
     sensor = defs.resolve_sensor_def("tlc_green_published_months")
     newest = NOW.previous().previous()
@@ -102,8 +118,8 @@ def test_the_sensor_requests_new_months_as_they_appear_and_republished_ones_agai
         assert [r.partition_key for r in first.run_requests] == [str(newest)]
         assert first.run_requests[0].tags["taxi_assets/reason"] == "published"
         for month in (newest.previous(), newest):
-            _loaded(instance, settings, ds, month)
-        assert set(loaded_files(instance, ds)) == {newest.previous(), newest}
+            _loaded(settings, ds, month)
+        assert set(_loaded_files(settings, ds)) == {newest.previous(), newest}
         # Loaded up to the newest: nothing to ask for until the TLC publishes the next month.
         idle = _tick(sensor, instance, settings)
         assert not idle.run_requests and f"{newest.next()} is not published yet" in idle.skip_message
@@ -119,15 +135,15 @@ def test_the_sensor_requests_new_months_as_they_appear_and_republished_ones_agai
         assert requested[str(newest.previous())].run_key != first.run_requests[0].run_key
 
 
-def test_the_sensor_walks_older_months_in_turn(settings, tlc_server):
+def test_the_sensor_walks_older_months_in_turn(cloud_settings, tlc_server):
     """Months beyond the newest six are compared a few per tick, the cursor remembering where."""
-    settings = replace(settings, tlc_url=tlc_server.url)
+    settings = replace(cloud_settings, tlc_url=tlc_server.url)
     ds = TLC_DATASETS["fhv"]
     sensor = defs.resolve_sensor_def("tlc_fhv_published_months")
     months = [Month(2019, 11), Month(2019, 12), *(Month(2020, m) for m in range(1, 13))]  # 14 loaded
     with dg.DagsterInstance.ephemeral() as instance:
         for month in months:
-            _loaded(instance, settings, ds, month)
+            _loaded(settings, ds, month)
         tlc_server.republish("fhv", Month(2019, 11), variant=1)  # the oldest: checked on the second tick
 
         def republished(result) -> list[str]:
@@ -141,16 +157,14 @@ def test_the_sensor_walks_older_months_in_turn(settings, tlc_server):
 
         # A month loaded into Postgres from one file and into BigQuery from another is loaded again.
         tlc_server.republish("fhv", Month(2020, 12), variant=1)
-        origin = file_origin(extract(settings, ds, Month(2020, 12), revalidate=True))
-        loaded = dg.AssetMaterialization(postgres_key(ds), partition="2020-12", metadata=origin)
-        instance.report_runless_asset_event(loaded)
-        assert loaded_files(instance, ds)[Month(2020, 12)] == ("", None)
+        _loaded(settings, ds, Month(2020, 12), [ledger.POSTGRES], revalidate=True)
+        assert _loaded_files(settings, ds)[Month(2020, 12)] == ("", None)
 
 
-def test_a_failed_run_is_requested_again_a_few_times_then_left_to_a_person(settings, tlc_server, monkeypatch):
+def test_a_failed_run_is_requested_again_a_few_times_then_left_to_a_person(cloud_settings, tlc_server, monkeypatch):
     """Dagster starts a run key once, whatever became of its run: the sensor asks again under a
     new key after a failure, up to MAX_ATTEMPTS runs per file."""
-    settings = replace(settings, tlc_url=tlc_server.url)
+    settings = replace(cloud_settings, tlc_url=tlc_server.url)
     ds = TLC_DATASETS["yellow"]
     sensor = defs.resolve_sensor_def("tlc_yellow_published_months")
     newest = NOW.previous().previous()

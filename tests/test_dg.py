@@ -64,7 +64,9 @@ def test_dg_list_defs_lists_every_chain_with_its_checks_job_and_schedule(tmp_pat
     assert {j["name"] for j in listed["jobs"]} == {f"{t}_trips_job" for t in DATASETS} | {
         f"tlc_{t}_trips_job" for t in TLC_DATASETS
     }
-    assert {s["name"] for s in listed["sensors"]} == {f"tlc_{t}_published_months" for t in TLC_DATASETS}
+    assert {s["name"] for s in listed["sensors"]} == {f"tlc_{t}_published_months" for t in TLC_DATASETS} | {
+        "loads_from_the_ledgers"
+    }
     assert {s["name"]: s["cron_schedule"] for s in listed["schedules"]} == {
         "green_trips_monthly": "0 9 1 * *",
         "yellow_trips_monthly": "0 10 1 * *",

@@ -21,10 +21,12 @@ from helpers import dagster_resources, unconfigured_env
 from kestra_harness import FLOWS_DIR, Kestra, build, database_with_password, secret_env
 from psycopg import sql
 
-from taxi_assets import config
+from taxi_assets import checks, config, ledger
 from taxi_assets.config import Settings
 from taxi_assets.datasets import TLC_DATASETS
-from taxi_assets.defs.assets import build_taxi_chain
+from taxi_assets.definitions import defs
+from taxi_assets.defs.assets import bigquery_key, build_taxi_chain, postgres_key
+from taxi_assets.defs.checks import build_bigquery_checks, build_gcs_check, build_postgres_checks
 from taxi_assets.defs.resources import TaxiSourceResource
 from taxi_assets.months import Month
 from taxi_assets.steps.gcp_setup import ensure_dataset
@@ -40,7 +42,18 @@ KEY_JSON = json.dumps(
     {"type": "service_account", "client_email": "k@p.iam.gserviceaccount.com", "private_key": PRIVATE_KEY}
 )
 # The steps of one month, in the order tlc_taxi runs them: Postgres after the cloud half.
-TLC_TASKS = ["label", "extract", "gcp_setup", "upload_gcs", "load_bigquery", "load_postgres", "purge_download"]
+TLC_TASKS = [
+    "label",
+    "extract",
+    "gcp_setup",
+    "upload_gcs",
+    "check_gcs",
+    "load_bigquery",
+    "load_postgres",
+    "check_bigquery",
+    "check_postgres",
+    "purge_download",
+]
 
 
 @pytest.fixture(scope="module")
@@ -163,19 +176,18 @@ def bq_ids(settings: Settings, taxi: str, month: str) -> list[tuple]:
 
 def partition(dsn: str, taxi: str, month: str) -> dict | None:
     """The month's Postgres partition as a load leaves it: its table (a reload swaps in a new
-    one), its newest row version, its rows, and its comment (the file it was loaded from)."""
-    name = partition_name(TLC_DATASETS[taxi], Month.parse(month))
+    one), its newest row version, its rows, and its ledger record (the file it was loaded from)."""
+    ds, m = TLC_DATASETS[taxi], Month.parse(month)
+    name = partition_name(ds, m)
     with psycopg.connect(dsn) as conn:
-        found = conn.execute(
-            "SELECT oid, relfilenode, obj_description(oid, 'pg_class') FROM pg_class WHERE oid = to_regclass(%s)",
-            [name],
-        ).fetchone()
+        found = conn.execute("SELECT oid, relfilenode FROM pg_class WHERE oid = to_regclass(%s)", [name]).fetchone()
         if found is None:
             return None
         rows, xmin = conn.execute(
             sql.SQL("SELECT count(*), max(xmin::text::bigint) FROM {}").format(sql.Identifier(name))
         ).fetchone()
-    return {"oid": found[0], "relfilenode": found[1], "origin": json.loads(found[2]), "rows": rows, "xmin": xmin}
+        origin = ledger.held(None, ledger.POSTGRES, ds, m, conn=conn).as_dict()
+    return {"oid": found[0], "relfilenode": found[1], "origin": origin, "rows": rows, "xmin": xmin}
 
 
 def assert_purged(execution, stack: Settings, taxi: str, month: str) -> None:
@@ -249,10 +261,26 @@ def test_tlc_taxi_loads_one_download_into_bigquery_then_postgres_as_dagster_does
     resources = dagster_resources(dagster_side) | {
         "source": TaxiSourceResource(tlc_url=tlc.url, state_dir=str(dagster_side.state_dir))
     }
-    chain = build_taxi_chain(TLC_DATASETS[taxi])
-    assert dg.materialize(chain, partition_key=month, resources=resources).success
+    ds = TLC_DATASETS[taxi]
+    chain = [*build_taxi_chain(ds), build_postgres_checks(ds), build_gcs_check(ds), build_bigquery_checks(ds)]
+    result = dg.materialize(chain, partition_key=month, resources=resources)
+    assert result.success
     assert pg_ids(pg_dsn, taxi, month) == kestra_pg
     assert bq_ids(dagster_side, taxi, month) == kestra_pg
+    # The same checks, the same verdicts and figures, whichever orchestrator ran them.
+    in_kestra = {
+        (store, name): (v["passed"], v["metadata"])
+        for store in checks.STORES
+        for name, v in execution.outputs(f"check_{store}")["vars"]["verdicts"].items()
+    }
+    in_dagster = {
+        (e.asset_key.to_user_string().rsplit("_", 1)[1], e.check_name): (
+            e.passed,
+            {k: v.value if hasattr(v, "value") else v for k, v in e.metadata.items()},
+        )
+        for e in result.get_asset_check_evaluations()
+    }
+    assert len(in_kestra) == len(checks.SPECS) and in_kestra == in_dagster
 
 
 def test_a_month_not_yet_published_fails_on_its_403_in_one_line_without_retry(kestra, stack, tlc):
@@ -337,3 +365,45 @@ def test_secrets_reach_the_tasks_only_from_kestras_secret_store_and_no_log_shows
     engine_log = kestra.log.read_text(errors="replace")
     assert f"into tlc_fhvhv_tripdata (tlc_fhvhv_tripdata_{month.replace('-', '_')})" in engine_log
     assert not [form for form in secret_forms(kestra) if form in engine_log], "a secret is in Kestra's log"
+
+
+# -- One memory: Dagster sees what Kestra loaded -------------------------------------------------
+
+
+def _evaluate(sensor_name: str, instance, resources: dict, cursor: str | None = None):
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=resources, repository_def=defs.get_repository_def()
+    ) as context:
+        return defs.resolve_sensor_def(sensor_name).evaluate_tick(context)
+
+
+def test_dagster_shows_a_month_kestra_loaded_and_its_sensor_does_not_request_it(kestra, stack, tlc):
+    taxi, month = "fhv", str(tlc.latest["fhv"])  # the newest published: what the TLC sensor would ask for
+    ds = TLC_DATASETS[taxi]
+    execution = run(kestra, "tlc_taxi", {"taxi": taxi, "month": month})
+    assert execution.state == "SUCCESS", execution
+    served = tlc.served(file_path(taxi, month))
+    resources = dagster_resources(stack) | {
+        "source": TaxiSourceResource(tlc_url=tlc.url, state_dir=str(stack.state_dir))
+    }
+    with dg.DagsterInstance.ephemeral() as instance:
+        tick = _evaluate("loads_from_the_ledgers", instance, resources)
+        for event in tick.asset_events:  # what Dagster's sensor daemon does with them
+            instance.report_runless_asset_event(event)
+        for key in (postgres_key(ds), bigquery_key(ds)):
+            assert month in instance.get_materialized_partitions(dg.AssetKey(key)), key
+            records = instance.fetch_materializations(dg.AssetKey(key), limit=1).records
+            meta = {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+            assert meta["loaded_by"] == f"kestra:{execution.data['id']}" and meta["orchestrator"] == "kestra"
+            assert (meta["file_etag"], meta["file_size_bytes"], meta["dagster/row_count"]) == (
+                served.etag,
+                served.size,
+                ROWS,
+            )
+        # Reported once: the next tick finds nothing new.
+        again = _evaluate("loads_from_the_ledgers", instance, resources, cursor=tick.cursor)
+        assert not again.asset_events and "no new loads" in again.skip_message
+        # The TLC sensor reads the same ledgers: the month is loaded from the file served, not requested.
+        published = _evaluate(f"tlc_{taxi}_published_months", instance, resources)
+        assert month not in [r.partition_key for r in published.run_requests]
+        assert f"{Month.parse(month).next()} is not published yet" in (published.skip_message or "")

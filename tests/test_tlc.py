@@ -452,8 +452,15 @@ def test_the_cli_loads_a_tlc_month_and_keeps_the_sources_apart(tlc_settings, sou
     )
 
 
-def test_newest_month_tells_whether_that_very_file_is_loaded(tlc_settings, tlc_server):
-    env = settings_env(tlc_settings)
+def test_newest_month_tells_whether_both_stores_hold_that_very_file(cloud_settings, tlc_server):
+    settings = replace(cloud_settings, tlc_url=tlc_server.url)
+    ensure_bucket(settings)
+    ensure_dataset(settings)
+    env = settings_env(settings)
+
+    def load(step: str, month: str) -> None:
+        result = run_cli(step, "--source", "tlc", "--taxi", "fhv", "--month", month, env=env)
+        assert result.returncode == 0, result.stderr
 
     def newest() -> dict:
         result = run_cli("newest-month", "--source", "tlc", "--taxi", "fhv", env=env)
@@ -463,9 +470,10 @@ def test_newest_month_tells_whether_that_very_file_is_loaded(tlc_settings, tlc_s
     now = Month.parse(datetime.now().strftime("%Y-%m"))
     first = newest()
     assert first["month"] == str(min(LATEST, now.previous())) and not first["loaded"]
-    assert (
-        run_cli("load-postgres", "--source", "tlc", "--taxi", "fhv", "--month", first["month"], env=env).returncode == 0
-    )
+    load("load-postgres", first["month"])
+    assert not newest()["loaded"], "Postgres alone holds it"
+    load("upload-gcs", first["month"])
+    load("load-bigquery", first["month"])
     assert newest()["loaded"]
     tlc_server.republish("fhv", Month.parse(first["month"]), variant=1)
     again = newest()

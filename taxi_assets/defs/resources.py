@@ -56,7 +56,9 @@ class _CloudResource(ConfigurableResource):
     emulator_host: str = ""
     state_dir: str = config.DEFAULT_STATE_DIR
 
-    def _settings(self, bigquery: bool, **kw) -> Settings:
+    def _settings(self, bigquery: bool, start: bool = True, **kw) -> Settings:
+        """The settings; with `start`, the local emulators for what is not configured (started
+        when not running)."""
         from taxi_assets.emulators import with_local_cloud
 
         base = replace(
@@ -68,7 +70,7 @@ class _CloudResource(ConfigurableResource):
             gcp_credentials=self.credentials or None,
             **kw,
         )
-        return with_local_cloud(base, bigquery=bigquery)
+        return with_local_cloud(base, bigquery=bigquery) if start else base
 
 
 class TaxiGcsResource(_CloudResource):
@@ -87,9 +89,10 @@ class TaxiBigQueryResource(_CloudResource):
     bucket: str = "taxi-assets-local"  # where load jobs read the month's Parquet
     storage_emulator_host: str = ""
 
-    def settings(self) -> Settings:
+    def settings(self, *, start: bool = True) -> Settings:
         return self._settings(
             True,
+            start,
             gcp_dataset=self.dataset,
             gcp_bucket=self.bucket,
             bigquery_emulator=self.emulator_host or None,

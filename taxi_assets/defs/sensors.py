@@ -4,20 +4,23 @@ The TLC publishes a month about two months after it ends, on no fixed day, and s
 uploads files again. Per feed, a sensor asks CloudFront for the month after the newest one
 loaded into both Postgres and BigQuery (with none loaded: the newest published) and requests
 its run once it answers 200, one month per tick (older history is a backfill's job). It also
-compares the ETag and size of months already loaded with the file their loads recorded, and
-requests a month again when the server now has another file. Run keys carry the ETag, so a
+compares the ETag and size of months already loaded with the file their loads recorded in the
+stores' ledgers (whoever loaded them: Dagster, Kestra or the CLI), and requests a month again
+when the server now has another file. Run keys carry the ETag, so a
 file is requested once however often the sensor ticks.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import datetime, timezone
 
 from dagster import (
-    AssetKey,
-    AssetRecordsFilter,
+    AssetMaterialization,
     DagsterRunStatus,
     DefaultSensorStatus,
+    MetadataValue,
     RunRequest,
     RunsFilter,
     SensorEvaluationContext,
@@ -26,10 +29,14 @@ from dagster import (
     sensor,
 )
 
+from taxi_assets import ledger
+from taxi_assets.config import POSTGRES_DSN, Settings
 from taxi_assets.datasets import TaxiDataset
-from taxi_assets.defs.assets import FILE_ETAG, FILE_SIZE, bigquery_key, postgres_key
-from taxi_assets.defs.resources import TaxiSourceResource
+from taxi_assets.datasets import dataset as find_dataset
+from taxi_assets.defs.assets import bigquery_key, postgres_key
+from taxi_assets.defs.resources import TaxiBigQueryResource, TaxiPostgresResource, TaxiSourceResource
 from taxi_assets.errors import DownloadError
+from taxi_assets.gcp import bigquery_client
 from taxi_assets.months import TIMEZONE, Month, month_just_ended
 from taxi_assets.steps.extract import Remote, newest_published, remote_file
 
@@ -42,35 +49,18 @@ RECENT_MONTHS = 6
 OLDER_MONTHS_PER_TICK = 6
 
 
-def _latest_origins(instance, key: str) -> dict[Month, tuple[str, int | None]]:
-    """Each materialized month of an asset: the file (ETag, size) its latest materialization
-    says it loaded from."""
-    found: dict[Month, tuple[str, int | None]] = {}
-    cursor = None
-    while True:
-        result = instance.fetch_materializations(AssetRecordsFilter(asset_key=AssetKey(key)), limit=500, cursor=cursor)
-        for record in result.records:  # newest first: the first seen per month is its latest
-            materialization = record.asset_materialization
-            if materialization is None or materialization.partition is None:
-                continue
-            month = Month.parse(materialization.partition)
-            if month not in found:
-                meta = materialization.metadata
-                etag = meta[FILE_ETAG].value if FILE_ETAG in meta else ""
-                size = meta[FILE_SIZE].value if FILE_SIZE in meta else None
-                found[month] = (etag, size)
-        if not result.has_more:
-            return found
-        cursor = result.cursor
-
-
-def loaded_files(instance, dataset: TaxiDataset) -> dict[Month, tuple[str, int | None]]:
-    """The months loaded into both Postgres and BigQuery, with the file (ETag, size) they were
-    loaded from; a month the two loaded from different files counts as loaded from neither
-    (its ETag is then "", which any server ETag differs from)."""
-    postgres = _latest_origins(instance, postgres_key(dataset))
-    bigquery = _latest_origins(instance, bigquery_key(dataset))
-    return {m: origin if bigquery[m] == origin else ("", None) for m, origin in postgres.items() if m in bigquery}
+def loaded_files(
+    postgres: TaxiPostgresResource, bigquery: Settings | None, dataset: TaxiDataset
+) -> dict[Month, tuple[str, int | None]]:
+    """From the ledgers, whoever loaded them: the months Postgres and BigQuery both hold from
+    the same file, with that file's (ETag, size); a month the two hold from different files
+    counts as loaded from neither (its ETag is then "", which any server ETag differs from).
+    Without BigQuery (`bigquery` None): the months Postgres holds."""
+    with postgres.connect() as conn:
+        pg = ledger.holdings(postgres.settings(), ledger.POSTGRES, dataset, conn=conn)
+    bq = ledger.holdings(bigquery, ledger.BIGQUERY, dataset) if bigquery is not None else pg
+    both = ledger.in_both(pg, bq).items()
+    return {key[2]: (entry.etag, entry.bytes) if entry else ("", None) for key, entry in both}
 
 
 def _request(instance, dataset: TaxiDataset, month: Month, remote: Remote, reason: str) -> RunRequest | str:
@@ -101,10 +91,15 @@ def build_new_month_sensor(job, dataset: TaxiDataset):
         description=f"Requests a run for each {dataset.taxi} month the TLC publishes, and again for a month"
         " whose file the TLC re-uploaded (new ETag or size).",
     )
-    def published_months(context: SensorEvaluationContext, source: TaxiSourceResource):
+    def published_months(
+        context: SensorEvaluationContext,
+        source: TaxiSourceResource,
+        postgres: TaxiPostgresResource,
+        bigquery: TaxiBigQueryResource,
+    ):
         settings = source.settings()
         newest_possible = month_just_ended(datetime.now(timezone.utc))
-        loaded = loaded_files(context.instance, dataset)
+        loaded = loaded_files(postgres, bigquery.settings(), dataset)
         requests: list[RunRequest | str] = []
         notes: list[str] = []
         try:
@@ -142,3 +137,73 @@ def build_new_month_sensor(job, dataset: TaxiDataset):
         return SensorResult(run_requests=runs, cursor=cursor)
 
     return published_months
+
+
+def _event(entry: ledger.LoadRecord, store: str) -> AssetMaterialization | None:
+    """The materialization a load by Kestra or the CLI stands for in Dagster's catalog."""
+    try:
+        ds = find_dataset(entry.taxi, entry.source)
+    except ValueError:
+        return None  # a feed this code location does not define
+    key = postgres_key(ds) if store == ledger.POSTGRES else bigquery_key(ds)
+    return AssetMaterialization(
+        asset_key=key,
+        partition=entry.month,
+        description=f"loaded by {entry.loaded_by} (reported from the {store} ledger)",
+        metadata={
+            "dagster/row_count": entry.rows,
+            "loaded_by": entry.loaded_by,
+            "orchestrator": entry.orchestrator,
+            "run_id": entry.run_id,
+            "loaded_at": entry.loaded_at.isoformat(),
+            "file": entry.file,
+            "url": MetadataValue.url(entry.url) if entry.url else "",
+            "file_sha256": entry.sha256,
+            "file_etag": entry.etag,
+            "file_size_bytes": entry.bytes,
+            "row_ids_sha256": entry.row_ids_sha256,
+            "code_version": entry.code_version,
+        },
+    )
+
+
+def build_ledger_sensor():
+    """Dagster's catalog shows every load: each load the ledgers record that a Dagster run did
+    not make (Kestra's, the CLI's) becomes a runless materialization of its partition, with who
+    loaded it and from which file. The cursor holds the last Postgres ledger id and BigQuery
+    `loaded_at` reported. Running by default where a taxi-data Postgres is configured (the
+    stack); on a machine with nothing configured each tick would start the embedded one."""
+
+    @sensor(
+        name="loads_from_the_ledgers",
+        minimum_interval_seconds=60,
+        default_status=DefaultSensorStatus.RUNNING if os.environ.get(POSTGRES_DSN) else DefaultSensorStatus.STOPPED,
+        description="Reports the loads Kestra and the CLI recorded in the stores' ledgers as materializations.",
+    )
+    def loads_from_the_ledgers(
+        context: SensorEvaluationContext, postgres: TaxiPostgresResource, bigquery: TaxiBigQueryResource
+    ):
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        events: list[AssetMaterialization] = []
+        with postgres.connect() as conn:
+            for entry_id, entry in ledger.postgres_records(conn, after_id=cursor.get(ledger.POSTGRES, 0)):
+                cursor[ledger.POSTGRES] = entry_id
+                if entry.orchestrator != ledger.DAGSTER and (event := _event(entry, ledger.POSTGRES)):
+                    events.append(event)
+        notes = []
+        if (bq := ledger.bigquery_available(bigquery.settings(start=False))) is None:
+            notes.append("BigQuery is not configured and its emulator is not running: its ledger is not read")
+        else:
+            after = cursor.get(ledger.BIGQUERY, "")
+            for entry in ledger.bigquery_records(bigquery_client(bq), bq):
+                stamp = entry.loaded_at.isoformat()
+                if stamp <= after:
+                    continue
+                cursor[ledger.BIGQUERY] = max(cursor.get(ledger.BIGQUERY, ""), stamp)
+                if entry.orchestrator != ledger.DAGSTER and (event := _event(entry, ledger.BIGQUERY)):
+                    events.append(event)
+        if not events:
+            return SensorResult(skip_reason=SkipReason("; ".join(["no new loads", *notes])), cursor=json.dumps(cursor))
+        return SensorResult(asset_events=events, cursor=json.dumps(cursor))
+
+    return loads_from_the_ledgers
