@@ -129,14 +129,16 @@ def cmd_load_postgres(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> None:
-    from taxi_assets import checks
+    from taxi_assets import checks, ledger
     from taxi_assets.emulators import with_local_cloud
     from taxi_assets.errors import CheckError
+    from taxi_assets.steps.extract import download_in_use
 
     ds = _dataset(args)
-    if args.store != checks.STORES[0]:
-        settings = with_local_cloud(settings, bigquery=args.store == "bigquery")
-    verdicts = checks.run_checks(settings, args.store, ds, args.month)
+    if args.store != ledger.POSTGRES:
+        settings = with_local_cloud(settings, bigquery=args.store == ledger.BIGQUERY)
+    with download_in_use(settings, ds, args.month):  # the gcs check reads the local Parquet: no purge meanwhile
+        verdicts = checks.run_checks(settings, args.store, ds, args.month)
     what = f"{ds.name} {args.month} in {args.store}"
     for v in verdicts:
         figures = ", ".join(f"{k} {json.dumps(val) if isinstance(val, dict) else val}" for k, val in v.metadata.items())

@@ -4,12 +4,12 @@ Every load writes one record into the store it loaded, atomically with the rows:
 
 - Postgres: a row of `taxi_loads`, inserted in the transaction that swaps the month in, so a
   reader sees both or neither.
-- BigQuery: a row of `{dataset}.taxi_loads`. On the emulator, inside the transaction that
-  replaces the month; on BigQuery, the month's record is retracted before the partition load
-  and written after it, so the ledger never claims rows the table does not hold (between the
-  two it claims nothing, and a failed load leaves the month unrecorded until the next load).
+- BigQuery: a row of `{dataset}.taxi_loads`, one per month. On the emulator, replaced inside the
+  transaction that replaces the month; on BigQuery, retracted before the partition load job
+  and written once the job succeeded and the month's rows are counted, so the ledger never
+  claims rows the table does not hold (between the two it claims nothing).
 
-The ledger is append-only history; a month's current record is its newest one. It is the one
+Postgres keeps every load; a month's current record is its newest one. It is the one
 memory both orchestrators share: Dagster's catalog sensor, the TLC sensor, Kestra's scheduled
 flow (`newest-month`), the checks and `status` all read it through `held` and `holdings`.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 from dataclasses import asdict, dataclass, fields
 from datetime import date, datetime, timezone
@@ -153,6 +154,7 @@ def _from_row(row) -> LoadRecord:
     values = dict(zip(COLUMNS, row, strict=True))
     month = values["month"]
     values["month"] = f"{month.year:04d}-{month.month:02d}" if isinstance(month, date) else str(month)[:7]
+    values["loaded_at"] = values["loaded_at"].astimezone(timezone.utc)  # Postgres: the session's zone
     return LoadRecord(**values)
 
 
@@ -160,19 +162,69 @@ def _from_row(row) -> LoadRecord:
 
 
 def ensure_postgres(conn: psycopg.Connection) -> None:
+    """Create the ledger once (under a lock of its own: two feeds' first loads at once), and take
+    in the months loaded before it existed, from their partitions' comments."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('taxi_assets'), hashtext(%s))", (TABLE,))
+    if conn.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()[0] is not None:
+        return
     columns = sql.SQL(", ").join(
         sql.SQL("{} {} NOT NULL").format(sql.Identifier(c), sql.SQL(_PG_TYPES.get(c, "text"))) for c in COLUMNS
     )
     conn.execute(
-        sql.SQL("CREATE TABLE IF NOT EXISTS {t} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, {c})").format(
+        sql.SQL("CREATE TABLE {t} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, {c})").format(
             t=sql.Identifier(TABLE), c=columns
         )
     )
     conn.execute(
-        sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (source, taxi, month, id)").format(
+        sql.SQL("CREATE INDEX {i} ON {t} (source, taxi, month, id)").format(
             i=sql.Identifier(f"{TABLE}_month"), t=sql.Identifier(TABLE)
         )
     )
+    for entry in _from_partition_comments(conn):
+        write_postgres(conn, entry)
+
+
+MIGRATED = "migrated"  # loaded_by of a month loaded before the ledger (its partition's comment)
+
+
+def _from_partition_comments(conn: psycopg.Connection) -> list[LoadRecord]:
+    """The months that earlier versions recorded only as a JSON comment on their partition."""
+    from taxi_assets.datasets import ALL_DATASETS
+
+    found = []
+    for ds in ALL_DATASETS:
+        rows = conn.execute(
+            "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(%s)",
+            (ds.table,),
+        ).fetchall()
+        for name, comment in rows:
+            try:
+                origin = json.loads(comment) if comment else None
+                month = Month(int(name[-7:-3]), int(name[-2:]))
+            except ValueError:
+                continue
+            if not isinstance(origin, dict) or not origin.get("sha256"):
+                continue
+            found.append(
+                LoadRecord(
+                    ds.source.name,
+                    ds.taxi,
+                    str(month),
+                    ds.table,
+                    origin.get("file", ""),
+                    "",
+                    origin.get("etag", ""),
+                    int(origin.get("bytes") or 0),
+                    origin["sha256"],
+                    int(origin.get("rows") or 0),
+                    "",
+                    "unknown",
+                    datetime.now(timezone.utc),
+                    MIGRATED,
+                )  # fmt: skip
+            )
+    return found
 
 
 def write_postgres(conn: psycopg.Connection, entry: LoadRecord) -> None:
@@ -228,7 +280,9 @@ def _bq_literal(value) -> str:
         return str(value)
     if isinstance(value, datetime):
         return f"TIMESTAMP '{value.isoformat()}'"
-    text = str(value).replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
+    text = "".join(
+        f"\\u{ord(c):04x}" if ord(c) < 0x20 else "\\" + c if c in "\\'" else c for c in str(value)
+    )  # quotes and backslashes escaped, control characters (a CR in an ETag) as \uXXXX
     return f"'{text}'"
 
 

@@ -185,7 +185,7 @@ class PickupMonths:
     """Where a month file's pickups lie, tallied while extract reads it: the rows looked at, and
     those outside `month` by their own month (`YYYY-MM`; a NULL or unreadable pickup is no month).
     A Parquet's every row is counted (`tlc.read_blocks`, with Arrow); a .csv.gz's lines are
-    sampled (`PICKUP_SAMPLE_EVERY`)."""
+    sampled (`PICKUP_SAMPLE_EVERY`; a small block whole)."""
 
     def __init__(self, dataset: TaxiDataset, month: Month):
         self.month, self.sampled = month, dataset.source.format != "parquet"
@@ -199,14 +199,18 @@ class PickupMonths:
 
     def add_lines(self, lines: list[bytes]) -> None:
         """Sample a block of CSV lines: its pickups' first 7 bytes are the month (quoted or not)."""
-        sample, field, key = lines[::PICKUP_SAMPLE_EVERY], self._field, self._key
+        # A small block (a tiny file, a file's tail) is read whole: a sample of a few lines could
+        # be all strays by chance. A sampled line stands for `every` rows, so blocks read whole and
+        # sampled weigh alike.
+        every = PICKUP_SAMPLE_EVERY if len(lines) >= PICKUP_SAMPLE_EVERY**2 else 1
+        sample, field, key = lines[::every], self._field, self._key
         for line in sample:
             fields = line.split(b",", field + 1)
             if len(fields) > field:
                 month = fields[field].lstrip(b'"')[:7]
                 if month != key and _MONTH_KEY.fullmatch(month):
-                    self.outside[month.decode()] += 1
-        self.rows += len(sample)
+                    self.outside[month.decode()] += every
+        self.rows += len(sample) * every
 
     def watch(self, blocks: Iterator[tuple[list[bytes], bool]]) -> Iterator[tuple[list[bytes], bool]]:
         """`blocks`, unchanged, each sampled on its way (`add_lines`)."""
@@ -223,9 +227,12 @@ class PickupMonths:
         where = ", ".join(f"{m} ({n:,})" for m, n in self.outside.most_common(3))
         if len(self.outside) > 3:
             where += f" and {len(self.outside) - 3} other months"
-        share = f"{outside / self.rows:.0%}" + (f"; one line in {PICKUP_SAMPLE_EVERY}" if self.sampled else "")
-        looked = "sampled pickups" if self.sampled else "pickups"
-        return f"{outside:,} of {self.rows:,} {looked} ({share}) lie outside {self.month}, in {where}: another month's trips"
+        share = f"{outside / self.rows:.0%}" + (
+            f"; one line in {PICKUP_SAMPLE_EVERY} of large blocks" if self.sampled else ""
+        )
+        looked = "pickups by sample" if self.sampled else "pickups"
+        about = "about " if self.sampled else ""
+        return f"{about}{outside:,} of {self.rows:,} {looked} ({share}) lie outside {self.month}, in {where}: another month's trips"
 
 
 def iter_lines(path: Path, name: str | None = None) -> Iterator[tuple[list[bytes], bool]]:

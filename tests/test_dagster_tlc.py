@@ -4,7 +4,7 @@ each feed's first month, and the sensor that asks the source for new and re-publ
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import psycopg
@@ -191,3 +191,45 @@ def test_a_failed_run_is_requested_again_a_few_times_then_left_to_a_person(cloud
         exhausted = _tick(sensor, instance, settings)
         assert not exhausted.run_requests
         assert f"{newest} failed {MAX_ATTEMPTS} times for this file" in exhausted.skip_message
+
+
+def test_the_catalog_sensor_reports_each_months_current_load_once_whatever_the_order(settings):
+    """Loads committed out of order (an older record seen after a newer one), a month loaded twice
+    between ticks, and Dagster's own loads (already in its catalog): each month's current load
+    by Kestra or the CLI is reported once, and only that one."""
+    ds = TLC_DATASETS["green"]
+    base = ledger.record(ds, Month(2024, 1), _file(ds), 10, "0" * 64)
+    stamp = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
+
+    def write(month: Month, minutes: int, by: str) -> None:
+        entry = replace(base, month=str(month), loaded_at=stamp + timedelta(minutes=minutes), loaded_by=by)
+        with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+            ledger.ensure_postgres(conn)
+            ledger.write_postgres(conn, entry)
+
+    resources = {k: v for k, v in dagster_resources(settings).items() if k in ("postgres", "bigquery")}
+    sensor = defs.resolve_sensor_def("loads_from_the_ledgers")
+
+    def tick(cursor=None):
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+            return sensor.evaluate_tick(context)
+
+    def reported(result) -> dict[str, str]:
+        return {e.partition: e.metadata["loaded_by"].value for e in result.asset_events}
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        write(Month(2024, 2), 5, "kestra:b")
+        write(Month(2024, 1), 1, "cli")  # committed after, loaded (stamped) before
+        write(Month(2024, 3), 2, "dagster:run")
+        first = tick()
+        assert reported(first) == {"2024-01": "cli", "2024-02": "kestra:b"}
+        assert "BigQuery is not configured" in (tick(first.cursor).skip_message or "")
+        write(Month(2024, 1), 7, "kestra:c")
+        write(Month(2024, 1), 8, "kestra:d")  # loaded twice since: its newest load only
+        assert reported(tick(first.cursor)) == {"2024-01": "kestra:d"}
+
+
+def _file(ds):
+    from taxi_assets.steps.extract import FileInfo
+
+    return FileInfo(ds.taxi, "2024-01", f"/x/{ds.file_name(Month(2024, 1))}", "http://x", 1, "ab" * 32, 10, [])

@@ -13,6 +13,7 @@ import yaml
 from flow_rules import expression_rule, flows_by_key, if_rule, input_rule, secret_rule
 from helpers import ROOT
 
+from taxi_assets import ledger
 from taxi_assets.cli import COMMANDS
 
 FLOWS = sorted((ROOT / "kestra_flows").glob("*.yaml"))
@@ -137,6 +138,22 @@ MUTANTS = {
 def test_each_rule_catches_a_mistake_kestra_would_accept(flow, old, new, rule, expected):
     problems = rule(mutant(flow, old, new))
     assert any(expected in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize("path", FLOWS, ids=lambda p: p.stem)
+def test_every_load_names_its_execution_for_the_ledger_and_is_checked_after(path):
+    """A load by Kestra is recorded as Kestra's (`kestra:<execution id>`), not the CLI's, and the
+    store it loaded is checked later in the same flow."""
+    tasks = list(_tasks(yaml.safe_load(path.read_text())["tasks"]))
+    commands = [" ".join(t.get("commands", [])) for t in tasks]
+    stores = {"load-postgres": "postgres", "upload-gcs": "gcs", "load-bigquery": "bigquery"}
+    for i, (task, command) in enumerate(zip(tasks, commands, strict=True)):
+        step = next((s for s in stores if f"taxi_assets {s} " in command), None)
+        if step is None:
+            continue
+        if step != "upload-gcs":
+            assert task.get("env", {}).get(ledger.LOADED_BY) == "kestra:{{ execution.id }}", task["id"]
+        assert any(f"check --store {stores[step]} " in later for later in commands[i + 1 :]), task["id"]
 
 
 def test_every_flow_that_loads_has_a_concurrency_limit():

@@ -216,3 +216,21 @@ def test_status_offline_reads_only_the_ledgers(settings):
     assert any(line.startswith("  2019-01") and "cli" in line for line in lines), result.stdout
     assert "  missing in postgres (up to 2021-07): 2019-02..2021-07" in lines
     assert any(line.startswith("bigquery: not read (") for line in lines), result.stdout
+
+
+def test_months_loaded_before_the_ledger_are_taken_in_from_their_partition_comments(settings, pg):
+    """Earlier versions recorded a month's file only as its partition's comment: the ledger,
+    when it is created, takes those months in, so they are not taken for unloaded."""
+    info = _load_postgres(settings)
+    pg.execute("DROP TABLE taxi_loads")
+    origin = {"file": info.filename, "rows": ROWS, "sha256": info.sha256, "bytes": info.bytes, "etag": ""}
+    pg.execute(f"COMMENT ON TABLE \"{partition_name(GREEN, JAN)}\" IS '{json.dumps(origin)}'")
+    _load_postgres(settings, FEB)  # the first load since: creates the ledger
+    migrated = ledger.held(settings, ledger.POSTGRES, GREEN, JAN, conn=pg)
+    assert (migrated.loaded_by, migrated.sha256, migrated.rows, migrated.file) == (
+        ledger.MIGRATED,
+        info.sha256,
+        ROWS,
+        info.filename,
+    )
+    assert ledger.held(settings, ledger.POSTGRES, GREEN, FEB, conn=pg).loaded_by == "cli"

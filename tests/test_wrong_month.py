@@ -74,25 +74,41 @@ def test_the_generated_and_fixture_months_pass_with_their_planted_strays(tmp_pat
     assert verify(head, YELLOW)[1] == 266  # 5 of them in June
 
 
-@pytest.mark.parametrize(("jan_rows", "refused"), [(2_000, True), (1_000, False)], ids=["mostly", "a third"])
+@pytest.mark.parametrize(("jan_rows", "refused"), [(8_000, True), (4_000, False)], ids=["mostly", "a third"])
 def test_the_mirrors_sampled_lines_tell_a_file_mostly_of_another_month(tmp_path, jan_rows, refused):
-    """Two months in one file: refused when January's rows are the most, loaded (and warned of by
-    the checks) when they are a third."""
+    """Two months in one file (blocks large enough to be sampled): refused when January's rows
+    are the most, loaded (and warned of by the checks) when they are a third."""
     jan, mar = tmp_path / "jan.csv.gz", tmp_path / "mar.csv.gz"
     write_month(jan, GREEN, Month(2019, 1), jan_rows, crlf=False)
-    write_month(mar, GREEN, Month(2019, 3), 3_000 - jan_rows, crlf=False)
+    write_month(mar, GREEN, Month(2019, 3), 12_000 - jan_rows, crlf=False)
     header, _, jan_lines = gzip.decompress(jan.read_bytes()).partition(b"\n")
     mar_lines = gzip.decompress(mar.read_bytes()).partition(b"\n")[2]
     mixed = tmp_path / GREEN.file_name(Month(2019, 3))
     mixed.write_bytes(gzip.compress(header + b"\n" + jan_lines + mar_lines))
     if not refused:
-        assert verify(mixed, GREEN)[1] == 3_000
+        assert verify(mixed, GREEN)[1] == 12_000
         return
     with pytest.raises(BadFileError) as raised:
         verify(mixed, GREEN)
     message = str(raised.value)
     assert message.startswith(f"{mixed.name}: ") and "lie outside 2019-03, in 2019-01 (" in message
-    assert "sampled pickups (" in message and f"; one line in {PICKUP_SAMPLE_EVERY}) lie outside" in message
+    assert (
+        " pickups by sample (" in message
+        and f"; one line in {PICKUP_SAMPLE_EVERY} of large blocks) lie outside" in message
+    )
+
+
+def test_a_tiny_file_is_read_whole_so_its_one_stray_row_cannot_be_all_of_a_sample(tmp_path):
+    """Four rows, the first from the month before: one line in 64 would look only at that one."""
+    path = tmp_path / "four.csv.gz"
+    write_month(path, GREEN, Month(2019, 3), 4, crlf=False)
+    header, _, body = gzip.decompress(path.read_bytes()).partition(b"\n")
+    lines = body.splitlines()
+    pickup = GREEN.pickup_index
+    stray = b",".join(f if i != pickup else b"2019-02-28 23:59:00" for i, f in enumerate(lines[0].split(b",")))
+    tiny = tmp_path / GREEN.file_name(Month(2019, 3))
+    tiny.write_bytes(gzip.compress(header + b"\n" + b"\n".join([stray, *lines[1:]]) + b"\n"))
+    assert verify(tiny, GREEN)[1] == 4
 
 
 # -- A month's file served under another month's name ---------------------------------------------

@@ -12,6 +12,7 @@ file is requested once however often the sensor ticks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from datetime import datetime, timezone
@@ -36,7 +37,6 @@ from taxi_assets.datasets import dataset as find_dataset
 from taxi_assets.defs.assets import bigquery_key, postgres_key
 from taxi_assets.defs.resources import TaxiBigQueryResource, TaxiPostgresResource, TaxiSourceResource
 from taxi_assets.errors import DownloadError
-from taxi_assets.gcp import bigquery_client
 from taxi_assets.months import TIMEZONE, Month, month_just_ended
 from taxi_assets.steps.extract import Remote, newest_published, remote_file
 
@@ -55,10 +55,10 @@ def loaded_files(
     """From the ledgers, whoever loaded them: the months Postgres and BigQuery both hold from
     the same file, with that file's (ETag, size); a month the two hold from different files
     counts as loaded from neither (its ETag is then "", which any server ETag differs from).
-    Without BigQuery (`bigquery` None): the months Postgres holds."""
+    Without BigQuery to read (`bigquery` None): none."""
     with postgres.connect() as conn:
         pg = ledger.holdings(postgres.settings(), ledger.POSTGRES, dataset, conn=conn)
-    bq = ledger.holdings(bigquery, ledger.BIGQUERY, dataset) if bigquery is not None else pg
+    bq = ledger.holdings(bigquery, ledger.BIGQUERY, dataset) if bigquery is not None else {}
     both = ledger.in_both(pg, bq).items()
     return {key[2]: (entry.etag, entry.bytes) if entry else ("", None) for key, entry in both}
 
@@ -99,7 +99,9 @@ def build_new_month_sensor(job, dataset: TaxiDataset):
     ):
         settings = source.settings()
         newest_possible = month_just_ended(datetime.now(timezone.utc))
-        loaded = loaded_files(postgres, bigquery.settings(), dataset)
+        # BigQuery not reachable without starting its emulator: it holds nothing loaded, as far as
+        # the sensor knows (the run it requests starts it).
+        loaded = loaded_files(postgres, ledger.bigquery_available(bigquery.settings(start=False)), dataset)
         requests: list[RunRequest | str] = []
         notes: list[str] = []
         try:
@@ -167,12 +169,21 @@ def _event(entry: ledger.LoadRecord, store: str) -> AssetMaterialization | None:
     )
 
 
+def _fingerprint(store: str, entry: ledger.LoadRecord) -> str:
+    """A month's current record in a store, in a few characters (the cursor holds one per month)."""
+    what = f"{store}|{entry.source}|{entry.taxi}|{entry.month}|{entry.loaded_at.isoformat()}|{entry.loaded_by}"
+    return hashlib.sha256(what.encode()).hexdigest()[:12]
+
+
 def build_ledger_sensor():
-    """Dagster's catalog shows every load: each load the ledgers record that a Dagster run did
-    not make (Kestra's, the CLI's) becomes a runless materialization of its partition, with who
-    loaded it and from which file. The cursor holds the last Postgres ledger id and BigQuery
-    `loaded_at` reported. Running by default where a taxi-data Postgres is configured (the
-    stack); on a machine with nothing configured each tick would start the embedded one."""
+    """Dagster's catalog shows every load: each month's current record in a ledger that a Dagster
+    run did not make (Kestra's, the CLI's) becomes a runless materialization of its partition,
+    with who loaded it and from which file. Each tick compares the current records with those it
+    reported before (the cursor: a fingerprint per month), so the order loads commit in, a
+    record older than the newest seen, or a sensor stopped for a while loses none, and a month
+    loaded twice meanwhile shows its newest load only. Running by default where a taxi-data
+    Postgres is configured (the stack); on a machine with nothing configured each tick would
+    start the embedded one."""
 
     @sensor(
         name="loads_from_the_ledgers",
@@ -183,27 +194,25 @@ def build_ledger_sensor():
     def loads_from_the_ledgers(
         context: SensorEvaluationContext, postgres: TaxiPostgresResource, bigquery: TaxiBigQueryResource
     ):
-        cursor = json.loads(context.cursor) if context.cursor else {}
-        events: list[AssetMaterialization] = []
+        reported = set(json.loads(context.cursor)) if context.cursor else set()
         with postgres.connect() as conn:
-            for entry_id, entry in ledger.postgres_records(conn, after_id=cursor.get(ledger.POSTGRES, 0)):
-                cursor[ledger.POSTGRES] = entry_id
-                if entry.orchestrator != ledger.DAGSTER and (event := _event(entry, ledger.POSTGRES)):
-                    events.append(event)
+            current = {ledger.POSTGRES: ledger.holdings(postgres.settings(), ledger.POSTGRES, conn=conn)}
         notes = []
         if (bq := ledger.bigquery_available(bigquery.settings(start=False))) is None:
             notes.append("BigQuery is not configured and its emulator is not running: its ledger is not read")
         else:
-            after = cursor.get(ledger.BIGQUERY, "")
-            for entry in ledger.bigquery_records(bigquery_client(bq), bq):
-                stamp = entry.loaded_at.isoformat()
-                if stamp <= after:
-                    continue
-                cursor[ledger.BIGQUERY] = max(cursor.get(ledger.BIGQUERY, ""), stamp)
-                if entry.orchestrator != ledger.DAGSTER and (event := _event(entry, ledger.BIGQUERY)):
+            current[ledger.BIGQUERY] = ledger.holdings(bq, ledger.BIGQUERY)
+        events, seen = [], set()
+        for store, held in current.items():
+            for entry in held.values():
+                seen.add(mark := _fingerprint(store, entry))
+                if mark not in reported and entry.orchestrator != ledger.DAGSTER and (event := _event(entry, store)):
                     events.append(event)
+        if ledger.BIGQUERY not in current:  # not read this tick: what was reported of it stays reported
+            seen |= reported
+        cursor = json.dumps(sorted(seen))
         if not events:
-            return SensorResult(skip_reason=SkipReason("; ".join(["no new loads", *notes])), cursor=json.dumps(cursor))
-        return SensorResult(asset_events=events, cursor=json.dumps(cursor))
+            return SensorResult(skip_reason=SkipReason("; ".join(["no new loads", *notes])), cursor=cursor)
+        return SensorResult(asset_events=events, cursor=cursor)
 
     return loads_from_the_ledgers

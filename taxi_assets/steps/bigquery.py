@@ -13,6 +13,7 @@ Errors passed on from BigQuery are one line, without local paths (`api_error_tex
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -222,18 +223,36 @@ def _replace_month_recorded(
     entry: ledger.LoadRecord,
 ) -> None:
     """BigQuery: the month's ledger record is retracted, the partition replaced (one atomic load
-    job), then the new record written, so the ledger never claims rows the partition does not
-    hold. A failed load job leaves the old rows, and their record is put back."""
+    job) and its rows counted, and only then the new record written, so the ledger never claims
+    rows the partition does not hold. A load job that failed on the server left the old rows:
+    their record is put back. One whose outcome is unknown (interrupted while waiting) leaves
+    the month unrecorded until its next load."""
     target, config = partition_load(settings, dataset, month)
     key = (dataset.source.name, dataset.taxi, month)
     previous = ledger.current(ledger.bigquery_records(client, settings, dataset)).get(key)
     client.query(ledger.bigquery_retract_sql(settings, dataset, month)).result()
+    job = client.load_table_from_uri(uri, target, job_config=config)
     try:
-        client.load_table_from_uri(uri, target, job_config=config).result()
+        job.result()
     except BaseException:
-        if previous is not None:
-            client.query(ledger.bigquery_insert_sql(settings, previous)).result()
+        failed = False
+        with contextlib.suppress(Exception):
+            job.reload()
+            failed = job.done() and job.error_result is not None
+        if previous is not None and failed:
+            try:
+                client.query(ledger.bigquery_insert_sql(settings, previous)).result()
+            except Exception:  # the load's own error is the one to report
+                log.warning("%s %s: could not put back the month's ledger record", dataset.name, month)
+        elif previous is not None:
+            log.warning("%s %s: the load job's outcome is unknown; the month is unrecorded", dataset.name, month)
         raise
+    rows = month_rows(client, settings, dataset, month)
+    if rows != entry.rows:
+        raise LoadError(
+            f"{dataset.name} {month}: BigQuery now holds {rows} rows for the month but the file has {entry.rows}"
+            " (left unrecorded in the ledger); load it again"
+        )
     client.query(ledger.bigquery_insert_sql(settings, entry)).result()
 
 

@@ -365,7 +365,10 @@ def load_postgres(
             try:
                 with conn.transaction():  # a savepoint: a failed swap is undone, the month's lock kept
                     replaced = _swap_in(conn, dataset, partition, filename)
-                    entry = ledger.record(dataset, month, recorded, loaded, digest.result(), by=loaded_by)
+                    # The file's data lines as extract counted them (the checks compare the table with
+                    # them); a file loaded without a record: the rows loaded.
+                    rows = recorded.data_lines or loaded
+                    entry = ledger.record(dataset, month, recorded, rows, digest.result(), by=loaded_by)
                     ledger.write_postgres(conn, entry)  # in the swap's commit: both or neither
             except BaseException as exc:
                 _drop_halves(conn, partition)  # under the month's lock, committed with this transaction
