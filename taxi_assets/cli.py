@@ -478,6 +478,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # still one line; the traceback with --verbose
         log.debug("unexpected failure", exc_info=True)
+        from taxi_assets.steps.extract import no_space
+
+        if isinstance(exc, OSError) and (full := no_space(exc)) is not None:  # a disk filled mid-step
+            print_error(full)
+            return 1
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print_error(f"unexpected {type(exc).__name__}: {first}")
         return 2

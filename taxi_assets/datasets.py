@@ -80,10 +80,13 @@ SOURCES: dict[str, Source] = {s.name: s for s in (MIRROR, TLC)}
 @dataclass(frozen=True)
 class Era:
     """From `first` on (until the next era), the source names of a feed's columns: lower-cased
-    published names that differ from the canonical ones, as `{published: canonical}`."""
+    published names that differ from the canonical ones, as `{published: canonical}`; and the
+    canonical columns its months never had (`absent`: NULL there). A file missing any other
+    column is refused: a column dropped by mistake must not load as NULL."""
 
     first: Month
     renames: dict[str, str] = field(default_factory=dict)
+    absent: tuple[str, ...] = ()
 
 
 # Columns the pipeline adds in front of the CSV columns.
@@ -261,8 +264,8 @@ TAXI_TYPES: tuple[str, ...] = tuple(DATASETS)
 
 # The TLC's own Parquet files (`tlc`). Each feed's columns are its newest era's, lower-cased,
 # with stable types; every older month is cast into them (`taxi_assets.tlc`): names compared
-# lower-cased (`Airport_fee`, `dropOff_datetime`, `PUlocationID` need no rename), columns a
-# month lacks loaded as NULL, integers stored as integers whatever width or float a month used.
+# lower-cased (`Airport_fee`, `dropOff_datetime`, `PUlocationID` need no rename), columns its
+# era never had loaded as NULL, integers stored as integers whatever width or float a month used.
 
 
 def _tlc_feed(**definition) -> TaxiDataset:
@@ -280,6 +283,19 @@ _YELLOW_2009_2010_COLUMNS = (
     _float("pickup_latitude"),
     _float("dropoff_longitude"),
     _float("dropoff_latitude"),
+)
+_YELLOW_2009_2010_NAMES = tuple(c.sql_name for c in _YELLOW_2009_2010_COLUMNS)
+# What yellow 2009-2010 lack: zone ids, integer codes and the later surcharges.
+_YELLOW_2009_2010_ABSENT = (
+    "vendorid",
+    "pulocationid",
+    "dolocationid",
+    "payment_type",
+    "improvement_surcharge",
+    "congestion_surcharge",
+    "airport_fee",
+    "cbd_congestion_fee",
+    "request_source",
 )
 _YELLOW_2010 = {
     "vendor_id": "vendor_name",
@@ -308,8 +324,8 @@ TLC_YELLOW = _tlc_feed(
         _amount("total_amount"),
         _amount("congestion_surcharge"),
         _amount("airport_fee"),  # `Airport_fee` from 2023-02
-        _amount("cbd_congestion_fee"),  # from 2025-01
-        _text("request_source"),  # from 2026-06
+        _amount("cbd_congestion_fee"),
+        _text("request_source"),
         *_YELLOW_2009_2010_COLUMNS,
     ),
     pickup_column="tpep_pickup_datetime",
@@ -335,9 +351,12 @@ TLC_YELLOW = _tlc_feed(
                 "tolls_amt": "tolls_amount",
                 "total_amt": "total_amount",
             },
+            _YELLOW_2009_2010_ABSENT,
         ),
-        Era(Month(2010, 1), _YELLOW_2010),
-        Era(Month(2011, 1)),
+        Era(Month(2010, 1), _YELLOW_2010, _YELLOW_2009_2010_ABSENT),
+        Era(Month(2011, 1), absent=(*_YELLOW_2009_2010_NAMES, "cbd_congestion_fee", "request_source")),
+        Era(Month(2025, 1), absent=(*_YELLOW_2009_2010_NAMES, "request_source")),
+        Era(Month(2026, 6), absent=_YELLOW_2009_2010_NAMES),
     ),
     dropped_columns=("__index_level_0__",),  # pandas' index, written into 2010-02 and 2010-03
 )
@@ -361,13 +380,18 @@ TLC_GREEN = _tlc_feed(
         _integer("payment_type"),
         _integer("trip_type"),
         _amount("congestion_surcharge"),
-        _amount("cbd_congestion_fee"),  # from 2025-01
-        _text("request_source"),  # from 2026-06
+        _amount("cbd_congestion_fee"),
+        _text("request_source"),
     ),
     pickup_column="lpep_pickup_datetime",
     dropoff_column="lpep_dropoff_datetime",
     key_columns=("lpep_pickup_datetime", "lpep_dropoff_datetime", "pulocationid", "dolocationid"),
     first_month=Month(2014, 1),
+    eras=(
+        Era(Month(2014, 1), absent=("cbd_congestion_fee", "request_source")),
+        Era(Month(2025, 1), absent=("request_source",)),
+        Era(Month(2026, 6)),
+    ),
 )
 
 TLC_FHV = _tlc_feed(
@@ -414,12 +438,13 @@ TLC_FHVHV = _tlc_feed(
         _text("access_a_ride_flag"),
         _text("wav_request_flag"),
         _text("wav_match_flag"),
-        _amount("cbd_congestion_fee"),  # from 2025-01
+        _amount("cbd_congestion_fee"),
     ),
     pickup_column="pickup_datetime",
     dropoff_column="dropoff_datetime",
     key_columns=("hvfhs_license_num", "pickup_datetime", "pulocationid", "dolocationid"),
     first_month=Month(2019, 2),
+    eras=(Era(Month(2019, 2), absent=("cbd_congestion_fee",)), Era(Month(2025, 1))),
 )
 
 TLC_DATASETS: dict[str, TaxiDataset] = {d.taxi: d for d in (TLC_YELLOW, TLC_GREEN, TLC_FHV, TLC_FHVHV)}

@@ -124,6 +124,7 @@ def run_demo(taxi: str, month: Month, verbose: bool = False) -> None:
     from taxi_assets.definitions import defs  # first: it silences the preview warnings we accept
     from taxi_assets.defs.jobs import job_name
     from taxi_assets.emulators import with_local_cloud
+    from taxi_assets.redact import redact_url
     from taxi_assets.steps.bigquery import table_id
     from taxi_assets.steps.postgres import partition_name
 
@@ -135,7 +136,7 @@ def run_demo(taxi: str, month: Month, verbose: bool = False) -> None:
         if settings.postgres_dsn
         else f"embedded Postgres in {settings.embedded_postgres_dir}"
     )
-    print(f"Materializing {taxi} {month} from {settings.source_url} into {where} ...", flush=True)
+    print(f"Materializing {taxi} {month} from {redact_url(settings.source_url)} into {where} ...", flush=True)
     once = _ShowOnce()
     for handler in logging.getLogger().handlers:
         handler.addFilter(once)

@@ -30,6 +30,7 @@ from psycopg import sql
 
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.months import Month
+from taxi_assets.redact import redact_url
 
 TABLE = "taxi_loads"
 POSTGRES, BIGQUERY = "postgres", "bigquery"
@@ -138,7 +139,7 @@ def record(
         month=str(month),
         table_name=dataset.table,
         file=info.filename,
-        url=info.url,
+        url=redact_url(info.url),  # a record from before URLs were masked in it
         etag=info.etag,
         bytes=info.bytes,
         sha256=info.sha256,

@@ -235,12 +235,48 @@ class PickupMonths:
         return f"{about}{outside:,} of {self.rows:,} {looked} ({share}) lie outside {self.month}, in {where}: another month's trips"
 
 
-def iter_lines(path: Path, name: str | None = None) -> Iterator[tuple[list[bytes], bool]]:
+# A value Postgres' `double precision` takes but BigQuery's NUMERIC cannot (case-insensitive, as
+# both parse it): NaN, Infinity. Each spelling holds an `a` or an `f`, which a taxi CSV's digits,
+# times and Y/N flags never do: a block without one (all of them, in a real month) is not parsed.
+_NON_FINITE = re.compile(rb"\s*([+-]?)(?:(nan)(?:\([0-9a-z_]*\))?|inf(?:inity)?)\s*", re.IGNORECASE)
+_NON_FINITE_LETTERS = (b"a", b"A", b"f", b"F")
+
+
+class FiniteAmounts:
+    """Refuses a .csv.gz at its first amount (a NUMERIC column) that is not a finite number,
+    naming the column and line: loaded, it would split the stores (Postgres keeps NaN, BigQuery's
+    NUMERIC refuses it). Given each block's raw bytes (`iter_lines`), it searches them for
+    `_NON_FINITE_LETTERS` (C speed, no join) and parses only a block holding one: the header's."""
+
+    def __init__(self, dataset: TaxiDataset, name: str):
+        self._columns = [(i, c.name) for i, c in enumerate(dataset.columns) if c.bq_type == "NUMERIC"]
+        self._name, self._lines = name, 0  # lines before the block: the header is line 1
+
+    def check(self, block: bytes, lines: list[bytes], quoted: bool) -> None:
+        if self._columns and any(letter in block for letter in _NON_FINITE_LETTERS):
+            for number, line in enumerate(lines, self._lines + 1):
+                if quoted:
+                    fields = [f.encode() for f in next(csv.reader([line.decode("utf-8", errors="replace")]), [])]
+                else:
+                    fields = line.split(b",")
+                for i, column in self._columns:
+                    if i < len(fields) and (found := _NON_FINITE.fullmatch(fields[i])):
+                        value = "NaN" if found[2] else "-Infinity" if found[1] == b"-" else "Infinity"
+                        raise BadFileError(
+                            f"{self._name}: {column} is {value} at line {number:,} (amounts must be finite numbers)"
+                        )
+        self._lines += len(lines)
+
+
+def iter_lines(
+    path: Path, name: str | None = None, amounts: FiniteAmounts | None = None
+) -> Iterator[tuple[list[bytes], bool]]:
     """The lines of a .csv.gz, without line endings (CRLF or LF), a list per ~1 MB block,
     each with whether the block holds a quote (then it needs a real CSV parser).
 
     Memory stays flat whatever the file. Blank lines at the end of the file (an editor's or a
-    tool's trailing newline) are dropped: they are no rows. Raises BadFileError, naming the
+    tool's trailing newline) are dropped: they are no rows. With `amounts`, every block (the
+    header's too) is checked by it before it is yielded. Raises BadFileError, naming the
     file `name` (default: the path's), for a corrupt or truncated gzip stream (after yielding
     what came before: a consumer must not commit early) and for a blank line before a row.
     """
@@ -263,7 +299,7 @@ def iter_lines(path: Path, name: str | None = None) -> Iterator[tuple[list[bytes
                     if block:
                         if blank_before:
                             raise BadFileError(_blank_line(name))
-                        yield _split(block, name)
+                        yield _checked(block, name, amounts)
                     blank_before = blank_tail
     except _zlib.error as exc:
         raise BadFileError(f"{name} is not valid gzip: {exc}") from None
@@ -272,7 +308,14 @@ def iter_lines(path: Path, name: str | None = None) -> Iterator[tuple[list[bytes
     if carry.strip():  # a last line without a line ending
         if blank_before:
             raise BadFileError(_blank_line(name))
-        yield _split(carry.rstrip(b"\r") + b"\n", name)
+        yield _checked(carry.rstrip(b"\r") + b"\n", name, amounts)
+
+
+def _checked(block: bytes, name: str, amounts: FiniteAmounts | None) -> tuple[list[bytes], bool]:
+    lines, quoted = _split(block, name)
+    if amounts is not None:
+        amounts.check(block, lines, quoted)
+    return lines, quoted
 
 
 def _blank_line(name: str) -> str:
@@ -310,12 +353,13 @@ def _split(block: bytes, name: str) -> tuple[list[bytes], bool]:
 
 
 def data_lines(
-    path: Path, dataset: TaxiDataset, name: str | None = None
+    path: Path, dataset: TaxiDataset, name: str | None = None, *, check_amounts: bool = False
 ) -> tuple[list[str], Iterator[tuple[list[bytes], bool]]]:
-    """Check the file's header against `dataset`; return it and the data blocks after it.
-    Errors name the file `name` (default: the path's; a temp file passes its published name)."""
+    """Check the file's header against `dataset`; return it and the data blocks after it (with
+    `check_amounts`, checked by `FiniteAmounts` as they are read). Errors name the file `name`
+    (default: the path's; a temp file passes its published name)."""
     name = name or path.name
-    blocks = iter_lines(path, name)
+    blocks = iter_lines(path, name, FiniteAmounts(dataset, name) if check_amounts else None)
     first = next(blocks, None)
     if first is None or not first[0]:
         raise BadFileError(f"{name} is empty")
@@ -327,16 +371,23 @@ def data_lines(
 
 
 def read_blocks(
-    path: Path, dataset: TaxiDataset, name: str | None = None, *, pickups: PickupMonths | None = None
+    path: Path,
+    dataset: TaxiDataset,
+    name: str | None = None,
+    *,
+    pickups: PickupMonths | None = None,
+    check_amounts: bool = False,
 ) -> tuple[list[str], Iterator[tuple[list[bytes], bool]]]:
     """A month file's column names and its rows as blocks of lines, whatever the source's
     format: a .csv.gz's own lines (`data_lines`), a Parquet's canonical lines (`tlc.read_blocks`).
-    With `pickups`, the rows' pickup months are tallied into it as the blocks are read."""
+    With `pickups`, the rows' pickup months are tallied into it as the blocks are read. With
+    `check_amounts`, a .csv.gz's amounts must be finite (`FiniteAmounts`); a Parquet's always
+    must (`tlc._cast`)."""
     if dataset.source.format == "parquet":
         from taxi_assets import tlc  # pyarrow: only where a Parquet is read (30 MB of RSS otherwise)
 
         return tlc.read_blocks(path, dataset, name, pickups=pickups)
-    header, blocks = data_lines(path, dataset, name)
+    header, blocks = data_lines(path, dataset, name, check_amounts=check_amounts)
     return header, blocks if pickups is None else pickups.watch(blocks)
 
 

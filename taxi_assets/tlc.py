@@ -5,7 +5,8 @@ lower-case, stable types). A month is cast into it column by column, batch by ba
 
 - names are compared lower-cased (`Airport_fee` is `airport_fee`), then the month's era
   renames apply (yellow 2009-2010: `Trip_Pickup_DateTime`, `Start_Lon`, ...);
-- a column the month lacks is NULL; a column typed null (Parquet's Null logical type) too;
+- a column the month's era never had (`Era.absent`) is NULL; a column typed null (Parquet's
+  Null logical type) too; any other column missing fails the month;
 - integers of any width, and doubles holding whole numbers, become int64 (a fraction fails the
   month); large strings become strings; timestamps of any unit (ns in part of 2024) become
   microseconds; 2009's timestamps written as text are parsed;
@@ -92,9 +93,9 @@ def column_plan(schema: pa.Schema, dataset: TaxiDataset, month: Month, name: str
             misfits.append(f"{f.name} ({f.type} cannot become {column.pg_type} {target})")
         else:
             found[target] = i
-    for needed in (dataset.pickup_column, dataset.dropoff_column):
-        if needed.lower() not in found:
-            misfits.append(f"{needed.lower()} (missing)")
+    missing = [c.sql_name for c in dataset.columns if c.sql_name not in found and c.sql_name not in era.absent]
+    if missing:  # not one its era never had: a column lost, which must not load as NULL
+        misfits.append(f"missing {', '.join(missing)}")
     if misfits:
         raise BadFileError(
             f"{name}: columns that do not fit the {dataset.name} schema of {month}: {'; '.join(misfits)}; nothing loaded"
@@ -232,10 +233,21 @@ def rendering_id(dataset: TaxiDataset) -> str:
         f"v{RENDERING_VERSION}",
         f"arrow{pa.__version__.split('.')[0]}",
         repr([(c.sql_name, c.pg_type) for c in dataset.columns]),
-        repr([(str(e.first), sorted(e.renames.items())) for e in dataset.eras]),
+        repr(_renames_by_era(dataset)),
         repr(dataset.dropped_columns),
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _renames_by_era(dataset: TaxiDataset) -> list[tuple[str, list]]:
+    """(first month, renames) where the renames change: an era that only says which columns
+    are absent renders rows as the one before, so it leaves the ids as they were."""
+    out: list[tuple[str, list]] = []
+    for era in dataset.eras:
+        renames = sorted(era.renames.items())
+        if (out[-1][1] if out else []) != renames:
+            out.append((str(era.first), renames))
+    return out
 
 
 def published_columns(path: Path) -> list[str]:

@@ -22,6 +22,7 @@ from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.defs.partitions import partitions_for
 from taxi_assets.defs.resources import TaxiBigQueryResource, TaxiGcsResource, TaxiPostgresResource, TaxiSourceResource
 from taxi_assets.months import Month
+from taxi_assets.redact import redact_url
 from taxi_assets.rows import read_blocks
 from taxi_assets.steps.bigquery import load_bigquery
 from taxi_assets.steps.extract import FileInfo, extract
@@ -110,7 +111,7 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
             metadata={
                 "dagster/row_count": info.data_lines,
                 "path": MetadataValue.path(info.path),
-                "url": MetadataValue.url(info.url),
+                "url": MetadataValue.url(redact_url(info.url)),
                 "size_bytes": info.bytes,
                 "sha256": info.sha256,
                 "downloaded": info.downloaded,

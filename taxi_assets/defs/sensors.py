@@ -38,6 +38,7 @@ from taxi_assets.defs.assets import bigquery_key, postgres_key
 from taxi_assets.defs.resources import TaxiBigQueryResource, TaxiPostgresResource, TaxiSourceResource
 from taxi_assets.errors import DownloadError
 from taxi_assets.months import TIMEZONE, Month, month_just_ended
+from taxi_assets.redact import redact_url
 from taxi_assets.steps.extract import Remote, newest_published, remote_file
 
 MAX_ATTEMPTS = 3  # runs per file of a month before the sensor stops asking
@@ -159,7 +160,7 @@ def _event(entry: ledger.LoadRecord, store: str) -> AssetMaterialization | None:
             "run_id": entry.run_id,
             "loaded_at": entry.loaded_at.isoformat(),
             "file": entry.file,
-            "url": MetadataValue.url(entry.url) if entry.url else "",
+            "url": MetadataValue.url(redact_url(entry.url)) if entry.url else "",  # rows from before masking
             "file_sha256": entry.sha256,
             "file_etag": entry.etag,
             "file_size_bytes": entry.bytes,

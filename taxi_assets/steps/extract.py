@@ -22,6 +22,7 @@ crash part-way leaves at worst a file without its record, which the next extract
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -31,16 +32,18 @@ import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import urllib3
 
-from taxi_assets.config import SOURCE_URL, TLC_URL, Settings
+from taxi_assets.config import SOURCE_URL, STATE_DIR, TLC_URL, Settings
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.errors import BadFileError, ConfigError, DownloadError, NotPublishedError
-from taxi_assets.months import Month
+from taxi_assets.months import Month, month_just_ended
+from taxi_assets.redact import redact_text, redact_url
 from taxi_assets.rows import PickupMonths, RowIds, month_of, read_blocks, row_ids_key, write_row_ids
 
 log = logging.getLogger(__name__)
@@ -143,6 +146,29 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f"{path.name}{_PART}{os.getpid()}")
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a record readable by its owner only (0600): records hold what came from the
+    environment (a source URL, a bucket name), masked or not, and are nobody else's business."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w") as out:
+        os.fchmod(fd, 0o600)  # also when the file was there already
+        out.write(text)
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+def no_space(exc: OSError, path: Path | None = None) -> str | None:
+    """The line for a full disk or quota, None for any other OSError: the folder and file being
+    written (`exc`'s, else `path`), and that nothing was kept."""
+    if exc.errno not in _NO_SPACE:
+        return None
+    target = Path(exc.filename) if exc.filename else path
+    where = f"{target.parent} (writing {target.name})" if target else "the device"
+    full = "no space left" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+    return f"{full} on {where}; nothing was kept, the previous rows are untouched; free space or set {STATE_DIR}"
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -153,14 +179,15 @@ def _sha256(path: Path) -> str:
 
 def verify(path: Path, dataset: TaxiDataset, name: str | None = None, *, sha256: str = "") -> tuple[list[str], int]:
     """Check the file whole (gzip integrity and header; a Parquet's footer, columns and every
-    row group) and that its rows are of its month (the one in `name`: a file mostly of another
-    month is refused, `rows.PickupMonths`); return (header, data lines). With the file's `sha256`,
+    row group), that its amounts are finite numbers (`rows.FiniteAmounts`) and that its rows are
+    of its month (the one in `name`: a file mostly of another month is refused,
+    `rows.PickupMonths`); return (header, data lines). With the file's `sha256`,
     also write its row-id file (atomically, once the file passed) while reading. Raises
     BadFileError naming the file `name` (default: the path's; a temp file passes the name it is
     published under)."""
     name = name or path.name
     pickups = PickupMonths(dataset, month_of(name))
-    header, blocks = read_blocks(path, dataset, name, pickups=pickups)
+    header, blocks = read_blocks(path, dataset, name, pickups=pickups, check_amounts=True)
     if dataset.source.format == "parquet":
         from taxi_assets.tlc import published_columns
 
@@ -254,39 +281,80 @@ def _progress(total: int | None, name: str):
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, leave=False)
 
 
-def _unresolved_host(exc: BaseException) -> str | None:
-    """The host name whose lookup failed, if `exc` comes from a failed name resolution (no
-    network, no DNS, a mistyped host): what requests wraps in two or three layers."""
+def _causes(exc: BaseException):
+    """`exc` and what it wraps: requests wraps urllib3's errors, which wrap the socket's, in two or
+    three layers."""
     seen, todo = set(), [exc]
     while todo:
         e = todo.pop()
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
+        yield e
+        todo += [e.__cause__, e.__context__, getattr(e, "reason", None)]
+        todo += [a for a in e.args if isinstance(a, BaseException)]
+
+
+def _unresolved_host(exc: BaseException) -> str | None:
+    """The host name whose lookup failed, if `exc` comes from a failed name resolution (no
+    network, no DNS, a mistyped host)."""
+    for e in _causes(exc):
         if isinstance(e, urllib3.exceptions.NameResolutionError):
             return getattr(e, "_host", None) or ""
         if isinstance(e, socket.gaierror):
             return ""
-        todo += [e.__cause__, e.__context__, getattr(e, "reason", None)]
-        todo += [a for a in e.args if isinstance(a, BaseException)]
     return None
 
 
+def _reason(exc: BaseException, url: str) -> str:
+    """A failed attempt in a few words (where, and why): urllib3's layers, some 300 characters,
+    say no more, and may quote the URL's query."""
+    parts = urlsplit(url)
+    where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    causes = list(_causes(exc))
+    os_error = next((e for e in causes if isinstance(e, OSError) and e.strerror), None)
+    why = os_error.strerror if os_error else ""
+    if any(isinstance(e, urllib3.exceptions.NewConnectionError) for e in causes):
+        return f"cannot connect to {where} ({why or 'no connection'})"
+    if any(isinstance(e, urllib3.exceptions.ConnectTimeoutError) for e in causes):
+        return f"cannot connect to {where} (timed out)"
+    if any(isinstance(e, urllib3.exceptions.ReadTimeoutError | requests.ReadTimeout) for e in causes):
+        return f"{where} stopped sending (read timed out)"
+    if why:
+        return f"connection to {where} failed ({why})"
+    text = redact_text(str(exc).strip(), url).splitlines()
+    line = text[0] if text else type(exc).__name__
+    return line if len(line) <= 120 else line[:117] + "..."
+
+
+def _overdue(month: Month) -> bool:
+    """Whether the TLC should long have published `month` (it does about two months after the
+    month ends; a month more of margin): its 403 is then a refusal, not "not yet"."""
+    newest_due = month_just_ended(datetime.now(timezone.utc)).previous().previous()
+    return month < newest_due
+
+
 def _not_found(dataset: TaxiDataset, what: str, month: Month, url: str, status: int) -> NotPublishedError:
-    published = dataset.published(month)
+    published, shown = dataset.published(month), redact_url(url)
     if published:
         return NotPublishedError(
-            f"{what}: the server has no such file ({url} returned {status}), "
+            f"{what}: the server has no such file ({shown} returned {status}), "
             f"though the month is within the published range {dataset.published_range()}"
+        )
+    if published is None and _overdue(month):
+        return NotPublishedError(
+            f"{what}: the server refused the file ({shown} returned {status}), though the TLC published the"
+            f" month long ago: the file may have been removed, or access is denied (is {dataset.source.url_variable}"
+            " right?)"
         )
     if published is None:  # an open range: the source alone knows its newest month
         return NotPublishedError(
-            f"{what} is not published yet ({url} returned {status}); the TLC publishes a month about two months"
+            f"{what} is not published yet ({shown} returned {status}); the TLC publishes a month about two months"
             f" after it ends (`python -m taxi_assets newest-month --source {dataset.source.name} --taxi"
             f" {dataset.taxi}` finds the newest)"
         )
     return NotPublishedError(
-        f"{what} is not published ({url} returned {status}); months available {dataset.published_range()}"
+        f"{what} is not published ({shown} returned {status}); months available {dataset.published_range()}"
     )
 
 
@@ -310,7 +378,7 @@ def _remote(url: str, resp: requests.Response) -> Remote:
         size = int(resp.headers["Content-Length"])
     except (KeyError, ValueError):
         size = None
-    return Remote(url, size, resp.headers.get("ETag", ""), resp.headers.get("Last-Modified", ""))
+    return Remote(redact_url(url), size, resp.headers.get("ETag", ""), resp.headers.get("Last-Modified", ""))
 
 
 def _retrying(
@@ -336,10 +404,11 @@ def _retrying(
                 host = host or urlsplit(url).hostname
                 hint = _OFFLINE_HINT[dataset.source.name]
                 raise DownloadError(f"{what}: cannot resolve {host} (no network?): {hint}") from None
+            reason = _reason(exc, url)
             if attempt > retries:
-                raise DownloadError(f"{what}: {action} failed after {attempt} attempts: {exc}") from None
+                raise DownloadError(f"{what}: {action} failed after {attempt} attempts: {reason}") from None
             wait = settings.http_backoff * 2 ** (attempt - 1)
-            log.warning("%s: attempt %d failed (%s); retrying in %.1fs", what, attempt, exc, wait)
+            log.warning("%s: attempt %d failed (%s); retrying in %.1fs", what, attempt, reason, wait)
             time.sleep(wait)
 
 
@@ -349,13 +418,21 @@ def _check_status(resp: requests.Response, dataset: TaxiDataset, what: str, mont
     if resp.status_code in _RETRY_STATUS:
         raise requests.HTTPError(f"HTTP {resp.status_code}", response=resp)
     if resp.status_code != 200:
-        raise DownloadError(f"{what}: {url} returned HTTP {resp.status_code}")
+        raise DownloadError(f"{what}: {redact_url(url)} returned HTTP {resp.status_code}")
+
+
+def source_url(settings: Settings, dataset: TaxiDataset, month: Month) -> str:
+    """The month's file URL, credentials and all: for the request only (`redact_url` for the rest).
+    A query of the base URL (a signed URL's `?sig=…`) goes after the file's path."""
+    base = urlsplit(settings.base_url(dataset.source.url_variable))
+    url = urlsplit(dataset.url(urlunsplit(base._replace(query="", fragment="")), month))
+    return urlunsplit(url._replace(query=base.query))
 
 
 def remote_file(settings: Settings, dataset: TaxiDataset, month: Month, *, retries: int | None = None) -> Remote | None:
     """The month's file as the source describes it (one HEAD, retried like a download unless
     `retries` says otherwise), or None when it is not published."""
-    url = dataset.url(settings.base_url(dataset.source.url_variable), month)
+    url = source_url(settings, dataset, month)
     what = f"{dataset.name} {month}"
 
     def head() -> Remote:
@@ -456,7 +533,7 @@ def extract(settings: Settings, dataset: TaxiDataset, month: Month, *, revalidat
     what = f"{dataset.name} {month}"
     path = local_path(settings, dataset, month)
     path.parent.mkdir(parents=True, exist_ok=True)
-    url = dataset.url(settings.base_url(dataset.source.url_variable), month)
+    url = source_url(settings, dataset, month)
     tmp, sidecar_tmp = temp_path(path), temp_path(record_path(path))
     try:
         started = time.monotonic()
@@ -469,7 +546,7 @@ def extract(settings: Settings, dataset: TaxiDataset, month: Month, *, revalidat
             taxi=dataset.taxi,
             month=str(month),
             path=str(path),
-            url=url,
+            url=redact_url(url),
             bytes=tmp.stat().st_size,
             sha256=sha256,
             data_lines=lines,
@@ -479,12 +556,16 @@ def extract(settings: Settings, dataset: TaxiDataset, month: Month, *, revalidat
             last_modified=remote.last_modified,
         )
         os.replace(tmp, path)  # the published name appears only now, complete and verified
-        sidecar_tmp.write_text(json.dumps(asdict(info), indent=1))
+        write_private(sidecar_tmp, json.dumps(asdict(info), indent=1))
         os.replace(sidecar_tmp, record_path(path))
         log.info(
             "downloaded %s: %d bytes, %d data lines in %.1fs", path.name, info.bytes, lines, time.monotonic() - started
         )
         return info
+    except OSError as exc:
+        if (full := no_space(exc, path)) is None:
+            raise
+        raise DownloadError(f"{what}: {full}") from None
     finally:
         tmp.unlink(missing_ok=True)
         sidecar_tmp.unlink(missing_ok=True)

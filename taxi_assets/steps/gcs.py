@@ -44,7 +44,14 @@ from taxi_assets.errors import ConfigError, LoadError
 from taxi_assets.gcp import storage_client
 from taxi_assets.months import Month
 from taxi_assets.parquet import conversion_id, write_parquet
-from taxi_assets.steps.extract import parquet_path, record_path, recorded_download, row_ids, temp_path
+from taxi_assets.steps.extract import (
+    parquet_path,
+    record_path,
+    recorded_download,
+    row_ids,
+    temp_path,
+    write_private,
+)
 
 log = logging.getLogger(__name__)
 # Resumable-upload chunk (a multiple of 256 KiB), held in memory while sent: 300 MB went into
@@ -218,7 +225,7 @@ def _write_record(path: Path, record: UploadRecord) -> None:
     a rename."""
     tmp = temp_path(path)
     try:
-        tmp.write_text(json.dumps(asdict(record), indent=1))
+        write_private(tmp, json.dumps(asdict(record), indent=1))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
