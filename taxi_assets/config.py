@@ -23,8 +23,10 @@ EMBEDDED = "TAXI_EMBEDDED"
 HTTP_RETRIES = "TAXI_HTTP_RETRIES"
 HTTP_TIMEOUT = "TAXI_HTTP_TIMEOUT"
 HTTP_BACKOFF = "TAXI_HTTP_BACKOFF"
+BIGQUERY_TIMEOUT = "TAXI_BIGQUERY_TIMEOUT"
 KEEP_DOWNLOADS = "TAXI_KEEP_DOWNLOADS"  # 1: the Kestra flows' purge-download step keeps the file
 PRODUCTS_URL = "TAXI_PRODUCTS_URL"  # the getting-started pipeline's REST API
+LOCK_WAIT = "TAXI_LOCK_WAIT"  # seconds load-postgres waits for readers of its month, then gives up
 GCP_PROJECT_ID = "GCP_PROJECT_ID"
 GCP_LOCATION = "GCP_LOCATION"
 GCP_BUCKET_NAME = "GCP_BUCKET_NAME"
@@ -71,6 +73,7 @@ class Settings:
     http_retries: int = 5
     http_timeout: float = 60.0
     http_backoff: float = 1.0  # seconds before the first retry; doubles each time
+    bigquery_timeout: float = 1800.0  # seconds a BigQuery job may run (steps/bigquery.py)
     keep_downloads: bool = False
     gcp_project: str = "taxi-assets-local"
     gcp_configured: bool = False  # GCP_PROJECT_ID was set: use Google Cloud, not local emulators
@@ -101,6 +104,7 @@ class Settings:
             http_retries=_int(HTTP_RETRIES, 5, env),
             http_timeout=_float(HTTP_TIMEOUT, 60.0, env),
             http_backoff=_float(HTTP_BACKOFF, 1.0, env),
+            bigquery_timeout=_float(BIGQUERY_TIMEOUT, 1800.0, env),
             keep_downloads=env.get(KEEP_DOWNLOADS, "").strip().lower() in ("1", "true", "yes"),
             gcp_project=env.get(GCP_PROJECT_ID) or cls.gcp_project,
             gcp_configured=bool(env.get(GCP_PROJECT_ID)),

@@ -9,24 +9,32 @@ table takes only rows whose `month` falls in the decorator's partition: a Parque
 month fails the job and the partition keeps its rows.
 
 Errors passed on from BigQuery are one line, without local paths (`api_error_text`).
+
+Every request and job is awaited with bounds of our own (`_wait`): a BigQuery that does not
+answer fails the step within ANSWER_DEADLINE, a job within TAXI_BIGQUERY_TIMEOUT, with a line
+while waiting, and Ctrl-C or SIGTERM end the wait at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import socket
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 from google.api_core import exceptions as gexc
+from google.api_core.retry import Retry
 from google.cloud import bigquery
 
 from taxi_assets import ledger
-from taxi_assets.config import Settings
+from taxi_assets.config import BIGQUERY_TIMEOUT, Settings
 from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.errors import ConfigError, LoadError
 from taxi_assets.gcp import bigquery_client, storage_client
@@ -48,6 +56,111 @@ class BigQueryReport:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+# --- Bounded waits ----------------------------------------------------------------------------
+
+# A BigQuery that refuses or drops connections, or answers no request, for this long is down,
+# not busy: the step fails instead of retrying for the client's default of 10 minutes (twice,
+# when a job's result is awaited). Readers of the ledger give up sooner (ledger.READ_DEADLINE).
+ANSWER_DEADLINE = 120.0
+HEARTBEAT = 15.0  # seconds between lines while waiting
+
+
+class _WaitError(Exception):
+    """A wait for BigQuery that ran out; `swap`: while the month was being replaced."""
+
+    def __init__(self, text: str, swap: bool):
+        super().__init__(text)
+        self.swap = swap
+
+
+def _answer_deadline(settings: Settings) -> float:
+    return min(ANSWER_DEADLINE, settings.bigquery_timeout)  # a small job bound (tests) shortens it too
+
+
+def _backstop(settings: Settings) -> float:
+    """The client's own timeout for a job's requests: past the job bound, so `_wait` gives up
+    first with its clearer message; it only ends the abandoned thread."""
+    return settings.bigquery_timeout + _answer_deadline(settings)
+
+
+def _where(settings: Settings) -> str:
+    return f"BigQuery at {settings.bigquery_emulator}" if settings.bigquery_emulator else "BigQuery"
+
+
+def _cause(exc: BaseException | None) -> str:
+    """Why a request failed, in a few words rather than urllib3's paragraph."""
+    text = str(exc).lower()
+    for words, cause in (("refused", "connection refused"), ("timed out", "no reply"), ("reset", "connection reset")):
+        if words in text:
+            return cause
+    if "closed" in text or "aborted" in text:
+        return "connection closed"
+    return api_error_text(exc) if isinstance(exc, gexc.GoogleAPIError) else type(exc).__name__
+
+
+def _retry(settings: Settings) -> Retry:
+    """The client's own retry (connection errors, 5xx, rate limits) for at most the answer
+    deadline, saying so when the endpoint fails (then at most every HEARTBEAT s)."""
+    deadline, said = _answer_deadline(settings), [-HEARTBEAT]
+
+    def failed(exc: Exception) -> None:
+        if time.monotonic() - said[0] >= HEARTBEAT:
+            said[0] = time.monotonic()
+            log.warning("%s does not answer (%s); trying again for up to %g s", _where(settings), _cause(exc), deadline)
+
+    return Retry(predicate=bigquery.DEFAULT_RETRY._predicate, timeout=deadline, on_error=failed)
+
+
+def _wait(settings: Settings, what: str, call, *, job: bool = False, swap: bool = False, bound: float | None = None):
+    """`call()`'s result. A job (`job`) may run for TAXI_BIGQUERY_TIMEOUT, any other request must
+    be answered within the answer deadline (or `bound`); a line every HEARTBEAT s says what is
+    awaited. The request runs in a daemon thread and this one only waits on an Event, so Ctrl-C
+    or SIGTERM (the CLI's KeyboardInterrupt) end the step at once, even where the client blocks
+    in a request (bqemulator answers a load's jobs.insert only when the load is done)."""
+    if bound is None:
+        bound = settings.bigquery_timeout if job else _answer_deadline(settings)
+    done, outcome = threading.Event(), {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # handed to the waiting thread
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"bigquery {what}", daemon=True).start()
+    started = time.monotonic()
+    while not done.wait(min(HEARTBEAT, max(0.0, started + bound - time.monotonic()))):
+        elapsed = time.monotonic() - started
+        if elapsed >= bound and job:
+            raise _WaitError(f"the BigQuery {what} did not finish within {bound:g} s ({BIGQUERY_TIMEOUT})", swap)
+        if elapsed >= bound:
+            raise _WaitError(f"{_where(settings)} did not answer ({what}) within {bound:g} s", swap)
+        log.info("waiting for BigQuery: %s (%d s)", what, elapsed)
+    error = outcome.get("error")
+    if isinstance(error, gexc.RetryError):
+        raise _WaitError(
+            f"{_where(settings)} did not answer for {_answer_deadline(settings):g} s ({_cause(error.cause)})", swap
+        ) from None
+    if error is not None:
+        raise error
+    return outcome["value"]
+
+
+def _query(client: bigquery.Client, settings: Settings, what: str, sql: str, *, swap: bool = False, **kwargs):
+    """Run a query job and wait for its rows, within the bounds of `_wait`."""
+    retry = _retry(settings)
+    job = _wait(
+        settings,
+        what,
+        lambda: client.query(sql, retry=retry, job_retry=None, timeout=_backstop(settings), **kwargs),
+        job=True,
+        swap=swap,
+    )
+    return _wait(settings, what, lambda: job.result(retry=retry, timeout=_backstop(settings)), job=True, swap=swap)
 
 
 def table_id(settings: Settings, dataset: TaxiDataset) -> str:
@@ -73,17 +186,23 @@ def ensure_table(client: bigquery.Client, settings: Settings, dataset: TaxiDatas
     table = bigquery.Table(table_id(settings, dataset), schema=schema(dataset))
     table.time_partitioning = partitioning()
     table.clustering_fields = [dataset.pickup_column.lower(), "pulocationid", "dolocationid"]
-    client.create_table(table, exists_ok=True)
+    retry, timeout = _retry(settings), _answer_deadline(settings)
+    _wait(
+        settings, "creating the table", lambda: client.create_table(table, exists_ok=True, retry=retry, timeout=timeout)
+    )
 
 
 def month_rows(client: bigquery.Client, settings: Settings, dataset: TaxiDataset, month: Month) -> int:
-    job = client.query(
+    rows = _query(
+        client,
+        settings,
+        "counting the month's rows",
         f"SELECT COUNT(*) AS n FROM `{table_id(settings, dataset)}` WHERE {MONTH_COLUMN} = @m",
         job_config=bigquery.QueryJobConfig(
             query_parameters=[bigquery.ScalarQueryParameter("m", "DATE", date(month.year, month.month, 1))]
         ),
     )
-    return next(iter(job.result())).n
+    return next(iter(rows)).n
 
 
 def partition_load(settings: Settings, dataset: TaxiDataset, month: Month) -> tuple[str, bigquery.LoadJobConfig]:
@@ -144,6 +263,66 @@ def _scratch_mismatch(
     return LoadError(f"{where} holds {rows} rows but the file has {expected_rows} data lines; {again}")
 
 
+# Who made a scratch table, and by when its load will have ended one way or the other: labels of
+# the table, so that a later load of the month tells a dead load's leftovers from a live one's.
+_HOST, _PID, _UNTIL = "taxi_assets_host", "taxi_assets_pid", "taxi_assets_until"
+
+
+def _this_host() -> str:
+    return re.sub(r"[^a-z0-9_-]", "-", socket.gethostname().lower())[:63]  # a label value's alphabet
+
+
+def _scratch_lifetime(settings: Settings) -> float:
+    """The longest a load keeps its scratch table: its load job and its swap, each within the job
+    bound, and its few other requests, each within the answer deadline."""
+    return 2 * settings.bigquery_timeout + 8 * _answer_deadline(settings)
+
+
+def _running_since(pid: int, created: datetime) -> bool:
+    """Whether process `pid` runs and started before `created` (not a later one given its pid)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time() <= created.timestamp() + 1
+    except (psutil.Error, ValueError):
+        return False
+
+
+def _drop_dead_scratch(client: bigquery.Client, settings: Settings, dataset: TaxiDataset, month: Month) -> None:
+    """Drop the scratch tables of this month's loads that died before dropping their own (a
+    SIGKILL, the emulator's death): made by a process of this host that is gone, or past the
+    time their load would have given up by (their `until` label; without labels, made by an
+    earlier version: their creation plus our own lifetime). Loads of a month are not serialized,
+    so a live load's scratch table, here or on another host, is left to it."""
+    retry, timeout = _retry(settings), _answer_deadline(settings)
+    prefix = f"{dataset.table}__load_{month.year:04d}{month.month:02d}_"
+    listed = _wait(
+        settings,
+        "listing tables",
+        lambda: list(
+            client.list_tables(f"{settings.gcp_project}.{settings.gcp_dataset}", retry=retry, timeout=timeout)
+        ),
+    )
+    for item in (t for t in listed if t.table_id.startswith(prefix)):
+        table = _wait(
+            settings, "reading a table", lambda r=item.reference: client.get_table(r, retry=retry, timeout=timeout)
+        )
+        labels, created = table.labels or {}, table.created or datetime.now(timezone.utc)
+        try:
+            until = float(labels.get(_UNTIL) or created.timestamp() + _scratch_lifetime(settings))
+            pid = int(labels.get(_PID) or 0)
+        except ValueError:  # labels someone else wrote: judged by age alone
+            until, pid = created.timestamp() + _scratch_lifetime(settings), 0
+        owner_gone = labels.get(_HOST) == _this_host() and not _running_since(pid, created)
+        if owner_gone or time.time() > until:
+            log.info("dropping %s, left by a load of %s that did not finish", table.table_id, month)
+            _wait(
+                settings,
+                "dropping a table",
+                lambda r=item.reference: client.delete_table(r, not_found_ok=True, retry=retry, timeout=timeout),
+            )
+
+
 def _emulator_replace_month(
     client: bigquery.Client,
     settings: Settings,
@@ -159,31 +338,70 @@ def _emulator_replace_month(
     file's month and name, as many as `expected_rows`) and only then swap the month and replace
     its ledger record (`entry`), then drop the scratch table. Where BigQuery refuses rows outside the decorator's partition, the check
     refuses them here: a wrong or stale object fails with LoadError and the month keeps its
-    rows. BigQuery itself always takes the decorator path.
+    rows. BigQuery itself always takes the decorator path. A load that dies before dropping its
+    scratch table (SIGKILL, the emulator's death) leaves it to the month's next load.
     """
+    retry, timeout = _retry(settings), _answer_deadline(settings)
     target = table_id(settings, dataset)
+    _drop_dead_scratch(client, settings, dataset, month)
     scratch = f"{target}__load_{month.year:04d}{month.month:02d}_{uuid.uuid4().hex[:8]}"  # one per run
     first_day = f"{month}-01"
-    client.create_table(bigquery.Table(scratch, schema=schema(dataset)), exists_ok=True)
+    table = bigquery.Table(scratch, schema=schema(dataset))
+    table.labels = {
+        _HOST: _this_host(),
+        _PID: str(os.getpid()),
+        _UNTIL: str(int(time.time() + _scratch_lifetime(settings))),
+    }
+    _wait(
+        settings,
+        "creating the scratch table",
+        lambda: client.create_table(table, exists_ok=True, retry=retry, timeout=timeout),
+    )
     try:
         config = bigquery.LoadJobConfig(source_format=bigquery.SourceFormat.PARQUET, write_disposition="WRITE_TRUNCATE")
-        client.load_table_from_uri(uri, scratch, job_config=config).result()
+        job = _wait(
+            settings,
+            "load job",
+            lambda: client.load_table_from_uri(
+                uri, scratch, job_config=config, retry=retry, timeout=_backstop(settings)
+            ),
+            job=True,
+        )
+        _wait(settings, "load job", lambda: job.result(retry=retry, timeout=_backstop(settings)), job=True)
         check = _scratch_check_sql(scratch, dataset.file_name(month), first_day, expected_rows)
         try:
-            client.query(
+            _query(
+                client,
+                settings,
+                "swap of the month",
                 f"BEGIN TRANSACTION; {check};"
                 f" DELETE FROM `{target}` WHERE {MONTH_COLUMN} = DATE '{first_day}';"
                 f" INSERT INTO `{target}` SELECT * FROM `{scratch}`;"
                 f" {ledger.bigquery_retract_sql(settings, dataset, month)};"
-                f" {ledger.bigquery_insert_sql(settings, entry)}; COMMIT TRANSACTION;"
-            ).result()
+                f" {ledger.bigquery_insert_sql(settings, entry)}; COMMIT TRANSACTION;",
+                swap=True,
+            )
         except gexc.GoogleAPIError as exc:
             mismatch = _scratch_mismatch(exc, dataset, month, uri, expected_rows)
             if mismatch is None:
                 raise
             raise mismatch from None
-    finally:
-        client.delete_table(scratch, not_found_ok=True)
+    except BaseException:
+        # Failing or interrupted: one short try, not another wait on a BigQuery that may be
+        # gone; whatever stays is dropped by the month's next load.
+        with contextlib.suppress(Exception):
+            _wait(
+                settings,
+                "dropping the scratch table",
+                lambda: client.delete_table(scratch, not_found_ok=True, retry=None, timeout=5),
+                bound=5,
+            )
+        raise
+    _wait(
+        settings,
+        "dropping the scratch table",
+        lambda: client.delete_table(scratch, not_found_ok=True, retry=retry, timeout=timeout),
+    )
 
 
 # An absolute local path (a file under /tmp, the state folder, the emulator's storage root), or
@@ -229,19 +447,37 @@ def _replace_month_recorded(
     the month unrecorded until its next load."""
     target, config = partition_load(settings, dataset, month)
     key = (dataset.source.name, dataset.taxi, month)
-    previous = ledger.current(ledger.bigquery_records(client, settings, dataset)).get(key)
-    client.query(ledger.bigquery_retract_sql(settings, dataset, month)).result()
-    job = client.load_table_from_uri(uri, target, job_config=config)
+    retry = _retry(settings)
+    records = _wait(settings, "reading the ledger", lambda: ledger.bigquery_records(client, settings, dataset))
+    previous = ledger.current(records).get(key)
+    _query(client, settings, "retracting the ledger record", ledger.bigquery_retract_sql(settings, dataset, month))
+    job = _wait(
+        settings,
+        "load job",
+        lambda: client.load_table_from_uri(
+            uri, target, job_config=config, retry=retry, timeout=_answer_deadline(settings)
+        ),
+        job=True,
+        swap=True,
+    )
     try:
-        job.result()
+        _wait(
+            settings,
+            "load job",
+            lambda: job.result(retry=retry, timeout=_backstop(settings)),
+            job=True,
+            swap=True,
+        )
     except BaseException:
         failed = False
-        with contextlib.suppress(Exception):
-            job.reload()
-            failed = job.done() and job.error_result is not None
+        with contextlib.suppress(Exception):  # one short look: BigQuery may be gone, or we interrupted
+            _wait(settings, "reading the load job", lambda: job.reload(retry=None, timeout=5), bound=5)
+            failed = job.state == "DONE" and job.error_result is not None
         if previous is not None and failed:
             try:
-                client.query(ledger.bigquery_insert_sql(settings, previous)).result()
+                _query(
+                    client, settings, "putting back the ledger record", ledger.bigquery_insert_sql(settings, previous)
+                )
             except Exception:  # the load's own error is the one to report
                 log.warning("%s %s: could not put back the month's ledger record", dataset.name, month)
         elif previous is not None:
@@ -253,7 +489,7 @@ def _replace_month_recorded(
             f"{dataset.name} {month}: BigQuery now holds {rows} rows for the month but the file has {entry.rows}"
             " (left unrecorded in the ledger); load it again"
         )
-    client.query(ledger.bigquery_insert_sql(settings, entry)).result()
+    _query(client, settings, "recording the load", ledger.bigquery_insert_sql(settings, entry))
 
 
 def load_bigquery(
@@ -285,7 +521,7 @@ def load_bigquery(
                 " Previous rows kept"
             )
         ensure_table(client, settings, dataset)
-        ledger.ensure_bigquery(client, settings)
+        _wait(settings, "creating the ledger table", lambda: ledger.ensure_bigquery(client, settings))
         digest = ledger.row_ids_digest(Path(info.path), dataset, expected_rows)
         entry = ledger.record(dataset, month, info, expected_rows, digest, by=loaded_by)
         if settings.bigquery_emulator:
@@ -293,6 +529,9 @@ def load_bigquery(
         else:
             _replace_month_recorded(client, settings, dataset, month, uri, entry)
         rows = month_rows(client, settings, dataset, month)
+    except _WaitError as exc:
+        kept = "whether the month was replaced is unknown; load it again" if exc.swap else "previous rows kept"
+        raise LoadError(f"{dataset.name} {month}: {exc}; {kept}") from None
     except gexc.NotFound as exc:
         raise ConfigError(
             f"{uri} or dataset {settings.gcp_dataset} not found ({api_error_text(exc, uri)});"

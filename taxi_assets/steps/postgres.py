@@ -8,7 +8,10 @@ and in the main session's transaction swaps them in for the month's old partitio
 COMMIT nobody sees the new rows; on any failure the transaction rolls back and the old rows stay
 as they were. The second session commits its half, unattached, just before the swap; a half
 left by a load killed in between is dropped by the next load of the month. Work is proportional to the month, never to the table. Loads of one month are
-serialized by an advisory lock, so Dagster and Kestra cannot interleave. The exact-duplicate
+serialized by an advisory lock, so Dagster and Kestra cannot interleave. The swap never queues
+ahead of readers (a queued ACCESS EXCLUSIVE would stall every later query of the table): it
+locks the month's own partition only, each attempt for 50 ms, says whom it waits for, and gives
+up after TAXI_LOCK_WAIT seconds. The exact-duplicate
 count spills its digests to a nameless file beside the month file (under the state folder), so
 a load killed at any point leaves no file behind.
 """
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -29,11 +34,11 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from taxi_assets import ledger
+from taxi_assets import config, ledger
 from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
-from taxi_assets.errors import BadFileError, LoadError
+from taxi_assets.errors import BadFileError, ConfigError, LoadError
 from taxi_assets.months import Month
-from taxi_assets.rows import DuplicateCounter, read_blocks, rows_with_ids
+from taxi_assets.rows import DuplicateCounter, RowIds, read_blocks, rows_with_ids
 from taxi_assets.steps.extract import row_ids
 from taxi_assets.threads import wind_down
 
@@ -165,19 +170,126 @@ def _drop_halves(conn: psycopg.Connection, partition: str) -> None:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(name)))
 
 
-def _swap_in(conn: psycopg.Connection, dataset: TaxiDataset, partition: str, filename: str) -> bool:
-    """Replace the month's partition by the staging halves; True if there was one before. The
-    caller holds the table's lock (`load_postgres` takes it before the second half's commit)."""
-    table = _ident(dataset.table)
-    replaced = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (partition,)).fetchone()[0]
-    if replaced:
-        conn.execute(sql.SQL("ALTER TABLE {t} DETACH PARTITION {p}").format(t=table, p=_ident(partition)))
-        conn.execute(sql.SQL("DROP TABLE {p}").format(p=_ident(partition)))
-    conn.execute(
-        sql.SQL('CREATE TABLE {p} ({c}) PARTITION BY RANGE (unique_row_id COLLATE "C")').format(
-            p=_ident(partition), c=_column_defs(dataset)
-        )
+LOCK_WAIT_DEFAULT = 300.0  # seconds: a long report is outwaited; a session left open is named, not waited on forever
+_LOCK_TRY = "50ms"  # the longest one attempt queues ahead of readers (and so holds them up)
+_LOG_EVERY = 10.0
+# Lock modes that conflict with SHARE UPDATE EXCLUSIVE (ACCESS EXCLUSIVE conflicts with all).
+_CONFLICTS_SUE = [
+    "ShareUpdateExclusiveLock",
+    "ShareLock",
+    "ShareRowExclusiveLock",
+    "ExclusiveLock",
+    "AccessExclusiveLock",
+]
+
+
+def lock_wait() -> float:
+    """TAXI_LOCK_WAIT from the environment: the CLI's and Dagster's processes both have it."""
+    seconds = config._float(config.LOCK_WAIT, LOCK_WAIT_DEFAULT, os.environ)
+    if seconds < 0:
+        raise ConfigError(f"{config.LOCK_WAIT} must be 0 or more seconds, got {seconds:g}")
+    return seconds
+
+
+def _holders(conn: psycopg.Connection, tables: list[str], modes: list[str] | None) -> str:
+    """Who holds (or queues ahead for) a lock in `modes` (None: any) on one of `tables`."""
+    rows = conn.execute(
+        r"""
+        SELECT DISTINCT ON (pid) pid, coalesce(nullif(a.application_name, ''), a.usename::text, '?'), a.state,
+               round(extract(epoch FROM now() - coalesce(a.xact_start, a.query_start)))::int,
+               left(regexp_replace(a.query, '\s+', ' ', 'g'), 80)
+        FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+        WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND l.relation = ANY(%s::regclass[])
+          AND pid <> pg_backend_pid() AND (%s::text[] IS NULL OR l.mode = ANY(%s::text[]))
+        ORDER BY pid
+        """,
+        (tables, modes, modes),
+    ).fetchall()
+    if not rows:
+        return "a session that has just let go"
+    return "; ".join(
+        f"pid {pid} ({app}, {state}, transaction open {age} s: {query})" for pid, app, state, age, query in rows
     )
+
+
+def _lock_politely(
+    conn: psycopg.Connection,
+    statements: list[sql.Composable],
+    tables: list[str],
+    modes: list[str] | None,
+    bound: float,
+) -> None:
+    """Run the LOCK `statements` in this transaction without ever sitting in the lock queue.
+
+    A waiting ACCESS EXCLUSIVE request queues every later reader behind it, even an instant
+    count(*) of another month; so each attempt waits at most _LOCK_TRY, a failed one is rolled back
+    (its savepoint: locks of the attempt included) and retried after a pause. While it waits, a
+    line every _LOG_EVERY seconds names the sessions in the way; after `bound` seconds, LoadError.
+    """
+    previous = conn.execute("SHOW lock_timeout").fetchone()[0]
+    started, pause, next_line = time.monotonic(), 0.05, 0.0
+    deadline = started + bound
+    while True:
+        try:
+            with conn.transaction():  # a savepoint: the attempt's set_config and locks go with it
+                conn.execute("SELECT set_config('lock_timeout', %s, true)", (_LOCK_TRY,))
+                for statement in statements:
+                    conn.execute(statement)
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (previous,))
+            if next_line:  # it had said it waits
+                log.info("%s: got the lock after %.1f s", tables[0], time.monotonic() - started)
+            return
+        except psycopg.errors.LockNotAvailable:
+            pass
+        now = time.monotonic()
+        if now >= deadline:
+            raise LoadError(
+                f"gave up after waiting {bound:g} s ({config.LOCK_WAIT}) for a lock on {tables[0]}, held by"
+                f" {_holders(conn, tables, modes)}; end that session, or load again later"
+            )
+        if now >= next_line:
+            log.warning(
+                "%s: the swap waits for %s; other months stay readable; giving up in %.0f s (%s)",
+                tables[0],
+                _holders(conn, tables, modes),
+                deadline - now,
+                config.LOCK_WAIT,
+            )
+            next_line = now + _LOG_EVERY
+        time.sleep(min(pause, max(deadline - now, 0)))
+        pause = min(pause * 2, 1.0)
+
+
+def _swap_locks(conn: psycopg.Connection, dataset: TaxiDataset, partition: str, bound: float) -> None:
+    """The locks `_swap_in` needs, taken politely. A month already loaded keeps its partition and
+    swaps the halves inside it: ACCESS EXCLUSIVE on that partition only (DETACH takes it), nothing
+    on the table but the ACCESS SHARE any query takes, so readers of other months never wait. A
+    new month is attached to the table under SHARE UPDATE EXCLUSIVE, which no reader conflicts
+    with. A month of the older one-table layout leaves the table under ACCESS EXCLUSIVE."""
+    kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (partition,)).fetchone()
+    lock = sql.SQL("LOCK TABLE {} IN {} MODE")
+    if kind is not None and kind[0] == "p":  # LOCK TABLE takes its halves too, as DETACH needs
+        statements, modes = [lock.format(_ident(partition), sql.SQL("ACCESS EXCLUSIVE"))], None
+        tables = [partition, *_children(conn, partition)]
+    elif kind is None:
+        statements = [sql.SQL("LOCK TABLE ONLY {} IN SHARE UPDATE EXCLUSIVE MODE").format(_ident(dataset.table))]
+        tables, modes = [dataset.table], _CONFLICTS_SUE
+    else:
+        statements = [
+            sql.SQL("LOCK TABLE ONLY {} IN ACCESS EXCLUSIVE MODE").format(_ident(dataset.table)),
+            lock.format(_ident(partition), sql.SQL("ACCESS EXCLUSIVE")),
+        ]
+        tables, modes = [partition, dataset.table], None
+    _lock_politely(conn, statements, tables, modes, bound)
+
+
+def _children(conn: psycopg.Connection, partition: str) -> list[str]:
+    rows = conn.execute("SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = %s::regclass", (partition,))
+    return [name for (name,) in rows.fetchall()]
+
+
+def _attach_halves(conn: psycopg.Connection, partition: str) -> None:
     for staging, half, (low, high) in zip(_staging_names(partition), _half_names(partition), _BOUNDS, strict=True):
         conn.execute(sql.SQL("ALTER TABLE {s} RENAME TO {h}").format(s=_ident(staging), h=_ident(half)))
         conn.execute(
@@ -188,12 +300,34 @@ def _swap_in(conn: psycopg.Connection, dataset: TaxiDataset, partition: str, fil
                 hi=sql.SQL(high) if high == "MAXVALUE" else sql.Literal(high),
             )
         )
+
+
+def _swap_in(conn: psycopg.Connection, dataset: TaxiDataset, partition: str, filename: str) -> bool:
+    """Replace the month's rows by the staging halves; True if there were rows before. The caller
+    holds the locks (`_swap_locks`, taken before the second half's commit)."""
+    table = _ident(dataset.table)
+    kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (partition,)).fetchone()
+    if kind is not None and kind[0] == "p":  # the month's partition stays; its halves are replaced
+        for half in _children(conn, partition):
+            conn.execute(sql.SQL("ALTER TABLE {p} DETACH PARTITION {h}").format(p=_ident(partition), h=sql.SQL(half)))
+            conn.execute(sql.SQL("DROP TABLE {h}").format(h=sql.SQL(half)))
+        _attach_halves(conn, partition)
+        return True
+    if kind is not None:  # loaded before the months had halves: out of the table
+        conn.execute(sql.SQL("ALTER TABLE {t} DETACH PARTITION {p}").format(t=table, p=_ident(partition)))
+        conn.execute(sql.SQL("DROP TABLE {p}").format(p=_ident(partition)))
+    conn.execute(
+        sql.SQL('CREATE TABLE {p} ({c}) PARTITION BY RANGE (unique_row_id COLLATE "C")').format(
+            p=_ident(partition), c=_column_defs(dataset)
+        )
+    )
+    _attach_halves(conn, partition)
     conn.execute(
         sql.SQL("ALTER TABLE {t} ATTACH PARTITION {p} FOR VALUES IN ({f})").format(
             t=table, p=_ident(partition), f=sql.Literal(filename)
         )
     )
-    return replaced
+    return kind is not None
 
 
 def _second_session(conn: psycopg.Connection) -> psycopg.Connection:
@@ -291,6 +425,51 @@ def _stream(copies: list[psycopg.Copy], payloads: Iterator[tuple[list[bytes], in
     return rows
 
 
+def _rows(path: Path, dataset: TaxiDataset, ids: RowIds | None, duplicates: DuplicateCounter | None):
+    """The file's rows as COPY lines, in blocks (`rows_with_ids`): the load's, and `_copy_error`'s again."""
+    _, blocks = read_blocks(path, dataset)
+    return rows_with_ids(
+        blocks, normalize_integer_floats=bool(dataset.integer_float_columns), duplicates=duplicates, row_ids=ids
+    )
+
+
+_COPY_CONTEXT = re.compile(r"COPY \S+_loading_(\d+), line (\d+)(?:, column (\w+))?")
+
+
+def _copy_error(exc: psycopg.Error, path: Path, dataset: TaxiDataset) -> str | None:
+    """A COPY's error at its place in the file: `line 1,234 of <file>, column fare_amount: <why>`.
+
+    Each session COPYs the rows of one half, so a COPY's line is the n-th row of its half, not the
+    file's: the file is read again (only on failure) to find that row. None: not a COPY's error.
+    """
+    context = _COPY_CONTEXT.search(exc.diag.context or "")
+    if context is None:
+        return None
+    half, nth, column = int(context[1]), int(context[2]), context[3]
+    where, ids = f"row {nth:,} of {path.name}'s half {half}", None  # if the file cannot be read again
+    try:
+        ids = row_ids(path, dataset)
+        seen, before = 0, 0
+        for block in _rows(path, dataset, ids, None):
+            mine = [i for i, row in enumerate(block) if (row[0] >= _SPLIT) == bool(half)]
+            if seen + len(mine) >= nth:
+                index = mine[nth - seen - 1]
+                row = before + index + 1  # 1-based, among the data rows
+                csv = dataset.source.format != "parquet"  # a CSV's line: its header is line 1
+                where = f"line {row + 1:,} of {path.name}" if csv else f"row {row:,} of {path.name}"
+                if column is None:  # e.g. extra data: say how many fields the row has
+                    fields = block[index].count(b",")  # the row id's comma counts the id out
+                    where += f" ({fields} fields, the header has {len(dataset.columns)})"
+                break
+            seen, before = seen + len(mine), before + len(block)
+    except Exception:  # the COPY's own error matters more than where it was
+        log.debug("could not place the COPY error in %s", path.name, exc_info=True)
+    finally:
+        if ids is not None:
+            ids.close()
+    return f"{where}{f', column {column}' if column else ''}: {exc.diag.message_primary}"
+
+
 def load_postgres(
     conn: psycopg.Connection,
     dataset: TaxiDataset,
@@ -309,6 +488,7 @@ def load_postgres(
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         # The second session's half is committed for this load's own transaction to attach.
         raise LoadError("load_postgres needs a connection outside a transaction: it commits the month itself")
+    bound = lock_wait()  # before any work: a bad value is a configuration error, not a failed load
     ensure_table(conn, dataset)
     partition = partition_name(dataset, month)
     staging = _staging_names(partition)
@@ -325,13 +505,7 @@ def load_postgres(
             sessions = [conn, other]
             for half, session in enumerate(sessions):
                 _create_staging(session, dataset, staging[half], half, filename)
-            _, blocks = read_blocks(path, dataset)
-            rows = rows_with_ids(
-                blocks,
-                normalize_integer_floats=bool(dataset.integer_float_columns),
-                duplicates=duplicates,
-                row_ids=ids,
-            )
+            rows = _rows(path, dataset, ids, duplicates)
             with contextlib.ExitStack() as copying:
                 copies = [
                     copying.enter_context(
@@ -355,11 +529,10 @@ def load_postgres(
             more_out, more_nulls = other_stats.result()
             out_of_month += more_out
             null_keys = {k: n + more_nulls[k] for k, n in null_keys.items()}
-            # The lock DETACH needs (swaps of different months queue here, briefly), taken before
-            # the second half is committed, so nothing waits between that commit and this
-            # transaction's: a kill leaving the half for the next load of the month has
-            # milliseconds to land, not a queue behind readers.
-            conn.execute(sql.SQL("LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE").format(t=_ident(dataset.table)))
+            # The locks the swap needs, taken before the second half is committed, so nothing waits
+            # between that commit and this transaction's: a kill leaving the half for the next load
+            # of the month has milliseconds to land. Never queued ahead of readers (_lock_politely).
+            _swap_locks(conn, dataset, partition, bound)
             committed = True  # set first: an interrupt in the commit may still have committed it
             other.commit()  # its half, unattached and unseen, for this transaction to attach
             try:
@@ -379,8 +552,10 @@ def load_postgres(
             raise swap_failed
         swapped = True
     except psycopg.Error as exc:
-        message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        message = _copy_error(exc, path, dataset) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise LoadError(f"{dataset.name} {month}: load rolled back, previous rows untouched: {message}") from exc
+    except LoadError as exc:  # the swap's locks were not to be had
+        raise LoadError(f"{dataset.name} {month}: load rolled back, previous rows untouched: {exc}") from exc
     except BadFileError as exc:
         raise BadFileError(f"{dataset.name} {month}: load rolled back, previous rows untouched: {exc}") from exc
     finally:
