@@ -175,8 +175,8 @@ def bq_ids(settings: Settings, taxi: str, month: str) -> list[tuple]:
 
 
 def partition(dsn: str, taxi: str, month: str) -> dict | None:
-    """The month's Postgres partition as a load leaves it: its table (a reload swaps in a new
-    one), its newest row version, its rows, and its ledger record (the file it was loaded from)."""
+    """The month's Postgres partition as a load leaves it: its table, its newest row version (a
+    reload swaps in new halves), its rows, and its ledger record (the file it was loaded from)."""
     ds, m = TLC_DATASETS[taxi], Month.parse(month)
     name = partition_name(ds, m)
     with psycopg.connect(dsn) as conn:
@@ -337,7 +337,7 @@ def test_the_daily_schedule_loads_the_newest_month_once_and_again_when_republish
     rows = ROWS + 1  # the re-uploaded file has one row more (TlcServer.republish's variant 1)
     assert third.outputs("load_month")["outputs"] == {"rows_bigquery": rows, "rows_postgres": rows}
     reloaded = partition(stack.postgres_dsn, taxi, newest)
-    assert reloaded["oid"] != loaded["oid"] and reloaded["rows"] == rows
+    assert reloaded["xmin"] != loaded["xmin"] and reloaded["rows"] == rows  # new rows, swapped in
     assert (reloaded["origin"]["etag"], reloaded["origin"]["bytes"]) == (again["etag"], again["bytes"])
     new_ids = pg_ids(stack.postgres_dsn, taxi, newest)
     assert new_ids != first_ids and new_ids == bq_ids(stack, taxi, newest)
