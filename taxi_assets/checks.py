@@ -146,13 +146,19 @@ def _rows_match_ledger(store: str, rows: int | None, entry: ledger.LoadRecord | 
     )
 
 
-def month_profile(conn, dataset: TaxiDataset, month: Month) -> dict[str, int] | None:
-    """Counts over the month's partition: rows, null ids, duplicate rows, out-of-month pickups;
-    None if the month is not loaded."""
+def _loaded_partition(conn, dataset: TaxiDataset, month: Month) -> str | None:
+    """The month's Postgres partition, or None if the month is not loaded."""
     from taxi_assets.steps.postgres import partition_name
 
     partition = partition_name(dataset, month)
-    if conn.execute("SELECT to_regclass(%s)", (partition,)).fetchone()[0] is None:
+    return partition if conn.execute("SELECT to_regclass(%s)", (partition,)).fetchone()[0] else None
+
+
+def month_profile(conn, dataset: TaxiDataset, month: Month) -> dict[str, int] | None:
+    """Counts over the month's partition: rows, null ids, duplicate rows, out-of-month pickups;
+    None if the month is not loaded."""
+    partition = _loaded_partition(conn, dataset, month)
+    if partition is None:
         return None
     pickup = sql.Identifier(dataset.pickup_column.lower())
     row = conn.execute(
@@ -191,15 +197,8 @@ def gcs_verdicts(settings: Settings, dataset: TaxiDataset, month: Month) -> list
     parquet: Path = parquet_path(local_path(settings, dataset, month))
     blob = storage_client(settings).bucket(settings.gcp_bucket).get_blob(object_name(dataset, month))
     local_crc = crc32c_b64(parquet) if parquet.exists() else None
-    passed = (
-        blob is not None
-        and local_crc is not None
-        and (blob.crc32c, blob.size)
-        == (
-            local_crc,
-            parquet.stat().st_size,
-        )
-    )
+    size = parquet.stat().st_size if local_crc is not None else None
+    passed = blob is not None and local_crc is not None and (blob.crc32c, blob.size) == (local_crc, size)
     return [
         Verdict(
             OBJECT_MATCHES_LOCAL,
@@ -216,10 +215,8 @@ def _total_expression(dataset: TaxiDataset) -> str | None:
 
 def month_totals_postgres(conn, dataset: TaxiDataset, month: Month) -> dict | None:
     """Rows and rounded total_amount of the month in Postgres; None if it is not loaded."""
-    from taxi_assets.steps.postgres import partition_name
-
-    partition = partition_name(dataset, month)
-    if conn.execute("SELECT to_regclass(%s)", (partition,)).fetchone()[0] is None:
+    partition = _loaded_partition(conn, dataset, month)
+    if partition is None:
         return None
     total = _total_expression(dataset)
     total_sql = sql.SQL("round(sum({})::numeric, 2)").format(sql.Identifier(total)) if total else sql.SQL("NULL")

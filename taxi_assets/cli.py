@@ -284,10 +284,7 @@ def cmd_newest_month(args: argparse.Namespace, settings: Settings) -> None:
         raise ConfigError(f"{ds.name}: no month published in the last months (is {ds.source.url_variable} right?)")
     month, remote = found
     # Loaded: both stores hold the month from this very file, as Dagster's TLC sensor decides.
-    key = (ds.source.name, ds.taxi, month)
-    pg = ledger.holdings(settings, ledger.POSTGRES, ds)
-    bq = ledger.holdings(with_local_cloud(settings), ledger.BIGQUERY, ds)
-    origin = ledger.in_both(pg, bq).get(key)
+    origin = ledger.loaded_in_both(settings, with_local_cloud(settings), ds).get((ds.source.name, ds.taxi, month))
     same = origin is not None and remote.is_file(origin.etag, origin.bytes)
     if same:
         log.info("%s %s: newest published, already loaded from this very file (ETag %s)", ds.name, month, remote.etag)

@@ -376,3 +376,11 @@ def in_both(postgres: dict[Key, LoadRecord], bigquery: dict[Key, LoadRecord]) ->
         for key, entry in postgres.items()
         if key in bigquery
     }
+
+
+def loaded_in_both(postgres_settings, bigquery_settings, dataset: TaxiDataset) -> dict[Key, LoadRecord | None]:
+    """`in_both` of what the two ledgers hold of `dataset`: what "loaded" means for the TLC
+    sensor and for `newest-month` alike. No BigQuery to read (`bigquery_settings` None): none."""
+    postgres = holdings(postgres_settings, POSTGRES, dataset)
+    bigquery = holdings(bigquery_settings, BIGQUERY, dataset) if bigquery_settings is not None else {}
+    return in_both(postgres, bigquery)

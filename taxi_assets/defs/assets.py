@@ -84,13 +84,10 @@ def dagster_run(context: AssetExecutionContext) -> str:
     return ledger.loaded_by_dagster(context.run_id)
 
 
-FILE_SIZE, FILE_ETAG = "file_size_bytes", "file_etag"
-
-
-def file_origin(info: FileInfo) -> dict:
-    """Which file a load took its rows from, in both loads' metadata: the TLC sensor compares
-    the ETag and size with the server's to notice a re-published file."""
-    return {FILE_SIZE: info.bytes, "file_sha256": info.sha256, FILE_ETAG: info.etag}
+def file_origin(info: FileInfo | ledger.LoadRecord) -> dict:
+    """Which file a load took its rows from, in the metadata of both loads and of the loads the
+    ledger sensor reports (a `LoadRecord` names its file by the same attributes)."""
+    return {"file_size_bytes": info.bytes, "file_sha256": info.sha256, "file_etag": info.etag}
 
 
 def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:

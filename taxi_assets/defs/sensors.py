@@ -34,7 +34,7 @@ from taxi_assets import ledger
 from taxi_assets.config import POSTGRES_DSN, Settings
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.datasets import dataset as find_dataset
-from taxi_assets.defs.assets import bigquery_key, postgres_key
+from taxi_assets.defs.assets import bigquery_key, file_origin, postgres_key
 from taxi_assets.defs.resources import TaxiBigQueryResource, TaxiPostgresResource, TaxiSourceResource
 from taxi_assets.errors import DownloadError
 from taxi_assets.months import TIMEZONE, Month, month_just_ended
@@ -57,10 +57,7 @@ def loaded_files(
     the same file, with that file's (ETag, size); a month the two hold from different files
     counts as loaded from neither (its ETag is then "", which any server ETag differs from).
     Without BigQuery to read (`bigquery` None): none."""
-    with postgres.connect() as conn:
-        pg = ledger.holdings(postgres.settings(), ledger.POSTGRES, dataset, conn=conn)
-    bq = ledger.holdings(bigquery, ledger.BIGQUERY, dataset) if bigquery is not None else {}
-    both = ledger.in_both(pg, bq).items()
+    both = ledger.loaded_in_both(postgres.settings(), bigquery, dataset).items()
     return {key[2]: (entry.etag, entry.bytes) if entry else ("", None) for key, entry in both}
 
 
@@ -161,9 +158,7 @@ def _event(entry: ledger.LoadRecord, store: str) -> AssetMaterialization | None:
             "loaded_at": entry.loaded_at.isoformat(),
             "file": entry.file,
             "url": MetadataValue.url(redact_url(entry.url)) if entry.url else "",  # rows from before masking
-            "file_sha256": entry.sha256,
-            "file_etag": entry.etag,
-            "file_size_bytes": entry.bytes,
+            **file_origin(entry),  # the keys Dagster's own loads use
             "row_ids_sha256": entry.row_ids_sha256,
             "code_version": entry.code_version,
         },

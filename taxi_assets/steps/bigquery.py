@@ -160,6 +160,12 @@ def _query(client: bigquery.Client, settings: Settings, what: str, sql: str, *, 
         job=True,
         swap=swap,
     )
+    return _await_job(settings, what, job, retry, swap=swap)
+
+
+def _await_job(settings: Settings, what: str, job, retry: Retry, *, swap: bool = False):
+    """A started job's result (a query's rows), within the job bound of `_wait`; `retry`: the one
+    the job was started with (its lines while the endpoint fails are spaced as one)."""
     return _wait(settings, what, lambda: job.result(retry=retry, timeout=_backstop(settings)), job=True, swap=swap)
 
 
@@ -367,7 +373,7 @@ def _emulator_replace_month(
             ),
             job=True,
         )
-        _wait(settings, "load job", lambda: job.result(retry=retry, timeout=_backstop(settings)), job=True)
+        _await_job(settings, "load job", job, retry)
         check = _scratch_check_sql(scratch, dataset.file_name(month), first_day, expected_rows)
         try:
             _query(
@@ -461,13 +467,7 @@ def _replace_month_recorded(
         swap=True,
     )
     try:
-        _wait(
-            settings,
-            "load job",
-            lambda: job.result(retry=retry, timeout=_backstop(settings)),
-            job=True,
-            swap=True,
-        )
+        _await_job(settings, "load job", job, retry, swap=True)
     except BaseException:
         failed = False
         with contextlib.suppress(Exception):  # one short look: BigQuery may be gone, or we interrupted

@@ -89,16 +89,21 @@ def create_table_sql(dataset: TaxiDataset) -> sql.Composed:
     )
 
 
+def _relkind(conn: psycopg.Connection, name: str) -> str | None:
+    """A table's relkind ("p": partitioned, "r": plain), None if there is none. A month's
+    partition is "p" (split into halves), "r" in the older one-table layout."""
+    found = conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (name,)).fetchone()
+    return found[0] if found else None
+
+
 def ensure_table(conn: psycopg.Connection, dataset: TaxiDataset) -> None:
     """Create the partitioned table once; refuse a same-named table of another shape."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))", (_LOCK_NAMESPACE, dataset.table))
-        kind = conn.execute(
-            "SELECT c.relkind FROM pg_class c WHERE c.oid = to_regclass(%s)", (dataset.table,)
-        ).fetchone()
+        kind = _relkind(conn, dataset.table)
         if kind is None:
             conn.execute(create_table_sql(dataset))
-        elif kind[0] != "p":
+        elif kind != "p":
             raise LoadError(
                 f"table {dataset.table} exists but is not partitioned by filename (another tool made it?); "
                 "rename or drop it and load again"
@@ -261,15 +266,14 @@ def _lock_politely(
         pause = min(pause * 2, 1.0)
 
 
-def _swap_locks(conn: psycopg.Connection, dataset: TaxiDataset, partition: str, bound: float) -> None:
+def _swap_locks(conn: psycopg.Connection, dataset: TaxiDataset, partition: str, kind: str | None, bound: float) -> None:
     """The locks `_swap_in` needs, taken politely. A month already loaded keeps its partition and
     swaps the halves inside it: ACCESS EXCLUSIVE on that partition only (DETACH takes it), nothing
     on the table but the ACCESS SHARE any query takes, so readers of other months never wait. A
     new month is attached to the table under SHARE UPDATE EXCLUSIVE, which no reader conflicts
     with. A month of the older one-table layout leaves the table under ACCESS EXCLUSIVE."""
-    kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (partition,)).fetchone()
     lock = sql.SQL("LOCK TABLE {} IN {} MODE")
-    if kind is not None and kind[0] == "p":  # LOCK TABLE takes its halves too, as DETACH needs
+    if kind == "p":  # LOCK TABLE takes its halves too, as DETACH needs
         statements, modes = [lock.format(_ident(partition), sql.SQL("ACCESS EXCLUSIVE"))], None
         tables = [partition, *_children(conn, partition)]
     elif kind is None:
@@ -302,12 +306,12 @@ def _attach_halves(conn: psycopg.Connection, partition: str) -> None:
         )
 
 
-def _swap_in(conn: psycopg.Connection, dataset: TaxiDataset, partition: str, filename: str) -> bool:
+def _swap_in(conn: psycopg.Connection, dataset: TaxiDataset, partition: str, kind: str | None, filename: str) -> bool:
     """Replace the month's rows by the staging halves; True if there were rows before. The caller
-    holds the locks (`_swap_locks`, taken before the second half's commit)."""
+    holds the locks (`_swap_locks`, taken before the second half's commit) for the partition of
+    this `kind` (`_relkind`: stable under the month's lock)."""
     table = _ident(dataset.table)
-    kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (partition,)).fetchone()
-    if kind is not None and kind[0] == "p":  # the month's partition stays; its halves are replaced
+    if kind == "p":  # the month's partition stays; its halves are replaced
         for half in _children(conn, partition):
             conn.execute(sql.SQL("ALTER TABLE {p} DETACH PARTITION {h}").format(p=_ident(partition), h=sql.SQL(half)))
             conn.execute(sql.SQL("DROP TABLE {h}").format(h=sql.SQL(half)))
@@ -532,12 +536,13 @@ def load_postgres(
             # The locks the swap needs, taken before the second half is committed, so nothing waits
             # between that commit and this transaction's: a kill leaving the half for the next load
             # of the month has milliseconds to land. Never queued ahead of readers (_lock_politely).
-            _swap_locks(conn, dataset, partition, bound)
+            kind = _relkind(conn, partition)  # under the month's lock: no other load changes it
+            _swap_locks(conn, dataset, partition, kind, bound)
             committed = True  # set first: an interrupt in the commit may still have committed it
             other.commit()  # its half, unattached and unseen, for this transaction to attach
             try:
                 with conn.transaction():  # a savepoint: a failed swap is undone, the month's lock kept
-                    replaced = _swap_in(conn, dataset, partition, filename)
+                    replaced = _swap_in(conn, dataset, partition, kind, filename)
                     # The file's data lines as extract counted them (the checks compare the table with
                     # them); a file loaded without a record: the rows loaded.
                     rows = recorded.data_lines or loaded
