@@ -65,7 +65,7 @@ from run import CACHE, MONTH, REAL_ROWS, _sample  # noqa: E402
 from taxi_assets.config import Settings  # noqa: E402
 from taxi_assets.datasets import GREEN, YELLOW  # noqa: E402
 from taxi_assets.months import Month  # noqa: E402
-from taxi_assets.sample_server import SampleServer  # noqa: E402
+from taxi_assets.samples.mirror_server import SampleServer  # noqa: E402
 
 BIN = Path(sys.executable).parent
 RESULTS = ROOT / "benchmarks" / "RESULTS-chain.txt"
@@ -416,7 +416,7 @@ def part_a(rows: int, say: Report) -> None:
 
 def green_months(rows: int) -> list[Path]:
     """The twelve generated months, cached like run.py's yellow month."""
-    from taxi_assets.sample_data import write_month
+    from taxi_assets.samples.mirror_data import write_month
 
     paths = [CACHE / str(rows) / GREEN.file_name(m) for m in GREEN_MONTHS]
     missing = [(m, p) for m, p in zip(GREEN_MONTHS, paths, strict=True) if not p.exists()]

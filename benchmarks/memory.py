@@ -36,7 +36,7 @@ from run import CACHE  # noqa: E402
 
 from taxi_assets.datasets import FHV  # noqa: E402
 from taxi_assets.months import Month  # noqa: E402
-from taxi_assets.sample_server import SampleServer  # noqa: E402
+from taxi_assets.samples.mirror_server import SampleServer  # noqa: E402
 
 MONTH = Month(2019, 1)
 FHV_ROWS = 23_000_000  # fhv 2019-01 has 23,143,222
@@ -47,7 +47,7 @@ STEPS = ("extract", "load-postgres", "upload-gcs", "load-bigquery", "purge-downl
 def fhv_sample(rows: int) -> tuple[Path, float | None]:
     """The generated month, cached (as benchmarks/run.py caches its yellow month); with the
     seconds generating it took, when it was generated now."""
-    from taxi_assets.sample_data import write_month
+    from taxi_assets.samples.mirror_data import write_month
 
     path = CACHE / str(rows) / FHV.file_name(MONTH)
     if path.exists():

@@ -50,7 +50,7 @@ REAL_ROWS = 7_700_000  # yellow 2019-01 has 7,667,792
 
 def _sample(rows: int) -> Path:
     """The generated month, cached: generating 7.7 M rows takes a few minutes."""
-    from taxi_assets.sample_data import write_month
+    from taxi_assets.samples.mirror_data import write_month
 
     path = CACHE / str(rows) / YELLOW.file_name(MONTH)
     if not path.exists():
@@ -245,7 +245,7 @@ def _download(gz: Path) -> tuple[Path, float]:
     """The month as extract leaves it (file, record, row ids), made by extract from a local
     release server, once; and how long extract's verification of it takes (timed again)."""
     from taxi_assets.config import Settings
-    from taxi_assets.sample_server import SampleServer
+    from taxi_assets.samples.mirror_server import SampleServer
     from taxi_assets.steps.extract import extract, verify
 
     release = CACHE / "release" / str(_rows_in(gz))

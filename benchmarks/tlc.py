@@ -7,7 +7,7 @@ Targets: a Parquet month loads into Postgres at <= 1.3 x the COPY floor of the s
 streaming by row group; every step's peak RSS <= 400 MB for an fhvhv month at real scale
 (~20 M rows, 25 columns; the real fhvhv 2024-01 holds 19,663,930 rows).
 
-A generated fhvhv 2024-01 (`tlc_sample.write_tlc_month`, the seed `TlcServer` uses; cached under
+A generated fhvhv 2024-01 (`samples.tlc.write_tlc_month`, the seed `TlcServer` uses; cached under
 benchmarks/.cache/tlc/<rows>/) is served by a local `TlcServer` (TAXI_TLC_URL) and goes through
 the steps, each a CLI process (`python -m taxi_assets <step> --source tlc ...`) started by a lean
 launcher (chain.py's `run_step`: the step's own wall time and peak RSS, not this process's):
@@ -85,7 +85,7 @@ _GENERATE = r"""
 import sys
 from pathlib import Path
 from taxi_assets.months import Month
-from taxi_assets.tlc_sample import write_tlc_month
+from taxi_assets.samples.tlc import write_tlc_month
 write_tlc_month(Path(sys.argv[1]), "fhvhv", Month(2024, 1), int(sys.argv[2]), seed=int(sys.argv[3]))
 """
 
@@ -280,7 +280,7 @@ def main() -> None:  # noqa: PLR0915 (one run, read top to bottom)
     rows = args.rows
     parquet, generated = tlc_month(rows)
 
-    from taxi_assets.tlc_sample import TlcServer
+    from taxi_assets.samples.tlc import TlcServer
 
     state = Path(tempfile.mkdtemp(prefix="taxi-tlc-bench-"))
     server = TlcServer(parquet.parent, rows=rows, latest=MONTH).start()
@@ -376,7 +376,7 @@ def main() -> None:  # noqa: PLR0915 (one run, read top to bottom)
     mem_total = int(Path("/proc/meminfo").read_text().split()[1]) / 1024
     say(f"TLC SOURCE, fhvhv {MONTH} ({len(DATASET.columns)} canonical columns), {datetime.date.today()}")
     say(
-        f"  {rows:,} generated rows (tlc_sample.write_tlc_month, row groups of 1,048,576):"
+        f"  {rows:,} generated rows (samples.tlc.write_tlc_month, row groups of 1,048,576):"
         f" Parquet {parquet.stat().st_size / 1e6:,.0f} MB; the floor's CSV {floor.stat().st_size / 1e6:,.0f} MB gzipped"
         + (f"; generated in {generated:.0f} s" if generated else "")
     )

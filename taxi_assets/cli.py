@@ -347,7 +347,10 @@ def cmd_emulators(args: argparse.Namespace, settings: Settings) -> None:
 MONTH_STEPS = ("extract", "load-postgres", "purge-download", "upload-gcs", "load-bigquery", "check")
 
 COMMANDS: dict[str, tuple[Callable, str]] = {
-    "extract": (cmd_extract, "download one month's .csv.gz (verified, atomic, cached)"),
+    "extract": (
+        cmd_extract,
+        "download one month's file (the mirror's .csv.gz or the TLC's .parquet; verified, atomic, cached)",
+    ),
     "load-postgres": (cmd_load_postgres, "replace one month in the Postgres table (downloads it first if needed)"),
     "purge-download": (
         cmd_purge_download,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from taxi_assets import config
-from taxi_assets.months import FIRST_MONTH, LAST_MONTH, Month
+from taxi_assets.months import MIRROR_FIRST_MONTH, MIRROR_LAST_MONTH, Month
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,8 @@ class TaxiDataset:
     # Integer-valued columns that some re-issued files print as `1.0`; loaded as `1`.
     integer_float_columns: tuple[str, ...] = ()
     source: Source = MIRROR
-    first_month: Month = FIRST_MONTH
-    last_month: Month | None = LAST_MONTH  # None: open-ended, the newest month the source publishes
+    first_month: Month = MIRROR_FIRST_MONTH
+    last_month: Month | None = MIRROR_LAST_MONTH  # None: open-ended, the newest month the source publishes
     eras: tuple[Era, ...] = ()  # Parquet sources: how older months name their columns
     dropped_columns: tuple[str, ...] = ()  # published columns that are no data (pandas' index)
 
@@ -258,8 +258,8 @@ FHV = TaxiDataset(
     integer_float_columns=("PULocationID", "DOLocationID", "SR_Flag"),
 )
 
-DATASETS: dict[str, TaxiDataset] = {d.taxi: d for d in (GREEN, YELLOW, FHV)}
-TAXI_TYPES: tuple[str, ...] = tuple(DATASETS)
+MIRROR_DATASETS: dict[str, TaxiDataset] = {d.taxi: d for d in (GREEN, YELLOW, FHV)}
+TAXI_TYPES: tuple[str, ...] = tuple(MIRROR_DATASETS)
 
 
 # The TLC's own Parquet files (`tlc`). Each feed's columns are its newest era's, lower-cased,
@@ -448,8 +448,8 @@ TLC_FHVHV = _tlc_feed(
 )
 
 TLC_DATASETS: dict[str, TaxiDataset] = {d.taxi: d for d in (TLC_YELLOW, TLC_GREEN, TLC_FHV, TLC_FHVHV)}
-DATASETS_BY_SOURCE: dict[str, dict[str, TaxiDataset]] = {MIRROR.name: DATASETS, TLC.name: TLC_DATASETS}
-ALL_DATASETS: tuple[TaxiDataset, ...] = (*DATASETS.values(), *TLC_DATASETS.values())
+DATASETS_BY_SOURCE: dict[str, dict[str, TaxiDataset]] = {MIRROR.name: MIRROR_DATASETS, TLC.name: TLC_DATASETS}
+ALL_DATASETS: tuple[TaxiDataset, ...] = (*MIRROR_DATASETS.values(), *TLC_DATASETS.values())
 
 
 def dataset(taxi: str, source: str = MIRROR.name) -> TaxiDataset:

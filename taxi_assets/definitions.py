@@ -5,7 +5,7 @@ import warnings
 
 from dagster import Definitions, PreviewWarning
 
-from taxi_assets.datasets import ALL_DATASETS, DATASETS, TLC_DATASETS
+from taxi_assets.datasets import ALL_DATASETS, MIRROR_DATASETS, TLC_DATASETS
 from taxi_assets.defs.assets import build_taxi_chain
 from taxi_assets.defs.checks import build_bigquery_checks, build_gcs_check, build_postgres_checks
 from taxi_assets.defs.getting_started import avg_price_by_brand, products
@@ -34,7 +34,7 @@ defs = Definitions(
     ],
     jobs=list(_jobs.values()),
     # The mirror's months are fixed: a schedule per taxi type. The TLC's come when they come: a sensor.
-    schedules=[build_schedule(_jobs[ds.name], ds) for ds in DATASETS.values()],
+    schedules=[build_schedule(_jobs[ds.name], ds) for ds in MIRROR_DATASETS.values()],
     sensors=[*(build_new_month_sensor(_jobs[ds.name], ds) for ds in TLC_DATASETS.values()), build_ledger_sensor()],
     resources=resources_from_env(),
 )

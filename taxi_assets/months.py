@@ -42,20 +42,20 @@ class Month:
 
 
 # Every taxi type is published for exactly these months (2021-08 and later 404).
-FIRST_MONTH = Month(2019, 1)
-LAST_MONTH = Month(2021, 7)
+MIRROR_FIRST_MONTH = Month(2019, 1)
+MIRROR_LAST_MONTH = Month(2021, 7)
 
 
-def published_months() -> list[Month]:
-    months, m = [], FIRST_MONTH
-    while m <= LAST_MONTH:
+def mirror_months() -> list[Month]:
+    months, m = [], MIRROR_FIRST_MONTH
+    while m <= MIRROR_LAST_MONTH:
         months.append(m)
         m = m.next()
     return months
 
 
-def published_range() -> str:
-    return f"{FIRST_MONTH}..{LAST_MONTH}"
+def mirror_range() -> str:
+    return f"{MIRROR_FIRST_MONTH}..{MIRROR_LAST_MONTH}"
 
 
 # The city's clock: both orchestrators' schedules tick in it, and a month is a New York month.

@@ -17,7 +17,7 @@ from helpers import free_port, wait_http
 
 from taxi_assets.config import Settings
 from taxi_assets.emulators import bqemulator_command, fake_gcs_command
-from taxi_assets.sample_server import SampleServer
+from taxi_assets.samples.mirror_server import SampleServer
 
 SAMPLE_ROWS = 2_000  # rows in each generated month served by the local release server
 

@@ -18,11 +18,11 @@ from psycopg import sql
 from taxi_assets.datasets import GREEN, TLC_DATASETS, TaxiDataset
 from taxi_assets.errors import BadFileError
 from taxi_assets.months import Month
-from taxi_assets.sample_data import write_month
+from taxi_assets.samples.mirror_data import write_month
+from taxi_assets.samples.tlc import TlcServer, tlc_era_schema, write_tlc_month
 from taxi_assets.steps.extract import verify
 from taxi_assets.steps.postgres import partition_name
 from taxi_assets.tlc import column_plan
-from taxi_assets.tlc_sample import TlcServer, tlc_era_schema, write_tlc_month
 
 TLC_GREEN = TLC_DATASETS["green"]
 

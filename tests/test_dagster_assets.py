@@ -15,22 +15,22 @@ from helpers import dagster_resources
 
 from taxi_assets import checks, config
 from taxi_assets.checks import DUPLICATE_ROWS_TOLERANCE, OUT_OF_MONTH_TOLERANCE
-from taxi_assets.datasets import DATASETS, GREEN, TLC_DATASETS
+from taxi_assets.datasets import GREEN, MIRROR_DATASETS, TLC_DATASETS
 from taxi_assets.definitions import defs
 from taxi_assets.defs.assets import build_taxi_chain
 from taxi_assets.defs.checks import build_bigquery_checks, build_gcs_check, build_postgres_checks
 from taxi_assets.defs.checks import result as dagster_result
 from taxi_assets.months import Month
-from taxi_assets.sample_data import write_month
+from taxi_assets.samples.mirror_data import write_month
 
 
 def test_definitions_load_with_one_chain_and_job_per_taxi_type():
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    chains = {f"{t}_trips_{s}" for t in DATASETS for s in ("csv", "postgres", "gcs", "bigquery")}
+    chains = {f"{t}_trips_{s}" for t in MIRROR_DATASETS for s in ("csv", "postgres", "gcs", "bigquery")}
     tlc = {f"tlc_{t}_trips_{s}" for t in TLC_DATASETS for s in ("parquet", "postgres", "gcs", "bigquery")}
     assert keys == chains | tlc | {"products", "avg_price_by_brand"}
-    for taxi in DATASETS:
+    for taxi in MIRROR_DATASETS:
         job = defs.resolve_job_def(f"{taxi}_trips_job")
         partition_keys = job.partitions_def.get_partition_keys()
         assert (len(partition_keys), partition_keys[0], partition_keys[-1]) == (31, "2019-01", "2021-07")
@@ -115,7 +115,7 @@ def test_the_check_query_sees_a_tampered_month(settings, pg):
         )
 
 
-@pytest.mark.parametrize("taxi", sorted(DATASETS))
+@pytest.mark.parametrize("taxi", sorted(MIRROR_DATASETS))
 def test_every_job_selects_its_whole_chain(taxi):
     job = defs.resolve_job_def(f"{taxi}_trips_job")
     keys = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}

@@ -19,9 +19,9 @@ from taxi_assets.defs.checks import build_bigquery_checks, build_gcs_check, buil
 from taxi_assets.defs.sensors import MAX_ATTEMPTS, loaded_files
 from taxi_assets.gcp import bigquery_client
 from taxi_assets.months import Month, month_just_ended
+from taxi_assets.samples.tlc import TlcServer
 from taxi_assets.steps.extract import extract
 from taxi_assets.steps.gcp_setup import ensure_dataset
-from taxi_assets.tlc_sample import TlcServer
 
 ROWS = 300
 NOW = month_just_ended(datetime.now(timezone.utc)).next()  # this month, in New York

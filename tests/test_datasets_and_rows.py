@@ -12,11 +12,11 @@ import pytest
 from helpers import FIXTURES, gzip_fixture
 
 from taxi_assets import rows
-from taxi_assets.datasets import DATASETS, FHV, GREEN, YELLOW, dataset
+from taxi_assets.datasets import FHV, GREEN, MIRROR_DATASETS, YELLOW, dataset
 from taxi_assets.errors import BadFileError
-from taxi_assets.months import Month, published_months
+from taxi_assets.months import Month, mirror_months
 from taxi_assets.rows import DuplicateCounter, RowIds, data_lines, row_id, rows_with_ids, write_row_ids
-from taxi_assets.sample_data import header
+from taxi_assets.samples.mirror_data import header
 
 # Published headers, verbatim (../shared/reference/data.md).
 YELLOW_HEADER = "VendorID,tpep_pickup_datetime,tpep_dropoff_datetime,passenger_count,trip_distance,RatecodeID,store_and_fwd_flag,PULocationID,DOLocationID,payment_type,fare_amount,extra,mta_tax,tip_amount,tolls_amount,improvement_surcharge,total_amount,congestion_surcharge"
@@ -44,7 +44,7 @@ def test_a_header_of_another_taxi_type_is_refused_with_the_difference():
 
 def test_sql_names_are_lower_case_and_tables_follow_the_course():
     assert YELLOW.sql_names[:3] == ("vendorid", "tpep_pickup_datetime", "tpep_dropoff_datetime")
-    assert {d.table for d in DATASETS.values()} == {"green_tripdata", "yellow_tripdata", "fhv_tripdata"}
+    assert {d.table for d in MIRROR_DATASETS.values()} == {"green_tripdata", "yellow_tripdata", "fhv_tripdata"}
     assert GREEN.file_name(Month(2019, 1)) == "green_tripdata_2019-01.csv.gz"
     assert (
         GREEN.url("https://x/releases/download/", Month(2021, 7))
@@ -53,7 +53,7 @@ def test_sql_names_are_lower_case_and_tables_follow_the_course():
 
 
 def test_published_months_are_2019_01_to_2021_07():
-    months = [str(m) for m in published_months()]
+    months = [str(m) for m in mirror_months()]
     assert (months[0], months[-1], len(months)) == ("2019-01", "2021-07", 31)
     with pytest.raises(ValueError, match="YYYY-MM"):
         Month.parse("2019-13")
@@ -234,7 +234,7 @@ def test_the_parquet_conversion_ignores_blank_lines_at_the_end(tmp_path):
     import pyarrow.parquet as pq
 
     from taxi_assets.parquet import write_parquet
-    from taxi_assets.sample_data import write_month
+    from taxi_assets.samples.mirror_data import write_month
 
     path = tmp_path / "yellow_tripdata_2019-01.csv.gz"
     write_month(path, YELLOW, Month(2019, 1), 300, crlf=True)

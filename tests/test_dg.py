@@ -15,7 +15,7 @@ import pytest
 from helpers import ROOT, unconfigured_env
 
 from taxi_assets import checks
-from taxi_assets.datasets import DATASETS, TLC_DATASETS
+from taxi_assets.datasets import MIRROR_DATASETS, TLC_DATASETS
 
 pytestmark = pytest.mark.slow
 DG = Path(sys.executable).parent / "dg"
@@ -47,13 +47,13 @@ def test_dg_list_defs_lists_every_chain_with_its_checks_job_and_schedule(tmp_pat
     result = _dg(tmp_path, "list", "defs", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     listed = json.loads(result.stdout)
-    chains = {f"{t}_trips_{s}" for t in DATASETS for s in ("csv", "postgres", "gcs", "bigquery")}
+    chains = {f"{t}_trips_{s}" for t in MIRROR_DATASETS for s in ("csv", "postgres", "gcs", "bigquery")}
     tlc = {f"tlc_{t}_trips_{s}" for t in TLC_DATASETS for s in ("parquet", "postgres", "gcs", "bigquery")}
     assert {a["asset_key"] for a in listed["assets"]} == chains | tlc | {"products", "avg_price_by_brand"}
     groups = {a["asset_key"]: a["group_name"] for a in listed["assets"]}
-    assert all(groups[f"{t}_trips_csv"] == f"{t}_taxi" for t in DATASETS)
+    assert all(groups[f"{t}_trips_csv"] == f"{t}_taxi" for t in MIRROR_DATASETS)
     check_keys = {c["key"] for c in listed["asset_checks"]}
-    for taxi in [*DATASETS, *(f"tlc_{t}" for t in TLC_DATASETS)]:
+    for taxi in [*MIRROR_DATASETS, *(f"tlc_{t}" for t in TLC_DATASETS)]:
         for name in (
             checks.ROWS_MATCH_FILE,
             checks.ROW_IDS_PRESENT,
@@ -61,7 +61,7 @@ def test_dg_list_defs_lists_every_chain_with_its_checks_job_and_schedule(tmp_pat
             checks.OUT_OF_MONTH_WITHIN_TOLERANCE,
         ):
             assert f"{taxi}_trips_postgres:{name}" in check_keys
-    assert {j["name"] for j in listed["jobs"]} == {f"{t}_trips_job" for t in DATASETS} | {
+    assert {j["name"] for j in listed["jobs"]} == {f"{t}_trips_job" for t in MIRROR_DATASETS} | {
         f"tlc_{t}_trips_job" for t in TLC_DATASETS
     }
     assert {s["name"] for s in listed["sensors"]} == {f"tlc_{t}_published_months" for t in TLC_DATASETS} | {

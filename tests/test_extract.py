@@ -23,7 +23,7 @@ from helpers import ROOT, gzip_fixture, run_cli
 from taxi_assets.datasets import GREEN, YELLOW
 from taxi_assets.errors import BadFileError, ConfigError, DownloadError, NotPublishedError
 from taxi_assets.months import Month
-from taxi_assets.sample_data import write_month
+from taxi_assets.samples.mirror_data import write_month
 from taxi_assets.steps.extract import (
     download_in_use,
     extract,

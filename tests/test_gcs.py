@@ -23,7 +23,7 @@ from taxi_assets.errors import BadFileError, ConfigError
 from taxi_assets.gcp import credentials, storage_client
 from taxi_assets.months import Month
 from taxi_assets.parquet import conversion_id, write_parquet
-from taxi_assets.sample_data import write_month
+from taxi_assets.samples.mirror_data import write_month
 from taxi_assets.steps import gcs
 from taxi_assets.steps.extract import extract, parquet_path, row_ids, row_ids_path, temp_path
 from taxi_assets.steps.gcs import crc32c_b64, ensure_bucket, object_name, upload_gcs, upload_record_path

@@ -29,11 +29,11 @@ from kestra_harness import FLOWS_DIR, Kestra, build, database_with_password, sec
 
 from taxi_assets import config
 from taxi_assets.config import Settings
-from taxi_assets.datasets import DATASETS
+from taxi_assets.datasets import MIRROR_DATASETS
 from taxi_assets.definitions import defs
 from taxi_assets.defs.assets import build_taxi_chain
-from taxi_assets.months import TIMEZONE, Month, month_just_ended, parse_instant, published_months
-from taxi_assets.sample_server import SampleServer
+from taxi_assets.months import TIMEZONE, Month, mirror_months, month_just_ended, parse_instant
+from taxi_assets.samples.mirror_server import SampleServer
 from taxi_assets.steps.gcp_setup import ensure_dataset
 from taxi_assets.steps.gcs import ensure_bucket
 
@@ -162,7 +162,7 @@ def assert_no_secret_in_logs(execution, kestra: Kestra) -> None:
 def assert_month_purged(execution, stack: Settings, taxi: str, month: str, parquet: bool = False) -> None:
     """The flow's last task removed the month's files from the worker's state folder (where the
     tasks downloaded them: TAXI_STATE_DIR reached them), and nothing of that month is left."""
-    name = DATASETS[taxi].file_name(Month.parse(month))
+    name = MIRROR_DATASETS[taxi].file_name(Month.parse(month))
     purged = execution.outputs("purge_download")["vars"]
     assert purged["folder"] == str(stack.state_dir / "downloads" / taxi)
     parquet_name, ids = name.replace(".csv.gz", ".parquet"), name.replace(".csv.gz", ".row_ids")
@@ -174,8 +174,8 @@ def assert_month_purged(execution, stack: Settings, taxi: str, month: str, parqu
 def _ids(dsn: str, taxi: str, month: str) -> list[tuple]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(
-            f"SELECT unique_row_id, count(*) FROM {DATASETS[taxi].table} WHERE filename = %s GROUP BY 1 ORDER BY 1",
-            [DATASETS[taxi].file_name(Month.parse(month))],
+            f"SELECT unique_row_id, count(*) FROM {MIRROR_DATASETS[taxi].table} WHERE filename = %s GROUP BY 1 ORDER BY 1",
+            [MIRROR_DATASETS[taxi].file_name(Month.parse(month))],
         ).fetchall()
 
 
@@ -183,8 +183,8 @@ def _bq_ids(settings: Settings, taxi: str, month: str) -> list[tuple]:
     from taxi_assets.gcp import bigquery_client
 
     sql = (
-        f"SELECT unique_row_id, count(*) AS n FROM `{settings.gcp_project}.{settings.gcp_dataset}.{DATASETS[taxi].table}`"
-        f" WHERE filename = '{DATASETS[taxi].file_name(Month.parse(month))}' GROUP BY 1 ORDER BY 1"
+        f"SELECT unique_row_id, count(*) AS n FROM `{settings.gcp_project}.{settings.gcp_dataset}.{MIRROR_DATASETS[taxi].table}`"
+        f" WHERE filename = '{MIRROR_DATASETS[taxi].file_name(Month.parse(month))}' GROUP BY 1 ORDER BY 1"
     )
     return [tuple(r.values()) for r in bigquery_client(settings).query(sql).result()]
 
@@ -275,7 +275,7 @@ def test_kestra_rejects_each_broken_copy_of_our_flows(kestra):
 # -- Execution by Kestra --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("taxi", sorted(DATASETS))
+@pytest.mark.parametrize("taxi", sorted(MIRROR_DATASETS))
 def test_postgres_taxi_loads_the_month_dagster_loads(kestra, stack, pg_dsn, taxi):
     month = "2019-03"
     execution = run(kestra, "postgres_taxi", {"taxi": taxi, "month": month})
@@ -288,14 +288,14 @@ def test_postgres_taxi_loads_the_month_dagster_loads(kestra, stack, pg_dsn, taxi
     # The execution's download, in the worker's state folder, is gone (the reference's purge step)
     assert_month_purged(execution, stack, taxi, month)
     # ... and Dagster, on the same state folder, downloads it again and loads the same rows.
-    csv, postgres, _, _ = build_taxi_chain(DATASETS[taxi])
+    csv, postgres, _, _ = build_taxi_chain(MIRROR_DATASETS[taxi])
     dagster_side = replace(stack, postgres_dsn=pg_dsn)
     assert dg.materialize([csv, postgres], partition_key=month, resources=dagster_resources(dagster_side)).success
     kestra_ids = _ids(stack.postgres_dsn, taxi, month)
     assert kestra_ids == _ids(pg_dsn, taxi, month) and sum(n for _, n in kestra_ids) == 2_000
 
 
-@pytest.mark.parametrize("taxi", sorted(DATASETS))
+@pytest.mark.parametrize("taxi", sorted(MIRROR_DATASETS))
 def test_gcp_taxi_loads_the_bigquery_rows_dagster_loads(kestra, stack, taxi):
     month = "2019-04"
     assert run(kestra, "gcp_setup").state == "SUCCESS"
@@ -309,7 +309,7 @@ def test_gcp_taxi_loads_the_bigquery_rows_dagster_loads(kestra, stack, taxi):
     dagster_side = replace(stack, gcp_bucket=stack.gcp_bucket + "-dg", gcp_dataset=stack.gcp_dataset + "_dg")
     ensure_bucket(dagster_side)
     ensure_dataset(dagster_side)
-    csv, _, gcs, bigquery = build_taxi_chain(DATASETS[taxi])
+    csv, _, gcs, bigquery = build_taxi_chain(MIRROR_DATASETS[taxi])
     resources = dagster_resources(dagster_side)
     assert dg.materialize([csv, gcs, bigquery], partition_key=month, resources=resources).success
     kestra_ids = _bq_ids(stack, taxi, month)
@@ -444,7 +444,7 @@ def test_the_same_tick_gives_the_same_month_in_both_orchestrators(kestra, stack,
     kestra_month = execution.labels["month"]
     with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def()) as context:
         result = schedule.evaluate_tick(context)
-    if Month.parse(kestra_month) in published_months():
+    if Month.parse(kestra_month) in mirror_months():
         assert execution.state == "SUCCESS", execution
         assert [r.partition_key for r in result.run_requests] == [kestra_month]
         assert sum(n for _, n in _ids(stack.postgres_dsn, taxi, kestra_month)) == 2_000
@@ -469,4 +469,4 @@ def test_the_readme_backfill_runs_every_published_month_once(kestra):
             evaluated = kestra.tick(body["flowId"], trigger["id"], tick.isoformat() + f"[{TIMEZONE}]", run=False)
             months.append(str(month_just_ended(parse_instant(evaluated["trigger"]["date"]))))
         tick = (tick + timedelta(days=32)).replace(day=day)
-    assert months == [str(m) for m in published_months()]
+    assert months == [str(m) for m in mirror_months()]

@@ -1,5 +1,5 @@
 """The TLC flows (kestra_flows/tlc_taxi.yaml, tlc_taxi_scheduled.yaml) on Kestra 2.0's own engine,
-against a local stand-in for the TLC's CloudFront (taxi_assets.tlc_sample.TlcServer), the test
+against a local stand-in for the TLC's CloudFront (taxi_assets.samples.tlc.TlcServer), the test
 Postgres and the GCS/BigQuery emulators, as tests/test_kestra_engine.py runs the mirror's flows.
 
 The worker's environment is the stack's: settings as plain variables (TAXI_TLC_URL among them),
@@ -29,10 +29,10 @@ from taxi_assets.defs.assets import bigquery_key, build_taxi_chain, postgres_key
 from taxi_assets.defs.checks import build_bigquery_checks, build_gcs_check, build_postgres_checks
 from taxi_assets.defs.resources import TaxiSourceResource
 from taxi_assets.months import Month
+from taxi_assets.samples.tlc import TlcServer
 from taxi_assets.steps.gcp_setup import ensure_dataset
 from taxi_assets.steps.gcs import ensure_bucket
 from taxi_assets.steps.postgres import partition_name
-from taxi_assets.tlc_sample import TlcServer
 
 TLC_FLOWS = ("tlc_taxi", "tlc_taxi_scheduled")
 ROWS = 2_000

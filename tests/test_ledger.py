@@ -18,12 +18,12 @@ from taxi_assets.datasets import GREEN, TLC_DATASETS
 from taxi_assets.errors import BadFileError, LoadError
 from taxi_assets.gcp import bigquery_client
 from taxi_assets.months import Month, month_just_ended
+from taxi_assets.samples.tlc import TlcServer
 from taxi_assets.steps.bigquery import load_bigquery
 from taxi_assets.steps.extract import extract, row_ids_path
 from taxi_assets.steps.gcp_setup import ensure_dataset
 from taxi_assets.steps.gcs import ensure_bucket, upload_gcs
 from taxi_assets.steps.postgres import load_postgres, partition_name
-from taxi_assets.tlc_sample import TlcServer
 
 JAN, FEB = Month(2019, 1), Month(2019, 2)
 ROWS = 2_000

@@ -30,7 +30,7 @@ from taxi_assets.config import Settings
 from taxi_assets.datasets import FHV, GREEN, YELLOW
 from taxi_assets.errors import BadFileError, ConfigError, LoadError
 from taxi_assets.months import Month
-from taxi_assets.sample_data import write_month
+from taxi_assets.samples.mirror_data import write_month
 from taxi_assets.steps.extract import extract, row_ids_path
 from taxi_assets.steps.postgres import load_postgres
 

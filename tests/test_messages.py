@@ -18,8 +18,8 @@ from helpers import free_port, run_cli, settings_env
 
 from taxi_assets import cli
 from taxi_assets.config import Settings
-from taxi_assets.sample_server import SampleServer, _Handler
-from taxi_assets.tlc_sample import TlcServer
+from taxi_assets.samples.mirror_server import SampleServer, _Handler
+from taxi_assets.samples.tlc import TlcServer
 
 TOKEN, SIG = "s3cr3t-pass", "s1gnature-value"
 

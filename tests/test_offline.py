@@ -20,7 +20,7 @@ JAN = Month(2019, 1)
 UNRESOLVABLE = "http://no-such-host.invalid"  # .invalid never resolves (RFC 2606)
 OFFLINE_HINT = (
     "set TAXI_SOURCE_URL to a reachable release server, e.g. "
-    "`python -m taxi_assets.sample_server --dir /tmp/release --port 8765` and TAXI_SOURCE_URL=http://127.0.0.1:8765"
+    "`python -m taxi_assets.samples.mirror_server --dir /tmp/release --port 8765` and TAXI_SOURCE_URL=http://127.0.0.1:8765"
 )
 PROXIES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
@@ -64,7 +64,7 @@ def test_the_tlc_source_names_its_own_variable_and_stand_in(tmp_path, no_proxy):
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "error: tlc_fhvhv 2024-01: cannot resolve no-such-host.invalid (no network?): set TAXI_TLC_URL to a"
-        " reachable host, e.g. `python -m taxi_assets.tlc_sample --dir /tmp/trip-data --port 8766` and"
+        " reachable host, e.g. `python -m taxi_assets.samples.tlc --dir /tmp/trip-data --port 8766` and"
         " TAXI_TLC_URL=http://127.0.0.1:8766/trip-data"
     ]
 

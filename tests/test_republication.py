@@ -24,10 +24,10 @@ from taxi_assets.datasets import TLC_DATASETS
 from taxi_assets.errors import LoadError
 from taxi_assets.gcp import storage_client
 from taxi_assets.months import Month
+from taxi_assets.samples.tlc import TlcServer
 from taxi_assets.steps.extract import extract, parquet_path
 from taxi_assets.steps.gcs import DOWNLOAD_SHA256, crc32c_b64, object_name, upload_gcs
 from taxi_assets.steps.gcs import upload_record_path as upload_record
-from taxi_assets.tlc_sample import TlcServer
 
 ROWS = 300
 DS, MONTH = TLC_DATASETS["green"], Month(2024, 5)

@@ -1,7 +1,7 @@
 """The TLC's own Parquet files as a second source: every era cast into one canonical schema per
 feed, row ids from one canonical rendering, CloudFront's answers (403, ETag), re-published
 files, and the same rows in Postgres and BigQuery. The host is the local stand-in
-(`taxi_assets.tlc_sample`): the real one cannot be reached from here."""
+(`taxi_assets.samples.tlc`): the real one cannot be reached from here."""
 
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ from taxi_assets.errors import BadFileError, LoadError, NotPublishedError
 from taxi_assets.gcp import bigquery_client
 from taxi_assets.months import Month
 from taxi_assets.rows import month_of
+from taxi_assets.samples.tlc import TlcServer, tlc_era_schema, write_tlc_month
 from taxi_assets.steps.bigquery import load_bigquery, table_id
 from taxi_assets.steps.extract import extract, local_path, newest_published, remote_file
 from taxi_assets.steps.gcp_setup import ensure_dataset
 from taxi_assets.steps.gcs import ensure_bucket, upload_gcs
 from taxi_assets.steps.postgres import load_postgres, partition_name
-from taxi_assets.tlc_sample import TlcServer, tlc_era_schema, write_tlc_month
 
 ROWS = 400
 LATEST = Month(2026, 8)

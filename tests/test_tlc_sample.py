@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from taxi_assets.months import Month
-from taxi_assets.tlc_sample import ACCESS_DENIED, TLC_FEEDS, TlcServer, tlc_era_schema, write_tlc_month
+from taxi_assets.samples.tlc import ACCESS_DENIED, TLC_FEEDS, TlcServer, tlc_era_schema, write_tlc_month
 
 ROWS = 500
 

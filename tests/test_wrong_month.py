@@ -29,12 +29,12 @@ from taxi_assets.errors import BadFileError
 from taxi_assets.gcp import bigquery_client, storage_client
 from taxi_assets.months import Month
 from taxi_assets.rows import PICKUP_SAMPLE_EVERY, PickupMonths
-from taxi_assets.sample_data import write_month
+from taxi_assets.samples.mirror_data import write_month
+from taxi_assets.samples.tlc import TlcServer, write_tlc_month
 from taxi_assets.steps.bigquery import table_id
 from taxi_assets.steps.extract import FileInfo, extract, local_path, record_path, verify
 from taxi_assets.steps.gcs import object_name
 from taxi_assets.steps.postgres import partition_name
-from taxi_assets.tlc_sample import TlcServer, write_tlc_month
 
 TLC_GREEN = TLC_DATASETS["green"]
 

@@ -101,7 +101,7 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
         description=f"The published {taxi} month file ({dataset.file_name(Month(2019, 1)).replace('2019-01', 'YYYY-MM')},"
         f" source {dataset.source.name}), verified and kept locally.",
     )
-    def trips_csv(context: AssetExecutionContext, source: TaxiSourceResource) -> MaterializeResult:
+    def month_file(context: AssetExecutionContext, source: TaxiSourceResource) -> MaterializeResult:
         # The run's first step: the only one that asks the source whether the file changed.
         info = extract(source.settings(), dataset, Month.parse(context.partition_key), revalidate=True)
         return MaterializeResult(
@@ -121,7 +121,7 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
 
     @asset(
         name=postgres_key(dataset),
-        deps=[trips_csv],
+        deps=[month_file],
         partitions_def=partitions_for(dataset),
         group_name=group(dataset),
         kinds={"postgres"},
@@ -156,7 +156,7 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
 
     @asset(
         name=gcs_key(dataset),
-        deps=[trips_csv],
+        deps=[month_file],
         partitions_def=partitions_for(dataset),
         group_name=group(dataset),
         kinds={"gcs", "parquet"},
@@ -207,4 +207,4 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
             }
         )
 
-    return [trips_csv, trips_postgres, trips_gcs, trips_bigquery]
+    return [month_file, trips_postgres, trips_gcs, trips_bigquery]

@@ -18,7 +18,7 @@ from dagster import (
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.defs.assets import group
 from taxi_assets.defs.partitions import partitions_for
-from taxi_assets.months import TIMEZONE, month_just_ended, published_months, published_range
+from taxi_assets.months import TIMEZONE, mirror_months, mirror_range, month_just_ended
 
 # The reference flows run green at 09:00 and yellow at 10:00 on the 1st; fhv follows at 11:00.
 SCHEDULE_HOUR = {"green": 9, "yellow": 10, "fhv": 11}
@@ -61,8 +61,8 @@ def build_schedule(job, dataset: TaxiDataset) -> ScheduleDefinition:
     def monthly(context: ScheduleEvaluationContext):
         tick = context.scheduled_execution_time or datetime.now(timezone.utc)
         month = month_just_ended(tick)
-        if month not in published_months():
-            return SkipReason(f"{dataset.taxi} {month} is not published (months available {published_range()})")
+        if month not in mirror_months():
+            return SkipReason(f"{dataset.taxi} {month} is not published (months available {mirror_range()})")
         return RunRequest(run_key=str(month), partition_key=str(month))
 
     return monthly

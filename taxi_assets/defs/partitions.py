@@ -1,7 +1,7 @@
 from dagster import MonthlyPartitionsDefinition
 
 from taxi_assets.datasets import TaxiDataset
-from taxi_assets.months import FIRST_MONTH, LAST_MONTH, TIMEZONE, Month
+from taxi_assets.months import MIRROR_FIRST_MONTH, MIRROR_LAST_MONTH, TIMEZONE, Month
 
 
 def _monthly(first: Month, last: Month | None) -> MonthlyPartitionsDefinition:
@@ -15,8 +15,8 @@ def _monthly(first: Month, last: Month | None) -> MonthlyPartitionsDefinition:
 
 
 # Keys `2019-01` ... `2021-07`: the months every mirror taxi type is published for.
-monthly_partitions = _monthly(FIRST_MONTH, LAST_MONTH)
-_by_range = {(FIRST_MONTH, LAST_MONTH): monthly_partitions}  # one definition per range, reused
+monthly_partitions = _monthly(MIRROR_FIRST_MONTH, MIRROR_LAST_MONTH)
+_by_range = {(MIRROR_FIRST_MONTH, MIRROR_LAST_MONTH): monthly_partitions}  # one definition per range, reused
 
 
 def partitions_for(dataset: TaxiDataset) -> MonthlyPartitionsDefinition:

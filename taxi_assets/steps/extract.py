@@ -55,10 +55,10 @@ _TEMP_NAME = re.compile(r"^.+\.part-\d+(\.json)?$")  # a download's, a record's 
 # How to work offline, per source: the local stand-in of its host.
 _OFFLINE_HINT = {
     "mirror": f"set {SOURCE_URL} to a reachable release server, e.g. "
-    "`python -m taxi_assets.sample_server --dir /tmp/release --port 8765` and "
+    "`python -m taxi_assets.samples.mirror_server --dir /tmp/release --port 8765` and "
     f"{SOURCE_URL}=http://127.0.0.1:8765",
     "tlc": f"set {TLC_URL} to a reachable host, e.g. "
-    "`python -m taxi_assets.tlc_sample --dir /tmp/trip-data --port 8766` and "
+    "`python -m taxi_assets.samples.tlc --dir /tmp/trip-data --port 8766` and "
     f"{TLC_URL}=http://127.0.0.1:8766/trip-data",
 }
 

@@ -2,7 +2,7 @@
 
 The TLC publishes `https://d37ci6vzurychx.cloudfront.net/trip-data/{feed}_tripdata_{YYYY-MM}.parquet`
 for the feeds yellow (from 2009-01), green (2014-01), fhv (2015-01) and fhvhv (2019-02), up to
-about two months ago. This module fakes both halves, following /work/shared/reference/tlc.md:
+about two months ago. This module fakes both halves, following the TLC's published facts (docs/tlc.md):
 
 - `write_tlc_month` writes a month file whose Parquet schema is exactly that of the real feed in
   that month's era: column names and order (`vendor_name` in 2009, `vendor_id` in 2010,
@@ -18,7 +18,7 @@ about two months ago. This module fakes both halves, following /work/shared/refe
   generated on its first request. Hooks let a test re-publish a month (new bytes, ETag, size and
   Last-Modified), answer the next GETs with errors, or cut the next body short.
 
-    python -m taxi_assets.tlc_sample --dir /tmp/tlc-source --port 8766 --rows 20000
+    python -m taxi_assets.samples.tlc --dir /tmp/tlc-source --port 8766 --rows 20000
     TAXI_TLC_URL=http://127.0.0.1:8766/trip-data python -m taxi_assets ...
 
 Values are plausible, not real: only the names, types and quirks are meant to be exact.

@@ -1,10 +1,10 @@
 """A local stand-in for the release server: `{base}/{taxi}/{taxi}_tripdata_{YYYY-MM}.csv.gz`.
 
 Serves files from a folder; a published month that is not there yet is generated on first
-request (see `sample_data`), any other path is a 404 like the real server's. Used by the
+request (see `samples.mirror_data`), any other path is a 404 like the real server's. Used by the
 tests, the benchmarks, CI, and anyone working offline:
 
-    python -m taxi_assets.sample_server --port 8765 --rows 20000 --dir /tmp/taxi-source
+    python -m taxi_assets.samples.mirror_server --port 8765 --rows 20000 --dir /tmp/taxi-source
     TAXI_SOURCE_URL=http://127.0.0.1:8765 python -m taxi_assets demo
 """
 
@@ -17,9 +17,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from taxi_assets.datasets import DATASETS
-from taxi_assets.months import FIRST_MONTH, LAST_MONTH, Month
-from taxi_assets.sample_data import write_month
+from taxi_assets.datasets import MIRROR_DATASETS
+from taxi_assets.months import MIRROR_FIRST_MONTH, MIRROR_LAST_MONTH, Month
+from taxi_assets.samples.mirror_data import write_month
 
 _PATH = re.compile(r"^/(\w+)/(\w+)_tripdata_(\d{4}-\d{2})\.csv\.gz$")
 
@@ -38,17 +38,17 @@ class SampleServer(ThreadingHTTPServer):
 
     def file_for(self, url_path: str) -> Path | None:
         m = _PATH.match(url_path)
-        if not m or m.group(1) != m.group(2) or m.group(1) not in DATASETS:
+        if not m or m.group(1) != m.group(2) or m.group(1) not in MIRROR_DATASETS:
             return None
         path = self.root / m.group(1) / f"{m.group(1)}_tripdata_{m.group(3)}.csv.gz"
         if not path.exists():
             month = Month.parse(m.group(3))
-            if not FIRST_MONTH <= month <= LAST_MONTH:
+            if not MIRROR_FIRST_MONTH <= month <= MIRROR_LAST_MONTH:
                 return None
             with self._generate_lock:
                 if not path.exists():
                     tmp = path.with_suffix(".tmp")
-                    write_month(tmp, DATASETS[m.group(1)], month, self.rows, seed=month.year * 100 + month.month)
+                    write_month(tmp, MIRROR_DATASETS[m.group(1)], month, self.rows, seed=month.year * 100 + month.month)
                     tmp.rename(path)
         return path
 
