@@ -10,6 +10,9 @@ from collections.abc import Iterator
 import jinja2
 from jinja2 import nodes
 
+from taxi_assets.datasets import DATASETS_BY_SOURCE, MIRROR
+from taxi_assets.months import Month
+
 SCHEDULE = "io.kestra.plugin.core.trigger.Schedule"
 SUBFLOW = "io.kestra.plugin.core.flow.Subflow"
 IF = "io.kestra.plugin.core.flow.If"
@@ -248,3 +251,97 @@ def secret_names(flow: dict) -> set[str]:
 def secret_rule(flow: dict, documented: set[str]) -> list[str]:
     """Every secret a flow reads is a variable of the one `.env` (.env.example documents it)."""
     return [f"secret {name} is not in .env.example" for name in sorted(secret_names(flow) - documented)]
+
+
+# -- 5. Inputs say what they are ----------------------------------------------------------------------
+
+
+def description_rule(flow: dict) -> list[str]:
+    """Every input has a description: Kestra shows it beside the field of the Execute form, and
+    a trigger's or a caller's author reads it in the flow. Kestra accepts an input without one."""
+    return [
+        f"input {spec['id']} has no description"
+        for spec in flow.get("inputs") or []
+        if not str(spec.get("description") or "").strip()
+    ]
+
+
+# -- 6. Taxi and month inputs offer what the project publishes ----------------------------------------
+
+# An open-ended source (last_month None: the TLC's) publishes a month every month; its validator
+# is checked to accept every month from the first up to this one.
+OPEN_ENDED_UNTIL = Month(2099, 12)
+
+
+def flow_source(flow: dict) -> str:
+    """The source a flow loads from: its `source` label (tlc), else the mirror."""
+    return (flow.get("labels") or {}).get("source", MIRROR.name)
+
+
+def published_span(flow: dict) -> tuple[Month, Month | None]:
+    """The first and last month the project publishes for any feed of the flow's source
+    (taxi_assets.datasets: each feed's first_month and last_month); last None: open-ended."""
+    datasets = DATASETS_BY_SOURCE[flow_source(flow)].values()
+    lasts = [d.last_month for d in datasets]
+    return min(d.first_month for d in datasets), None if None in lasts else max(lasts)
+
+
+def months_between(first: Month, last: Month) -> list[Month]:
+    months, month = [], first
+    while month <= last:
+        months.append(month)
+        month = month.next()
+    return months
+
+
+def malformed(month: Month) -> list[str]:
+    """Texts near a valid month that are no YYYY-MM month."""
+    key = str(month)
+    return [f"{month.year}-13", f"{month.year}-00", f"{month.year}-{month.month}", key[2:], key.replace("-", "/"),
+            f" {key}", f"{key} ", f"{key}\n", f"{key}-01", ""]  # fmt: skip
+
+
+def matches(validator: str, value: str) -> bool:
+    """As Kestra 2.0 matches a STRING input (StringInput.validate: RegexUtils.matches, i.e.
+    Pattern.compile(validator).matcher(value).matches(), a whole-value match): Python's
+    re.fullmatch. For our patterns (anchors, groups, alternation, character classes, no flags,
+    no lookaround, no possessive or Unicode classes) Java's and Python's regex read alike;
+    tests/test_kestra_engine.py feeds the bounds to Kestra's own validator as well."""
+    return re.fullmatch(validator, value) is not None
+
+
+def published_rule(flow: dict) -> list[str]:
+    """A `taxi` SELECT offers exactly the source's feeds; a `month` STRING's validator accepts
+    exactly the months published for the source (every month of the span, not the month before
+    it nor, when the span ends, the month after, nor a malformed one), and its description names
+    each feed's first and last month. Kestra checks none of it: a validator one month too wide
+    starts a load that 404s, one too narrow refuses a month Dagster loads."""
+    problems = []
+    datasets = DATASETS_BY_SOURCE[flow_source(flow)]
+    first, last = published_span(flow)
+    for spec in flow.get("inputs") or []:
+        if spec["id"] == "taxi" and spec["type"] == "SELECT":
+            values = [v["value"] if isinstance(v, dict) else v for v in spec.get("values") or []]
+            if sorted(values) != sorted(datasets):
+                problems.append(f"input taxi offers {values}, the {flow_source(flow)} feeds are {sorted(datasets)}")
+        if spec["id"] != "month":
+            continue
+        validator = spec.get("validator")
+        if spec["type"] != "STRING" or not validator:
+            problems.append("input month is no STRING with a validator")
+            continue
+        span = f"{first}..{last or 'open'}"
+        refused = [str(m) for m in months_between(first, last or OPEN_ENDED_UNTIL) if not matches(validator, str(m))]
+        if refused:
+            problems.append(f"month validator refuses {', '.join(refused[:5])}, published ({span})")
+        outside = [str(m) for m in (first.previous(), last and last.next()) if m is not None]
+        wrong = [repr(v) for v in [*outside, *malformed(first)] if matches(validator, v)]
+        if wrong:
+            problems.append(f"month validator accepts {', '.join(wrong)}, outside the published months ({span})")
+        bounds = {str(d.first_month) for d in datasets.values()} | {
+            str(d.last_month) for d in datasets.values() if d.last_month
+        }
+        for bound in sorted(bounds):
+            if bound not in (spec.get("description") or ""):
+                problems.append(f"input month's description does not name {bound}, a first or last published month")
+    return problems

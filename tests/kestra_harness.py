@@ -31,7 +31,7 @@ from taxi_assets.logs import LOG_FORMAT
 
 PROJECT = ROOT / "tests" / "kestra_engine"
 KESTRA_VERSION = re.search(r"<kestra.version>(.+?)</kestra.version>", (PROJECT / "pom.xml").read_text())[1]
-NAMESPACE = "zoomcamp"
+NAMESPACE = "taxi.assets"
 FLOWS_DIR = ROOT / "kestra_flows"
 
 
@@ -179,6 +179,12 @@ class Kestra:
             timeoutSeconds=timeout,
         )
         return Execution(answer) if run else answer
+
+    def subflow(self, execution: Execution, task: str, timeout: int = 300) -> Execution:
+        """The execution a Subflow task of `execution` started (its id is in the task's outputs),
+        once it has ended: its task runs, outputs, metrics and logs are its own, not the parent's."""
+        child_id = execution.outputs(task)["executionId"]
+        return Execution(self.request(op="execution", executionId=child_id, timeoutSeconds=timeout))
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):

@@ -24,10 +24,11 @@ import dagster as dg
 import psycopg
 import pytest
 import yaml
+from flow_rules import OPEN_ENDED_UNTIL, malformed, matches, published_span
 from helpers import ROOT, dagster_resources, unconfigured_env
-from kestra_harness import FLOWS_DIR, Kestra, build, database_with_password, secret_env
+from kestra_harness import FLOWS_DIR, NAMESPACE, Execution, Kestra, build, database_with_password, secret_env
 
-from taxi_assets import config
+from taxi_assets import config, ledger
 from taxi_assets.config import Settings
 from taxi_assets.datasets import MIRROR_DATASETS
 from taxi_assets.definitions import defs
@@ -152,6 +153,40 @@ def run(kestra: Kestra, flow: str, inputs: dict | None = None):
     return execution
 
 
+def subflow(kestra: Kestra, execution) -> Execution:
+    """The base flow's execution a scheduled flow's `load_month` task started: where the month is
+    loaded, checked and purged. Its trigger names the parent; no secret is in its logs either."""
+    child = kestra.subflow(execution, "load_month")
+    assert child.data["trigger"]["executionId"] == execution.data["id"], child
+    assert_no_secret_in_logs(child, kestra)
+    return child
+
+
+def loaded_by(stack: Settings, store: str, taxi: str, month: str) -> str:
+    """Who the store's ledger says loaded the month (`kestra:<execution id>` for Kestra)."""
+    return ledger.held(stack, store, MIRROR_DATASETS[taxi], Month.parse(month)).loaded_by
+
+
+MIRROR_MONTH = next(
+    i for i in yaml.safe_load((FLOWS_DIR / "postgres_taxi.yaml").read_text())["inputs"] if i["id"] == "month"
+)["validator"]
+
+
+def assert_refused_by_the_subflow_input(execution, month: str) -> None:
+    """A month outside the mirror's range: the scheduled flow picked it, and its Subflow task
+    failed on the base flow's month validator (the one test_kestra_flows.py checks against
+    taxi_assets.datasets), so no child execution, no download, no load."""
+    assert execution.state == "FAILED", execution
+    assert execution.labels["month"] == month
+    assert execution.task_states == {"pick_month": "SUCCESS", "label": "SUCCESS", "load_month": "FAILED"}, execution
+    assert "executionId" not in execution.outputs("load_month"), "a child execution was created"
+    # Kestra's executor says why, in the execution's log (not the task's): which input, and the
+    # pattern; the month is in the execution's label and pick_month's log.
+    errors = [e["message"] for e in execution.logs if e["level"] == "ERROR"]
+    assert errors == [f"Invalid value for input `month`. Cause: it must match the pattern `{MIRROR_MONTH}`"], execution
+    assert f"month {month} " in execution.log_text("pick_month")
+
+
 def assert_no_secret_in_logs(execution, kestra: Kestra) -> None:
     """Neither a secret value nor its base64 form (tasks inherit the worker's SECRET_*)."""
     forms = [PASSWORD, PRIVATE_KEY[30:60], *(v for k, v in kestra.env.items() if k.startswith("SECRET_"))]
@@ -200,7 +235,38 @@ def test_every_flow_is_accepted_by_kestra_with_no_warning(kestra):
         assert [result.get(k, []) for k in ("warnings", "deprecationPaths", "infos")] == [[], [], []], name
     # What `--flow-path` loads: the loader skips an invalid flow with a warning only, so count.
     loaded = kestra.request(op="load", dir=str(FLOWS_DIR))["loaded"]
-    assert sorted(loaded) == sorted(f"zoomcamp.{p.stem}" for p in FLOW_FILES)
+    assert sorted(loaded) == sorted(f"{NAMESPACE}.{p.stem}" for p in FLOW_FILES)
+
+
+def with_month_default(flow: dict, value: str) -> str:
+    """The flow's YAML with its month input's default set to `value` (Kestra validates a default;
+    it wants an input with one required)."""
+    inputs = [{**i, "defaults": value, "required": True} if i["id"] == "month" else i for i in flow["inputs"]]
+    return yaml.safe_dump({**flow, "inputs": inputs}, sort_keys=False, allow_unicode=True)
+
+
+def test_kestra_matches_each_month_validator_as_the_flow_rule_does(kestra):
+    """tests/flow_rules.py checks each month validator against the published months with
+    Python's re.fullmatch, for Kestra's whole-value match; here Kestra's own StringInput judges
+    the bounds (the first and last published month, the months just outside, malformed months;
+    not the empty text, which as a default means none) and agrees with it."""
+    cases = {}
+    for path in FLOW_FILES:
+        flow = yaml.safe_load(path.read_text())
+        if not any(i["id"] == "month" for i in flow.get("inputs") or []):
+            continue
+        first, last = published_span(flow)
+        months = [first, last or OPEN_ENDED_UNTIL, first.previous(), *([last.next()] if last else [])]
+        for value in [str(m) for m in months] + [v for v in malformed(first) if v.strip()]:
+            cases[f"{path.stem} month {value!r}"] = (with_month_default(flow, value), flow, value)
+    assert len({name.split()[0] for name in cases}) == 5, "every flow with a month input"
+    results = kestra.validate({name: text for name, (text, _, _) in cases.items()})
+    for name, (_, flow, value) in cases.items():
+        validator = next(i["validator"] for i in flow["inputs"] if i["id"] == "month")
+        refused = "Invalid default for input 'month'" in (results[name].get("constraints") or "")
+        assert refused == (not matches(validator, value)), f"{name}: {results[name].get('constraints')}"
+        if not refused:
+            assert results[name].get("constraints") is None, f"{name}: {results[name]['constraints']}"
 
 
 def _swap(flow: str, old: str, new: str, count: int = 1):
@@ -323,6 +389,14 @@ def test_scheduled_flows_on_a_schedule_tick_load_the_month_dagster_requests(kest
     assert execution.state == "SUCCESS", execution
     assert execution.labels == {"project": "taxi-assets", "taxi": "yellow", "month": "2019-02"}
     assert parse_instant(execution.data["trigger"]["date"]) == parse_instant(tick)
+    # The month is loaded by postgres_taxi, the Subflow's child execution, whose id the ledger records.
+    assert execution.task_states == dict.fromkeys(["pick_month", "label", "load_month"], "SUCCESS")
+    assert execution.outputs("load_month")["outputs"] == {"rows_postgres": 2_000}
+    child = subflow(kestra, execution)
+    assert child.state == "SUCCESS" and child.data["id"] != execution.data["id"], child
+    assert child.labels == {"project": "taxi-assets", "taxi": "yellow", "month": "2019-02"}
+    assert child.outputs("load_postgres")["vars"]["rows_loaded"] == 2_000
+    assert loaded_by(stack, ledger.POSTGRES, "yellow", "2019-02") == f"kestra:{child.data['id']}"
     assert sum(n for _, n in _ids(stack.postgres_dsn, "yellow", "2019-02")) == 2_000
     schedule = defs.resolve_schedule_def("yellow_trips_monthly")
     with dg.build_schedule_context(
@@ -333,17 +407,24 @@ def test_scheduled_flows_on_a_schedule_tick_load_the_month_dagster_requests(kest
     gcp = kestra.tick("gcp_taxi_scheduled", "fhv_schedule", "2020-01-01T11:00-05:00[America/New_York]")
     assert_no_secret_in_logs(gcp, kestra)
     assert gcp.state == "SUCCESS", gcp
-    assert gcp.labels["month"] == "2019-12" and gcp.metric("load_bigquery", "rows") == 2_000
+    assert gcp.labels["month"] == "2019-12" and gcp.outputs("load_month")["outputs"] == {"rows_bigquery": 2_000}
+    child = subflow(kestra, gcp)
+    assert child.labels["month"] == "2019-12" and child.metric("load_bigquery", "rows") == 2_000
+    assert loaded_by(stack, ledger.BIGQUERY, "fhv", "2019-12") == f"kestra:{child.data['id']}"
+    assert_month_purged(child, stack, "fhv", "2019-12", parquet=True)
 
 
 def test_scheduled_flows_run_by_hand_load_the_month_given(kestra, stack):
     execution = run(kestra, "postgres_taxi_scheduled", {"taxi": "green", "month": "2019-05"})
     assert execution.state == "SUCCESS", execution
     assert execution.labels["month"] == "2019-05"
+    assert execution.outputs("load_month")["outputs"] == {"rows_postgres": 2_000}
+    assert subflow(kestra, execution).labels["month"] == "2019-05"
     assert sum(n for _, n in _ids(stack.postgres_dsn, "green", "2019-05")) == 2_000
     gcp = run(kestra, "gcp_taxi_scheduled", {"taxi": "green", "month": "2019-05"})
     assert gcp.state == "SUCCESS", gcp
-    assert gcp.outputs("load_bigquery")["vars"]["rows"] == 2_000
+    assert gcp.outputs("load_month")["outputs"] == {"rows_bigquery": 2_000}
+    assert subflow(kestra, gcp).outputs("load_bigquery")["vars"]["rows"] == 2_000
 
 
 def test_getting_started_runs_against_the_local_api(kestra):
@@ -377,13 +458,11 @@ def test_a_missing_month_fails_with_the_cli_line_and_keeps_the_previous_rows(kes
     assert _ids(stack.postgres_dsn, "green", month) == before and len(before) > 0
 
 
-def test_a_run_by_hand_without_a_month_takes_the_month_just_ended_and_says_it_is_not_published(kestra):
+def test_a_run_by_hand_without_a_month_takes_the_month_just_ended_and_refuses_it_before_loading(kestra):
     execution = run(kestra, "postgres_taxi_scheduled", {"taxi": "fhv"})
-    assert execution.state == "FAILED", execution
     expected = month_just_ended(parse_instant(datetime.now(tz=NY).isoformat()))
-    assert execution.labels["month"] == str(expected)
-    errors = [line for line in execution.log_text("load_postgres").splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and str(expected) in errors[0], execution
+    assert expected not in mirror_months()
+    assert_refused_by_the_subflow_input(execution, str(expected))
 
 
 def test_secrets_reach_the_tasks_from_kestras_secret_store_only(kestra, stack):
@@ -446,18 +525,19 @@ def test_the_same_tick_gives_the_same_month_in_both_orchestrators(kestra, stack,
         result = schedule.evaluate_tick(context)
     if Month.parse(kestra_month) in mirror_months():
         assert execution.state == "SUCCESS", execution
+        assert subflow(kestra, execution).labels["month"] == kestra_month
         assert [r.partition_key for r in result.run_requests] == [kestra_month]
         assert sum(n for _, n in _ids(stack.postgres_dsn, taxi, kestra_month)) == 2_000
-    else:  # past the published range: Kestra's load says so, Dagster skips saying so
-        assert execution.state == "FAILED" and "is not published" in execution.log_text("load_postgres")
+    else:  # past the published range: Kestra's Subflow refuses the month, Dagster skips saying so
+        assert_refused_by_the_subflow_input(execution, kestra_month)
         assert not result.run_requests and f"{taxi} {kestra_month} is not published" in result.skip_message
 
 
-def test_the_readme_backfill_runs_every_published_month_once(kestra):
-    """The README's backfill request names a real flow and trigger, and the ticks of its window,
-    as Kestra's Schedule evaluates them, load each published month once."""
-    readme = (ROOT / "README.md").read_text()
-    body = json.loads(re.search(r"triggers/backfill/create \\\n\s+-d '(\{.*?\})'", readme, re.S).group(1))
+def test_the_documented_backfill_runs_every_published_month_once(kestra):
+    """The backfill request docs/kestra.md documents names a real flow and trigger, and the
+    ticks of its window, as Kestra's Schedule evaluates them, load each published month once."""
+    doc = (ROOT / "docs" / "kestra.md").read_text()
+    body = json.loads(re.search(r"triggers/backfill/create \\\n\s+-d '(\{.*?\})'", doc, re.S).group(1))
     flow = yaml.safe_load((FLOWS_DIR / f"{body['flowId']}.yaml").read_text())
     assert flow["namespace"] == body["namespace"]
     trigger = next(t for t in flow["triggers"] if t["id"] == body["triggerId"])

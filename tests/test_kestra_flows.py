@@ -1,8 +1,9 @@
 """What Kestra itself cannot check in our flows (its parser and validator check the rest, in
 tests/test_kestra_engine.py): tasks stay thin calls of the package; inputs given by triggers and
-Subflows, expressions and If conditions name what exists (tests/flow_rules.py, each rule shown
-to catch a mistake made in a real flow); every secret a flow reads is documented for the one
-`.env` both orchestrators use."""
+Subflows, expressions and If conditions name what exists; every input says what it is; taxi and
+month inputs offer exactly what the project publishes (tests/flow_rules.py, each rule shown to
+catch a mistake made in a real flow); every secret a flow reads is documented for the one `.env`
+both orchestrators use."""
 
 from __future__ import annotations
 
@@ -10,8 +11,18 @@ import re
 
 import pytest
 import yaml
-from flow_rules import expression_rule, flows_by_key, if_rule, input_rule, secret_rule
+from flow_rules import (
+    all_tasks,
+    description_rule,
+    expression_rule,
+    flows_by_key,
+    if_rule,
+    input_rule,
+    published_rule,
+    secret_rule,
+)
 from helpers import ROOT
+from kestra_harness import NAMESPACE
 
 from taxi_assets import ledger
 from taxi_assets.cli import COMMANDS
@@ -64,6 +75,53 @@ def test_every_if_condition_is_an_expression(path):
     assert if_rule(yaml.safe_load(path.read_text())) == []
 
 
+@pytest.mark.parametrize("path", FLOWS, ids=lambda p: p.stem)
+def test_every_input_has_a_description(path):
+    assert description_rule(yaml.safe_load(path.read_text())) == []
+
+
+@pytest.mark.parametrize("path", FLOWS, ids=lambda p: p.stem)
+def test_taxi_and_month_inputs_offer_exactly_what_the_project_publishes(path):
+    """taxi_assets.datasets (each feed's first_month, last_month; months.py's mirror range) is
+    the one source of the months: each month validator is compiled and matched as Kestra
+    matches it, and must accept every published month and refuse those just outside."""
+    assert published_rule(yaml.safe_load(path.read_text())) == []
+
+
+def test_every_month_input_is_checked_against_the_published_months():
+    """The rule above looks at inputs named `month`: every flow with a month in its inputs has one."""
+    with_month = [
+        key[1] for key, flow in ALL_FLOWS.items() if any(i["id"] == "month" for i in flow.get("inputs") or [])
+    ]
+    assert sorted(with_month) == [
+        "gcp_taxi",
+        "gcp_taxi_scheduled",
+        "postgres_taxi",
+        "postgres_taxi_scheduled",
+        "tlc_taxi",
+    ]
+
+
+def test_every_flow_is_in_one_dotted_namespace_and_calls_its_subflows_there():
+    """Kestra keys a flow by namespace and id: the harness, the README's API calls and every
+    Subflow task name this one."""
+    assert {namespace for namespace, _ in ALL_FLOWS} == {NAMESPACE} and "." in NAMESPACE
+    subflows = [t for flow in ALL_FLOWS.values() for t in all_tasks(flow) if t["type"].endswith(".Subflow")]
+    assert subflows and {t["namespace"] for t in subflows} == {NAMESPACE}
+
+
+def test_scheduled_flows_call_their_base_flow_as_a_subflow_and_copy_none_of_its_steps():
+    """Each step list lives in one place: a scheduled flow picks the month and hands it to its
+    base flow (a Subflow that waits and fails with it); it runs no step that loads or checks."""
+    for scheduled, base in [("postgres_taxi_scheduled", "postgres_taxi"), ("gcp_taxi_scheduled", "gcp_taxi"),
+                            ("tlc_taxi_scheduled", "tlc_taxi")]:  # fmt: skip
+        tasks = all_tasks(ALL_FLOWS[NAMESPACE, scheduled])
+        calls = [t for t in tasks if t["type"].endswith(".Subflow")]
+        assert [(t["flowId"], t["wait"], t["transmitFailed"]) for t in calls] == [(base, True, True)], scheduled
+        steps = {c.split()[3] for t in tasks for c in t.get("commands", [])}
+        assert steps in ({"schedule-month"}, {"newest-month"}), scheduled
+
+
 def mutant(flow: str, old: str, new: str) -> dict:
     """A real flow with one mistake typed into its YAML (at the first place `old` is)."""
     text = (ROOT / "kestra_flows" / f"{flow}.yaml").read_text()
@@ -107,8 +165,8 @@ MUTANTS = {
     ),
     "expression reads a task that runs later": (
         "postgres_taxi_scheduled", 'month: "{{ outputs.pick_month.vars.month }}"',
-        'month: "{{ outputs.load_postgres.vars.month }}"', expression_rule,
-        "reads load_postgres's outputs, but load_postgres does not run before label",
+        'month: "{{ outputs.load_month.outputs.month }}"', expression_rule,
+        "reads load_month's outputs, but load_month does not run before label",
     ),
     "expression reads vars of a task that prints none": (
         "tlc_taxi_scheduled", '          month: "{{ outputs.newest_month.vars.month }}"',
@@ -126,6 +184,34 @@ MUTANTS = {
     "plain-text If condition": (
         "tlc_taxi_scheduled", '"{{ not outputs.newest_month.vars.loaded }}"', '"not outputs.newest_month.vars.loaded"',
         if_rule, "task unless_loaded: condition 'not outputs.newest_month.vars.loaded' is not one {{ expression }}",
+    ),
+    "input without a description": (
+        "postgres_taxi", "    description: The taxi type, one of the mirror's feeds.\n", "", description_rule,
+        "input taxi has no description",
+    ),
+    "month validator one month too far": (
+        "postgres_taxi", "2021-0[1-7]", "2021-0[1-8]", published_rule,
+        "month validator accepts '2021-08', outside the published months (2019-01..2021-07)",
+    ),
+    "month validator one month short": (
+        "gcp_taxi_scheduled", "2021-0[1-7]", "2021-0[1-6]", published_rule,
+        "month validator refuses 2021-07, published (2019-01..2021-07)",
+    ),
+    "month validator without its first year": (
+        "tlc_taxi", '"^(2009|20[1-9][0-9])', '"^(20[1-9][0-9])', published_rule,
+        "month validator refuses 2009-01, 2009-02",
+    ),
+    "month validator accepting month 00": (
+        "postgres_taxi_scheduled", '"^(2019-(0[1-9]|1[0-2])', '"^(2019-(0[0-9]|1[0-2])', published_rule,
+        "month validator accepts '2019-00', outside the published months",
+    ),
+    "month description naming another first month": (
+        "tlc_taxi", "fhvhv from 2019-02", "fhvhv from 2019-03", published_rule,
+        "input month's description does not name 2019-02",
+    ),
+    "taxi SELECT offering a feed the source lacks": (
+        "gcp_taxi", "values: [yellow, green, fhv]", "values: [yellow, green, fhv, fhvhv]", published_rule,
+        "input taxi offers ['yellow', 'green', 'fhv', 'fhvhv'], the mirror feeds are ['fhv', 'green', 'yellow']",
     ),
     "misspelled secret": (
         "postgres_taxi", "secret('TAXI_POSTGRES_DSN')", "secret('TAXI_POSTGRES_DNS')",

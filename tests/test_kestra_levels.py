@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers import unconfigured_env
-from kestra_harness import Kestra, build
+from kestra_harness import NAMESPACE, Kestra, build
 
 from taxi_assets import config
 
@@ -22,7 +22,7 @@ FLOWS = {
     # extract, lose the download, extract again: INFO, then WARN (the record outlived its file), INFO.
     "log_levels": f"""
 id: log_levels
-namespace: zoomcamp
+namespace: {NAMESPACE}
 inputs:
   - id: month
     type: STRING
@@ -46,7 +46,7 @@ tasks:
     # A message no plain line could carry: newline, quotes, braces, the protocol's own `}::`, non-ASCII.
     "awkward_message": f"""
 id: awkward_message
-namespace: zoomcamp
+namespace: {NAMESPACE}
 tasks:
   - id: say
     type: io.kestra.plugin.scripts.shell.Commands
@@ -71,7 +71,7 @@ def kestra(tmp_path_factory, source_server):
         config.HTTP_BACKOFF: "0.01",
     }
     engine = Kestra(build(tmp_path_factory.mktemp("maven") / "maven.log"), tmp_path_factory.mktemp("kestra"), env)
-    assert sorted(engine.request(op="load", dir=str(flows))["loaded"]) == sorted(f"zoomcamp.{f}" for f in FLOWS)
+    assert sorted(engine.request(op="load", dir=str(flows))["loaded"]) == sorted(f"{NAMESPACE}.{f}" for f in FLOWS)
     yield engine
     engine.close()
 

@@ -30,6 +30,7 @@ import io.kestra.core.models.triggers.Schedulable;
 import io.kestra.core.models.triggers.TriggerContext;
 import io.kestra.core.models.triggers.TriggerEvaluationResult;
 import io.kestra.core.models.validations.ValidateConstraintViolation;
+import io.kestra.core.repositories.ExecutionRepositoryInterface;
 import io.kestra.core.repositories.FlowRepositoryInterface;
 import io.kestra.core.repositories.LocalFlowRepositoryLoader;
 import io.kestra.core.repositories.LogDataStoreInterface;
@@ -66,6 +67,8 @@ import io.micronaut.data.model.Pageable;
  *   <li>{@code tick {namespace, flow, trigger, date, timeoutSeconds, evaluateOnly}}: the flow's
  *       Schedule trigger evaluated by Kestra's own class at that tick and, unless evaluateOnly, the
  *       execution it creates handed over as the scheduler does and awaited to its end.</li>
+ *   <li>{@code execution {executionId, timeoutSeconds}}: an execution the others did not start (a
+ *       Subflow task's child, by the id in the task's outputs), once it has ended.</li>
  * </ul>
  */
 public final class Harness {
@@ -146,6 +149,7 @@ public final class Harness {
             case "load" -> load((String) request.get("dir"));
             case "run" -> run(request);
             case "tick" -> tick(request);
+            case "execution" -> execution(request);
             default -> throw new IllegalArgumentException("unknown op " + op);
         };
     }
@@ -231,6 +235,23 @@ public final class Harness {
         return describe(execution);
     }
 
+    /** An execution by id, polled in the repository until it has ended (or the deadline passes). */
+    private Object execution(Map<String, Object> request) throws Exception {
+        String id = (String) request.get("executionId");
+        ExecutionRepositoryInterface executions = context.getBean(ExecutionRepositoryInterface.class);
+        long deadline = System.nanoTime() + timeout(request).toNanos();
+        while (true) {
+            Optional<Execution> found = executions.findById(TENANT, id);
+            if (found.isPresent() && found.get().getState().isTerminated()) {
+                return describe(found.get());
+            }
+            if (System.nanoTime() > deadline) {
+                throw new IllegalStateException("execution " + id + (found.isPresent() ? " is still " + found.get().getState().getCurrent() : " not found") + " at the deadline");
+            }
+            Thread.sleep(100);
+        }
+    }
+
     private Map<String, Object> describe(Execution execution) throws Exception {
         TaskOutputService outputs = context.getBean(TaskOutputService.class);
         List<Map<String, Object>> taskRuns = new ArrayList<>();
@@ -270,7 +291,8 @@ public final class Harness {
         LogDataStoreInterface store = context.getBean(LogDataStoreInterface.class);
         List<LogEntry> logs = List.of();
         int previous = -1;
-        for (int i = 0; i < 50; i++) {  // stable for 2 polls, at most 10 s
+        long deadline = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+        while (System.nanoTime() < deadline) {  // polled until the same for two polls, or 10 s
             logs = store.findByExecutionId(TENANT, execution.getId(), Level.TRACE);
             if (logs.size() == previous && !logs.isEmpty()) {
                 break;
