@@ -219,10 +219,10 @@ from pathlib import Path
 from taxi_assets.datasets import YELLOW
 from taxi_assets.months import Month
 from taxi_assets.parquet import write_parquet
-from taxi_assets.steps.extract import row_ids
+from taxi_assets.monthfile import open_month_file
 source, dest = Path(sys.argv[1]), Path(sys.argv[2])
 started = time.monotonic()
-rows = write_parquet(source, dest, YELLOW, Month(2019, 1), row_ids(source, YELLOW))
+rows = write_parquet(source, dest, YELLOW, Month(2019, 1), open_month_file(source, YELLOW).recorded_row_ids())
 print("::" + json.dumps({"outputs": {"seconds": time.monotonic() - started, "rows": rows}}) + "::")
 """
 

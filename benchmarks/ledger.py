@@ -36,7 +36,7 @@ from taxi_assets.datasets import YELLOW  # noqa: E402
 
 def worker(which: str, dsn: str, path: Path) -> None:
     from taxi_assets import ledger
-    from taxi_assets.steps.extract import recorded_download
+    from taxi_assets.files import recorded_download
     from taxi_assets.steps.postgres import load_postgres
 
     info, _ = recorded_download(path)

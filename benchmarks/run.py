@@ -245,8 +245,9 @@ def _download(gz: Path) -> tuple[Path, float]:
     """The month as extract leaves it (file, record, row ids), made by extract from a local
     release server, once; and how long extract's verification of it takes (timed again)."""
     from taxi_assets.config import Settings
+    from taxi_assets.monthfile import open_month_file
     from taxi_assets.samples.mirror_server import SampleServer
-    from taxi_assets.steps.extract import extract, verify
+    from taxi_assets.steps.extract import extract
 
     release = CACHE / "release" / str(_rows_in(gz))
     (release / YELLOW.taxi).mkdir(parents=True, exist_ok=True)
@@ -259,7 +260,7 @@ def _download(gz: Path) -> tuple[Path, float]:
     finally:
         server.shutdown()
     started = time.monotonic()
-    verify(Path(info.path), YELLOW, sha256=info.sha256)
+    open_month_file(Path(info.path), YELLOW).verify(sha256=info.sha256)
     return Path(info.path), time.monotonic() - started
 
 

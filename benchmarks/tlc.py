@@ -15,7 +15,7 @@ launcher (chain.py's `run_step`: the step's own wall time and peak RSS, not this
 - extract, first run (download from the local server, verification, row ids), then a re-run
   (the cached month: sha256 of the file, row-id file check, HEAD to the server);
 - (f) the floor: the very lines load-postgres sends to COPY (`unique_row_id,<canonical line>`,
-  built once with `tlc.read_blocks` + `rows.rows_with_ids` + extract's row ids, gzipped into
+  built once with `MonthFile.read` + `rows.rows_with_ids` + extract's row ids, gzipped into
   the cache), `zcat file | psql -c "\\copy ..."` into a plain unpartitioned table of the same
   columns (`filename` a default), as benchmarks/run.py's (f);
 - (t) `load-postgres` on the extracted download, into the real (partitioned, swapped) table;
@@ -66,8 +66,8 @@ from run import CACHE, zcat_into_psql  # noqa: E402
 
 from taxi_assets.config import Settings  # noqa: E402
 from taxi_assets.datasets import TLC_FHVHV  # noqa: E402
+from taxi_assets.files import local_path  # noqa: E402
 from taxi_assets.months import Month  # noqa: E402
-from taxi_assets.steps.extract import local_path  # noqa: E402
 
 DATASET = TLC_FHVHV
 MONTH = Month(2024, 1)
@@ -94,13 +94,13 @@ _FLOOR = r"""
 import gzip, json, sys
 from pathlib import Path
 from taxi_assets.datasets import TLC_FHVHV as dataset
+from taxi_assets.monthfile import open_month_file
 from taxi_assets.rows import rows_with_ids
-from taxi_assets.steps.extract import row_ids
-from taxi_assets.tlc import read_blocks
 download, dest = Path(sys.argv[1]), Path(sys.argv[2])
-ids = row_ids(download, dataset)
+month_file = open_month_file(download, dataset)
+ids = month_file.recorded_row_ids()
 assert ids is not None, "no row ids beside the download: run extract first"
-_, blocks = read_blocks(download, dataset)
+_, blocks = month_file.read()
 rows = 0
 with gzip.open(dest, "wb", compresslevel=6) as out:
     for block in rows_with_ids(blocks, normalize_integer_floats=bool(dataset.integer_float_columns), row_ids=ids):
@@ -115,10 +115,10 @@ _BREAKDOWN = r"""
 import json, sys, time
 from pathlib import Path
 import pyarrow.parquet as pq
-from taxi_assets import tlc
 from taxi_assets.datasets import TLC_FHVHV as dataset
+from taxi_assets.monthfile import open_month_file
+from taxi_assets.monthfile import tlcparquet as tlc
 from taxi_assets.rows import rows_with_ids
-from taxi_assets.steps.extract import row_ids
 from taxi_assets.steps.postgres import _halves
 path = Path(sys.argv[1])
 out = {}
@@ -133,8 +133,9 @@ started = time.monotonic()
 n = sum(len(tlc.csv_lines(b, path.name)) for b in tlc.canonical_batches(path, dataset))
 out["decode + cast + CSV lines"] = time.monotonic() - started
 started = time.monotonic()
-ids = row_ids(path, dataset)
-_, blocks = tlc.read_blocks(path, dataset)
+month_file = open_month_file(path, dataset)
+ids = month_file.recorded_row_ids()
+_, blocks = month_file.read()
 rows = rows_with_ids(blocks, normalize_integer_floats=bool(dataset.integer_float_columns), row_ids=ids)
 n = sum(count for _, count in _halves(rows))
 ids.close()
@@ -149,11 +150,11 @@ import json, sys, time
 from pathlib import Path
 from taxi_assets.datasets import TLC_FHVHV
 from taxi_assets.months import Month
+from taxi_assets.monthfile import open_month_file
 from taxi_assets.parquet import write_parquet
-from taxi_assets.steps.extract import row_ids
 source, dest = Path(sys.argv[1]), Path(sys.argv[2])
 started = time.monotonic()
-rows = write_parquet(source, dest, TLC_FHVHV, Month(2024, 1), row_ids(source, TLC_FHVHV))
+rows = write_parquet(source, dest, TLC_FHVHV, Month(2024, 1), open_month_file(source, TLC_FHVHV).recorded_row_ids())
 print("::" + json.dumps({"outputs": {"seconds": time.monotonic() - started, "rows": rows}}) + "::")
 """
 

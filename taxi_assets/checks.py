@@ -190,8 +190,8 @@ def postgres_verdicts(settings: Settings, conn, dataset: TaxiDataset, month: Mon
 
 def gcs_verdicts(settings: Settings, dataset: TaxiDataset, month: Month) -> list[Verdict]:
     """The object against the month's local Parquet (upload-gcs's conversion of the download)."""
+    from taxi_assets.files import local_path, parquet_path
     from taxi_assets.gcp import storage_client
-    from taxi_assets.steps.extract import local_path, parquet_path
     from taxi_assets.steps.gcs import crc32c_b64, object_name
 
     parquet: Path = parquet_path(local_path(settings, dataset, month))

@@ -177,7 +177,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_purge_download(args: argparse.Namespace, settings: Settings) -> None:
-    from taxi_assets.steps.extract import local_path, purge_download
+    from taxi_assets.files import local_path
+    from taxi_assets.steps.extract import purge_download
 
     ds = _dataset(args)
     if settings.keep_downloads:
@@ -478,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # still one line; the traceback with --verbose
         log.debug("unexpected failure", exc_info=True)
-        from taxi_assets.steps.extract import no_space
+        from taxi_assets.files import no_space
 
         if isinstance(exc, OSError) and (full := no_space(exc)) is not None:  # a disk filled mid-step
             print_error(full)

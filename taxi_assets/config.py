@@ -34,6 +34,10 @@ GCP_DATASET = "GCP_DATASET"
 GCP_CREDENTIALS = "GCP_CREDENTIALS"  # a service-account key file, or its JSON; else application-default
 STORAGE_EMULATOR_HOST = "STORAGE_EMULATOR_HOST"  # the variable google-cloud-storage itself honours
 BIGQUERY_EMULATOR_HOST = "BIGQUERY_EMULATOR_HOST"
+# Where the embedded emulators listen (bqemulator's gRPC port is the BigQuery port + 10).
+EMULATED_GCS_PORT = "TAXI_EMULATED_GCS_PORT"
+EMULATED_BIGQUERY_PORT = "TAXI_EMULATED_BIGQUERY_PORT"
+DEFAULT_EMULATED_PORTS = {EMULATED_GCS_PORT: 4443, EMULATED_BIGQUERY_PORT: 9050}
 
 
 def _int(name: str, default: int, env) -> int:
@@ -42,6 +46,11 @@ def _int(name: str, default: int, env) -> int:
         return int(raw) if raw.strip() else default
     except ValueError:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def emulated_port(name: str, env=None) -> int:
+    """The port an embedded emulator listens on (`EMULATED_GCS_PORT` or `EMULATED_BIGQUERY_PORT`)."""
+    return _int(name, DEFAULT_EMULATED_PORTS[name], os.environ if env is None else env)
 
 
 def _float(name: str, default: float, env) -> float:

@@ -13,11 +13,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from taxi_assets import database
+from taxi_assets import config, database
 from taxi_assets.config import Settings
-from taxi_assets.datasets import dataset
-from taxi_assets.errors import ConfigError, TaxiError
+from taxi_assets.datasets import TaxiDataset, dataset
+from taxi_assets.errors import ConfigError, NotPublishedError, TaxiError
 from taxi_assets.months import Month
+from taxi_assets.redact import redact_url
 
 # The project's instance settings (queued runs, at most two at once; no telemetry), copied into
 # the default instance folder. Found beside the package in a checkout (`pip install -e .`, as
@@ -58,9 +59,53 @@ def dagster_home(settings: Settings) -> Path:
     return home
 
 
+# What the demo ran with that a Dagster UI started from another shell would lack (a one-off
+# `TAXI_SOURCE_URL=http://127.0.0.1:8765 python3 dev.py demo`, a .env in another folder): where the
+# month files come from and where the data goes. Never a secret: TAXI_POSTGRES_DSN and
+# GCP_CREDENTIALS are not among them, and a URL carrying credentials is left out (`ui_command`).
+UI_SETTINGS = (
+    config.SOURCE_URL,
+    config.TLC_URL,
+    config.STATE_DIR,
+    config.EMULATED_GCS_PORT,
+    config.EMULATED_BIGQUERY_PORT,
+    config.STORAGE_EMULATOR_HOST,
+    config.BIGQUERY_EMULATOR_HOST,
+    config.GCP_PROJECT_ID,
+    config.GCP_LOCATION,
+    config.GCP_BUCKET_NAME,
+    config.GCP_DATASET,
+)
+_DEFAULTS = {
+    config.SOURCE_URL: config.DEFAULT_SOURCE_URL,
+    config.TLC_URL: config.DEFAULT_TLC_URL,
+    config.STATE_DIR: config.DEFAULT_STATE_DIR,
+    **{name: str(port) for name, port in config.DEFAULT_EMULATED_PORTS.items()},
+}
+
+
+def ui_settings(env=None) -> tuple[dict[str, str], list[str]]:
+    """The UI_SETTINGS the demo ran with (set, and not their defaults), as (shown, withheld): a URL
+    with a password, token or signed query is withheld, named but not shown."""
+    env = os.environ if env is None else env
+    shown, withheld = {}, []
+    for name in UI_SETTINGS:
+        value = env.get(name, "").strip()
+        if not value or value == _DEFAULTS.get(name):
+            continue
+        if name == config.STATE_DIR:  # the line may start in another folder (`cd PROJECT && ...`)
+            value = str(Path(value).expanduser().absolute())
+        if "://" in value and redact_url(value) != value:
+            withheld.append(name)
+        else:
+            shown[name] = value
+    return shown, withheld
+
+
 def ui_command(home: Path) -> str:
     """How to open `home` in the Dagster UI: a line to paste (`dg dev`, which reads the project's
-    pyproject.toml, in the project folder)."""
+    pyproject.toml, in the project folder), with the settings the demo ran with (`ui_settings`),
+    so that a run launched from the UI reads the same source and writes to the same stores."""
     bin_dir = Path(sys.executable).parent
     tool = bin_dir / "dg" if (bin_dir / "dg").exists() else bin_dir / "dagster"
     project = INSTANCE_SETTINGS.parent.parent
@@ -69,7 +114,12 @@ def ui_command(home: Path) -> str:
     line = f"{shlex.quote(os.path.relpath(tool, where) if tool.is_relative_to(where) else str(tool))} dev"
     if not os.environ.get(DAGSTER_HOME):
         line = f"DAGSTER_HOME={shlex.quote(str(home))} {line}"
-    return f"cd {shlex.quote(str(project))} && {line}" if cd else line
+    shown, withheld = ui_settings()
+    line = " ".join([*(f"{name}={shlex.quote(value)}" for name, value in shown.items()), line])
+    line = f"cd {shlex.quote(str(project))} && {line}" if cd else line
+    if withheld:
+        line += f"\n  (with your {' and '.join(withheld)} too, not shown here: set it in .env or the environment)"
+    return line
 
 
 class _ShowOnce(logging.Filter):
@@ -103,6 +153,9 @@ def failure_line(result, job: str, month: Month, home: Path) -> str:
     the step and the error, and where the whole log is."""
     for event in result.all_events:
         if event.is_step_failure:
+            failed = event.step_failure_data.user_failure_data  # a TaxiError, as the assets report it
+            if failed is not None and failed.description:
+                return failed.description
             error = event.step_failure_data.error
             while error.cause is not None:  # Dagster's wrappers first, the step's own error last
                 error = error.cause
@@ -117,17 +170,29 @@ def failure_line(result, job: str, month: Month, home: Path) -> str:
     return f"the {job} run for {month} failed (run {result.run_id[:8]} in the Dagster instance at {home})"
 
 
+def check_source(settings: Settings, ds: TaxiDataset, month: Month) -> None:
+    """One look at the month's file (a HEAD) before any run is launched: no network, a wrong
+    TAXI_SOURCE_URL or a month the source lacks ends the demo in its one line, and leaves no
+    failed run in the instance the UI opens. A local copy needs no source (the run uses it), so
+    a demo run before still runs offline."""
+    from taxi_assets.files import local_path, record_path
+    from taxi_assets.steps.extract import remote_file, source_url
+
+    if record_path(local_path(settings, ds, month)).is_file():
+        return
+    if remote_file(settings, ds, month) is None:
+        url = redact_url(source_url(settings, ds, month))
+        if ds.published(month) is False:
+            raise NotPublishedError(
+                f"{ds.name} {month} is not published ({url} is not there); months available {ds.published_range()}"
+            )
+        raise NotPublishedError(
+            f"{ds.name} {month}: the source has no such file ({url}), though the month is within the published"
+            f" range {ds.published_range()}: is {ds.source.url_variable} right?"
+        )
+
+
 def run_demo(taxi: str, month: Month, verbose: bool = False) -> None:
-    from dagster import DagsterInstance
-
-    from taxi_assets.checks import month_totals_bigquery
-    from taxi_assets.definitions import defs  # first: it silences the preview warnings we accept
-    from taxi_assets.defs.jobs import job_name
-    from taxi_assets.emulators import with_local_cloud
-    from taxi_assets.redact import redact_url
-    from taxi_assets.steps.bigquery import table_id
-    from taxi_assets.steps.postgres import partition_name
-
     ds = dataset(taxi)
     settings = Settings.from_env()
     home = dagster_home(settings)
@@ -137,6 +202,17 @@ def run_demo(taxi: str, month: Month, verbose: bool = False) -> None:
         else f"embedded Postgres in {settings.embedded_postgres_dir}"
     )
     print(f"Materializing {taxi} {month} from {redact_url(settings.source_url)} into {where} ...", flush=True)
+    check_source(settings, ds, month)  # before Dagster: a run that cannot start is not recorded
+
+    from dagster import DagsterInstance
+
+    from taxi_assets.checks import month_totals_bigquery
+    from taxi_assets.definitions import defs  # first: it silences the preview warnings we accept
+    from taxi_assets.defs.jobs import job_name
+    from taxi_assets.emulators import with_local_cloud
+    from taxi_assets.steps.bigquery import table_id
+    from taxi_assets.steps.postgres import partition_name
+
     once = _ShowOnce()
     for handler in logging.getLogger().handlers:
         handler.addFilter(once)

@@ -21,13 +21,19 @@ import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from taxi_assets.config import BIGQUERY_EMULATOR_HOST, EMBEDDED, GCP_PROJECT_ID, STORAGE_EMULATOR_HOST, Settings
+from taxi_assets.config import (
+    BIGQUERY_EMULATOR_HOST,
+    EMBEDDED,
+    EMULATED_BIGQUERY_PORT,
+    EMULATED_GCS_PORT,
+    GCP_PROJECT_ID,
+    STORAGE_EMULATOR_HOST,
+    Settings,
+    emulated_port,
+)
 from taxi_assets.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-GCS_PORT = int(os.environ.get("TAXI_EMULATED_GCS_PORT", "4443"))
-BIGQUERY_PORT = int(os.environ.get("TAXI_EMULATED_BIGQUERY_PORT", "9050"))
 
 
 def fake_gcs_command(root: Path, port: int, host: str = "127.0.0.1", address: str | None = None) -> list[str]:
@@ -117,15 +123,17 @@ def with_local_cloud(settings: Settings, *, bigquery: bool = True) -> Settings:
     storage = settings.storage_emulator
     if not storage:
         gcs_root.mkdir(parents=True, exist_ok=True)
-        storage = f"http://127.0.0.1:{GCS_PORT}"
-        _start(fake_gcs_command(gcs_root, GCS_PORT), root / "gcs.log", dict(os.environ),
+        port = emulated_port(EMULATED_GCS_PORT)
+        storage = f"http://127.0.0.1:{port}"
+        _start(fake_gcs_command(gcs_root, port), root / "gcs.log", dict(os.environ),
                f"{storage}/storage/v1/b", "GCS emulator (fake-gcs-server)")  # fmt: skip
     warehouse = settings.bigquery_emulator
     if bigquery and not warehouse:
         (root / "bigquery").mkdir(parents=True, exist_ok=True)
-        warehouse = f"http://127.0.0.1:{BIGQUERY_PORT}"
+        port = emulated_port(EMULATED_BIGQUERY_PORT)
+        warehouse = f"http://127.0.0.1:{port}"
         _start(
-            bqemulator_command(BIGQUERY_PORT, BIGQUERY_PORT + 10, settings.gcp_project, root / "bigquery"),
+            bqemulator_command(port, port + 10, settings.gcp_project, root / "bigquery"),
             root / "bigquery.log",
             {**os.environ, "BQEMU_GCS_LOCAL_ROOT": str(gcs_root)},
             f"{warehouse}/bigquery/v2/projects/{settings.gcp_project}/datasets",

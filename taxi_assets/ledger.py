@@ -99,7 +99,7 @@ def loaded_by_dagster(run_id: str) -> str:
 def file_of(path: Path, dataset: TaxiDataset, month: Month):
     """extract's record (`FileInfo`) of a month file; for a file loaded without one (a path
     given by hand), what the ledger needs of it, hashed now."""
-    from taxi_assets.steps.extract import FileInfo, recorded_download
+    from taxi_assets.files import FileInfo, recorded_download
 
     recorded, _ = recorded_download(path)
     if recorded is not None:
@@ -114,10 +114,9 @@ def file_of(path: Path, dataset: TaxiDataset, month: Month):
 def row_ids_digest(path: Path, dataset: TaxiDataset, rows: int) -> str:
     """sha256 of the month's `rows` row ids in file order: extract's row-id file of the download
     at `path` (about 0.2 s per 10 M rows), else the ids hashed now."""
-    from taxi_assets.rows import RowIds
-    from taxi_assets.steps.extract import row_ids
+    from taxi_assets.monthfile import open_month_file
 
-    ids = row_ids(path, dataset) or RowIds.compute(path, dataset)
+    ids = open_month_file(path, dataset).row_ids()
     try:
         digest, left = hashlib.sha256(), rows
         while left:

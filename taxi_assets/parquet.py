@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import binascii
 import contextlib
-import csv
 import hashlib
 import os
 import queue
@@ -21,17 +20,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from isal import igzip
 
 from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.errors import BadFileError
+from taxi_assets.files import temp_path
+from taxi_assets.monthfile import ROW_ID_BYTES, RowIds, open_month_file, rendering_id
 from taxi_assets.months import Month
-from taxi_assets.rows import INTEGER_FLOAT_FIELD, ROW_ID_BYTES, RowIds
-from taxi_assets.steps.extract import temp_path
+from taxi_assets.rows import INTEGER_FLOAT_FIELD
 from taxi_assets.threads import wind_down
-from taxi_assets.tlc import canonical_batches, csv_lines, rendering_id
 
 MONTH_COLUMN = "month"  # DATE, first day of the file's month: the BigQuery partition column
 
@@ -64,8 +61,8 @@ def conversion_id(dataset: TaxiDataset) -> str:
     """What made a month's Parquet: `CONVERSION_VERSION` and a digest of the dataset's Arrow
     schema, so a column changed in `datasets.py` counts even where the version was not bumped."""
     schema = hashlib.sha256(arrow_schema(dataset).to_string().encode()).hexdigest()[:12]
-    if dataset.source.format == "parquet":  # its ids and values also depend on how rows are read
-        return f"v{CONVERSION_VERSION}-{schema}-r{rendering_id(dataset)}"
+    if (rendering := rendering_id(dataset)) is not None:  # ids and values also depend on how rows are read
+        return f"v{CONVERSION_VERSION}-{schema}-r{rendering}"
     return f"v{CONVERSION_VERSION}-{schema}"
 
 
@@ -145,9 +142,6 @@ def _to_decimals(table: pa.Table, schema: pa.Schema, source: Path) -> pa.Table:
 
 
 ROW_GROUP_ROWS = 32_000  # ~6 MB of Arrow data (peak RSS); BigQuery reads row groups in parallel
-# CSV bytes parsed at a time (~10 k rows): 4 MB blocks doubled the step's peak RSS (the
-# inflated bytes are Python objects, and glibc's heap keeps blocks that large).
-_BLOCK_BYTES = 1 << 20
 
 
 def _integer_floats_as_integers(table: pa.Table, integers: set[str]) -> pa.Table:
@@ -175,24 +169,21 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, 
     """Convert a verified month file (a .csv.gz, or a TLC Parquet read as its canonical rows)
     into typed Parquet at `dest` (atomically); return the row count.
 
-    The row ids come from extract's row-id file (`row_ids`, closed when done), so the Parquet
-    carries exactly the ids the Postgres load sends; without one they are hashed first. One thread inflates and
+    The row ids come from extract's row-id file (`row_ids`, closed when done; default the
+    file's `MonthFile.row_ids`), so the Parquet carries exactly the ids the Postgres load sends. One thread inflates and
     parses blocks of ~10 k rows while the other completes them (NUMERIC amounts, ids, filename,
     month) and encodes and writes them in row groups: the two cores work at once.
     """
     schema = arrow_schema(dataset)
-    from_parquet = dataset.source.format == "parquet"
+    month_file = open_month_file(source, dataset)
     normalize = bool(dataset.integer_float_columns)
     parse_types = {f.name: _parse_type(f.type) for f in schema if f.name in dataset.sql_names}
     integers = {c.sql_name for c in dataset.columns if c.bq_type == "INTEGER"}
     if normalize:  # `1.0` in an integer column: parsed as a float, cast back after
         parse_types |= {n: pa.float64() for n in integers}
-    read = pacsv.ReadOptions(column_names=list(dataset.sql_names), use_threads=False, block_size=_BLOCK_BYTES)
-    # Timestamps by Arrow's own ISO-8601 parser: twice as fast as a strptime format.
-    convert = pacsv.ConvertOptions(column_types=parse_types, null_values=[""], strings_can_be_null=True)
     filename, first_day = dataset.file_name(month), date(month.year, month.month, 1)
     tmp = temp_path(dest)  # the name extract's clean-up of killed runs knows
-    ids = row_ids or RowIds.compute(source, dataset)
+    ids = row_ids or month_file.row_ids()
     batches: queue.Queue = queue.Queue(maxsize=2)  # memory: a few blocks, whatever the month
     rows, stop = 0, threading.Event()
 
@@ -218,9 +209,9 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, 
             parsed = _integer_floats_as_integers(parsed, integers)
         parsed = _to_decimals(parsed, schema, source)
         n = parsed.num_rows
-        # A Parquet source's ids are checked as the Postgres load checks them: the first row of
-        # each block against its canonical line (ids of other rules or rows fail, never load).
-        first_line = csv_lines(batch.slice(0, 1), source.name)[0] if from_parquet and n else None
+        # Where a batch tells its first row's line (a Parquet's canonical line), its id is checked
+        # as the Postgres load checks it (ids of other rules or rows fail, never load).
+        first_line = month_file.first_line(batch)
         parsed = parsed.append_column(ROW_ID_COLUMN.sql_name, _id_column(ids.take_checked(n, first_line)))
         parsed = parsed.append_column(FILENAME_COLUMN.sql_name, _repeated(filename, n))
         parsed = parsed.append_column(MONTH_COLUMN, _repeated(first_day, n))
@@ -240,15 +231,7 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, 
                 write_statistics=False,  # nothing reads them: BigQuery loads every row
             ) as writer,
         ):
-            if from_parquet:
-                parsed = canonical_batches(source, dataset)
-                reading.callback(parsed.close)  # the file closes once the parser has ended
-            else:
-                text = reading.enter_context(igzip.open(source, "rb"))
-                header = next(csv.reader([text.readline().decode("utf-8-sig", errors="replace")]), [])
-                if problem := dataset.header_problem(header):
-                    raise BadFileError(f"{source.name} does not have the {dataset.taxi} header: {problem}")
-                parsed = pacsv.open_csv(text, read_options=read, convert_options=convert)
+            parsed = reading.enter_context(month_file.arrow_batches(parse_types))  # closed once the parser has ended
             parser = threading.Thread(target=parse_blocks, args=(parsed,), name="taxi-parquet-parse", daemon=True)
             parser.start()
             try:

@@ -17,12 +17,12 @@ from psycopg import sql
 
 from taxi_assets.datasets import GREEN, TLC_DATASETS, TaxiDataset
 from taxi_assets.errors import BadFileError
+from taxi_assets.monthfile import open_month_file
+from taxi_assets.monthfile.tlcparquet import column_plan
 from taxi_assets.months import Month
 from taxi_assets.samples.mirror_data import write_month
 from taxi_assets.samples.tlc import TlcServer, tlc_era_schema, write_tlc_month
-from taxi_assets.steps.extract import verify
 from taxi_assets.steps.postgres import partition_name
-from taxi_assets.tlc import column_plan
 
 TLC_GREEN = TLC_DATASETS["green"]
 
@@ -117,7 +117,7 @@ def test_only_the_months_of_an_era_without_a_column_may_lack_it(tmp_path):
         column_plan(without, TLC_GREEN, Month(2025, 1), "x")
     path = tmp_path / TLC_GREEN.file_name(Month(2025, 1))
     write_tlc_month(path, "green", Month(2025, 1), 10)
-    assert verify(path, TLC_GREEN)[1] == 10
+    assert open_month_file(path, TLC_GREEN).verify()[1] == 10
 
 
 # -- 2. NaN or Infinity in a mirror amount -------------------------------------------------------
@@ -155,8 +155,8 @@ def test_nan_in_a_text_column_or_a_quoted_block_is_told_apart(tmp_path):
     path = tmp_path / GREEN.file_name(Month(2019, 3))
     write_month(path, GREEN, Month(2019, 3), 100, crlf=False)
     path.write_bytes(with_value(path, 5, "store_and_fwd_flag", "NaN"))
-    assert verify(path, GREEN)[1] == 100
+    assert open_month_file(path, GREEN).verify()[1] == 100
     path.write_bytes(with_value(path, 7, "store_and_fwd_flag", '"N"'))
     path.write_bytes(with_value(path, 9, "extra", '" nan"'))
     with pytest.raises(BadFileError, match=r": extra is NaN at line 9 \(amounts must be finite numbers\)$"):
-        verify(path, GREEN)
+        open_month_file(path, GREEN).verify()

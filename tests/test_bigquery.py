@@ -15,10 +15,11 @@ from helpers import run_cli, settings_env
 from taxi_assets import config
 from taxi_assets.datasets import GREEN
 from taxi_assets.errors import ConfigError, LoadError
+from taxi_assets.files import parquet_path
 from taxi_assets.gcp import bigquery_client
 from taxi_assets.months import Month
 from taxi_assets.steps.bigquery import ensure_table, load_bigquery, month_rows, partition_load, schema, table_id
-from taxi_assets.steps.extract import extract, parquet_path
+from taxi_assets.steps.extract import extract
 from taxi_assets.steps.gcp_setup import ensure_dataset
 from taxi_assets.steps.gcs import ensure_bucket, object_name, upload_gcs
 from taxi_assets.steps.postgres import load_postgres

@@ -17,11 +17,17 @@ from taxi_assets import checks, config
 from taxi_assets.checks import DUPLICATE_ROWS_TOLERANCE, OUT_OF_MONTH_TOLERANCE
 from taxi_assets.datasets import GREEN, MIRROR_DATASETS, TLC_DATASETS
 from taxi_assets.definitions import defs
-from taxi_assets.defs.assets import build_taxi_chain
+from taxi_assets.defs.assets import build_taxi_chain, one_line_failures
 from taxi_assets.defs.checks import build_bigquery_checks, build_gcs_check, build_postgres_checks
 from taxi_assets.defs.checks import result as dagster_result
+from taxi_assets.defs.resources import TaxiSourceResource
+from taxi_assets.errors import LoadError
 from taxi_assets.months import Month
 from taxi_assets.samples.mirror_data import write_month
+
+# Dagster's own, silenced where the code location loads (taxi_assets.definitions.DAGSTER_INTERNAL_BETA)
+# and here again: pytest resets the warning filters for each test.
+pytestmark = pytest.mark.filterwarnings("ignore:Parameter `execution_type` of function `AssetsDefinition")
 
 
 def test_definitions_load_with_one_chain_and_job_per_taxi_type():
@@ -243,3 +249,42 @@ def test_a_month_above_tolerance_warns_with_its_counts_in_metadata(settings, loc
         assert evaluation.metadata[count_key].value == count >= 100
         assert evaluation.metadata["rows"].value == len(planted)
         assert evaluation.metadata["rate_per_million"].value > evaluation.metadata["tolerance_per_million"].value
+
+
+# --- a fault a user can act on fails the step with one line ---------------------------------
+
+
+def test_a_taxi_error_fails_the_step_with_its_one_line_not_a_stack_trace(tmp_path, monkeypatch):
+    """The source down: the UI shows the step's failure as the line the CLI prints, with no
+    TaxiError stack chained under it (a bug, any other exception, keeps its trace)."""
+    monkeypatch.setenv(config.HTTP_RETRIES, "0")
+    source = TaxiSourceResource(source_url="http://127.0.0.1:9", state_dir=str(tmp_path / "state"))
+    result = dg.materialize(
+        build_taxi_chain(GREEN)[:1], partition_key="2019-02", resources={"source": source}, raise_on_error=False
+    )
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    data = failure.step_failure_data
+    description = data.user_failure_data.description
+    assert description.startswith("green 2019-02: download failed") and "127.0.0.1:9" in description
+    assert "\n" not in description
+    assert data.user_failure_data.metadata["error"].value == "DownloadError"
+    assert data.error.cls_name == "Failure" and data.error.cause is None and data.error.context is None
+    assert data.error.message.strip().endswith(description)
+
+
+def test_one_line_failures_catches_what_a_check_raises_while_yielding():
+    def body():
+        yield 1
+        raise LoadError("green 2019-02: the load was rolled back")
+
+    with pytest.raises(dg.Failure) as caught:
+        list(one_line_failures(body)())
+    assert caught.value.description == "green 2019-02: the load was rolled back"
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+    def bug():
+        raise KeyError("not ours")
+
+    with pytest.raises(KeyError):  # anything else keeps its trace
+        one_line_failures(bug)()

@@ -230,6 +230,6 @@ def test_the_catalog_sensor_reports_each_months_current_load_once_whatever_the_o
 
 
 def _file(ds):
-    from taxi_assets.steps.extract import FileInfo
+    from taxi_assets.files import FileInfo
 
     return FileInfo(ds.taxi, "2024-01", f"/x/{ds.file_name(Month(2024, 1))}", "http://x", 1, "ab" * 32, 10, [])

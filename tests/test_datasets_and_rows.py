@@ -11,11 +11,12 @@ import tempfile
 import pytest
 from helpers import FIXTURES, gzip_fixture
 
-from taxi_assets import rows
 from taxi_assets.datasets import FHV, GREEN, MIRROR_DATASETS, YELLOW, dataset
 from taxi_assets.errors import BadFileError
+from taxi_assets.monthfile import RowIds, csvgz, row_id, write_row_ids
+from taxi_assets.monthfile.csvgz import data_lines
 from taxi_assets.months import Month, mirror_months
-from taxi_assets.rows import DuplicateCounter, RowIds, data_lines, row_id, rows_with_ids, write_row_ids
+from taxi_assets.rows import DuplicateCounter, rows_with_ids
 from taxi_assets.samples.mirror_data import header
 
 # Published headers, verbatim (../shared/reference/data.md).
@@ -190,7 +191,7 @@ def _data(path, ds=YELLOW) -> list[bytes]:
 def block_size(request, monkeypatch):
     """Real-size blocks, and tiny ones: blank lines then straddle many block boundaries."""
     if request.param:
-        monkeypatch.setattr(rows, "CHUNK_BYTES", request.param)
+        monkeypatch.setattr(csvgz, "CHUNK_BYTES", request.param)
 
 
 @pytest.mark.parametrize("eol", ["\n", "\r\n"], ids=["LF", "CRLF"])
@@ -310,7 +311,7 @@ def _with_quoted_rows(tmp_path):
 
 
 def test_row_ids_read_from_the_row_id_file_are_the_ids_hashed_from_the_lines(tmp_path, monkeypatch):
-    monkeypatch.setattr(rows, "CHUNK_BYTES", 1024)  # many blocks, one with quotes
+    monkeypatch.setattr(csvgz, "CHUNK_BYTES", 1024)  # many blocks, one with quotes
     path = _with_quoted_rows(tmp_path)
     assert _row_id_file(path, tmp_path / "ids") == 266
     with RowIds.open(tmp_path / "ids", "ab" * 32, 266) as ids:

@@ -1,6 +1,12 @@
 """Dagster's own conventions: the `dg` CLI works on the project as it is laid out (`[tool.dg]` in
-pyproject.toml: root module `taxi_assets`, Definitions in `taxi_assets.definitions`), and nothing
-imports Dagster's private modules (`dagster._…` can change in any release)."""
+pyproject.toml: root module `taxi_assets`, Definitions in `taxi_assets.definitions` loading the folder
+taxi_assets/defs/, one `defs.yaml` per source), and nothing imports Dagster's private modules
+(`dagster._…` can change in any release).
+
+tests/fixtures/dg_list_defs.json is what `dg list defs --json` listed before the folder layout (the
+definitions were assembled by hand then), normalized by `normalized_listing`; the layout must list
+the same. Rewrite it only for a change meant to change the definitions:
+`.venv/bin/dg list defs --json | .venv/bin/python tests/test_dg.py > tests/fixtures/dg_list_defs.json`."""
 
 from __future__ import annotations
 
@@ -12,13 +18,40 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, unconfigured_env
+from helpers import FIXTURES, ROOT, unconfigured_env
 
 from taxi_assets import checks
 from taxi_assets.datasets import MIRROR_DATASETS, TLC_DATASETS
 
 pytestmark = pytest.mark.slow
 DG = Path(sys.executable).parent / "dg"
+LISTING = FIXTURES / "dg_list_defs.json"
+
+
+def normalized_listing(listed: dict) -> dict:
+    """What `dg list defs --json` says of the definitions, sorted, without what describes where they
+    are written (descriptions, the `source` file a Component's definitions carry)."""
+    return {
+        "assets": sorted(
+            (
+                {
+                    "key": a["asset_key"],
+                    "group": a["group_name"],
+                    "kinds": sorted(a["kinds"]),
+                    "deps": sorted(a["dependency_keys"]),
+                }
+                for a in listed["assets"]
+            ),
+            key=lambda a: a["key"],
+        ),
+        "asset_checks": sorted(
+            ({"key": c["key"], "asset": c["asset_key"]} for c in listed["asset_checks"]), key=lambda c: c["key"]
+        ),
+        "jobs": sorted(j["name"] for j in listed["jobs"]),
+        "schedules": {s["name"]: s["cron_schedule"] for s in sorted(listed["schedules"], key=lambda s: s["name"])},
+        "sensors": sorted(s["name"] for s in listed["sensors"]),
+        "resources": {r["name"]: r["type"] for r in sorted(listed["resources"], key=lambda r: r["name"])},
+    }
 
 
 def _dg(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -43,10 +76,40 @@ def test_dg_check_defs_loads_the_project_and_says_nothing_else(tmp_path):
     assert result.stderr == ""  # no venv-mismatch notice, no preview warnings, no telemetry banner
 
 
-def test_dg_list_defs_lists_every_chain_with_its_checks_job_and_schedule(tmp_path):
-    result = _dg(tmp_path, "list", "defs", "--json")
+@pytest.fixture(scope="module")
+def listed(tmp_path_factory) -> dict:
+    """`dg list defs --json`, once for the tests that read it."""
+    result = _dg(tmp_path_factory.mktemp("dg"), "list", "defs", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
-    listed = json.loads(result.stdout)
+    return json.loads(result.stdout)
+
+
+def test_dg_list_defs_lists_what_the_hand_assembled_definitions_did(listed):
+    """The folder layout (a Component per source, resources and single definitions discovered)
+    lists exactly the assets, checks, jobs, schedules, sensors and resources listed before it."""
+    assert normalized_listing(listed) == json.loads(LISTING.read_text())
+
+
+def test_each_chain_comes_from_its_source_s_defs_yaml(listed):
+    """Each source's chains are its `defs.yaml` (the Component); the getting-started assets and
+    the ledger sensor are Python definitions found in the folder."""
+
+    def yaml_file(name: str) -> str:
+        return f"taxi_assets/defs/{'tlc' if name.startswith('tlc_') else 'mirror'}/defs.yaml"
+
+    def written_in(item: dict) -> str:
+        return (item.get("source") or "").rsplit(":", 1)[0]  # `path:line`, none for Python definitions
+
+    for asset in listed["assets"]:
+        python = asset["group_name"] == "getting_started"
+        assert written_in(asset) == ("" if python else yaml_file(asset["asset_key"])), asset
+    for check in listed["asset_checks"]:
+        assert written_in(check) == yaml_file(check["asset_key"]), check
+    for item in [*listed["jobs"], *listed["schedules"], *listed["sensors"]]:
+        assert written_in(item) == ("" if item["name"] == "loads_from_the_ledgers" else yaml_file(item["name"])), item
+
+
+def test_dg_list_defs_lists_every_chain_with_its_checks_job_and_schedule(listed):
     chains = {f"{t}_trips_{s}" for t in MIRROR_DATASETS for s in ("csv", "postgres", "gcs", "bigquery")}
     tlc = {f"tlc_{t}_trips_{s}" for t in TLC_DATASETS for s in ("parquet", "postgres", "gcs", "bigquery")}
     assert {a["asset_key"] for a in listed["assets"]} == chains | tlc | {"products", "avg_price_by_brand"}
@@ -75,6 +138,17 @@ def test_dg_list_defs_lists_every_chain_with_its_checks_job_and_schedule(tmp_pat
     assert {r["name"] for r in listed["resources"]} >= {"source", "postgres", "gcs", "bigquery"}
 
 
+@pytest.mark.skipif(
+    "registry_modules" not in (ROOT / "pyproject.toml").read_text(),
+    reason='pyproject.toml lacks `registry_modules = ["taxi_assets.components.*"]` under [tool.dg.project]',
+)
+def test_dg_list_components_lists_the_taxi_chain_component(tmp_path):
+    result = _dg(tmp_path, "list", "components", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    listed = {c["key"]: c["summary"] for c in json.loads(result.stdout)["items"]}
+    assert listed["taxi_assets.components.taxi_chain.TaxiChainComponent"].startswith("The chains of one source's feeds")
+
+
 def _private_dagster_imports(path: Path) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -94,3 +168,7 @@ def test_nothing_imports_dagster_private_modules():
     files += [ROOT / "dev.py"]
     assert len(files) > 30
     assert [hit for path in files for hit in _private_dagster_imports(path)] == []
+
+
+if __name__ == "__main__":  # `dg list defs --json` on stdin: the fixture, normalized
+    print(json.dumps(normalized_listing(json.load(sys.stdin)), indent=1))

@@ -22,16 +22,10 @@ from helpers import ROOT, gzip_fixture, run_cli
 
 from taxi_assets.datasets import GREEN, YELLOW
 from taxi_assets.errors import BadFileError, ConfigError, DownloadError, NotPublishedError
+from taxi_assets.files import local_path, parquet_path, row_ids_path
 from taxi_assets.months import Month
 from taxi_assets.samples.mirror_data import write_month
-from taxi_assets.steps.extract import (
-    download_in_use,
-    extract,
-    local_path,
-    parquet_path,
-    purge_download,
-    row_ids_path,
-)
+from taxi_assets.steps.extract import download_in_use, extract, purge_download
 
 JAN = Month(2019, 1)
 FEB = Month(2019, 2)

@@ -20,12 +20,14 @@ from helpers import FIXTURES, gzip_fixture, run_cli, settings_env
 from taxi_assets import config, parquet
 from taxi_assets.datasets import FHV, GREEN, YELLOW
 from taxi_assets.errors import BadFileError, ConfigError
+from taxi_assets.files import parquet_path, row_ids_path, temp_path
 from taxi_assets.gcp import credentials, storage_client
+from taxi_assets.monthfile import open_month_file
 from taxi_assets.months import Month
 from taxi_assets.parquet import conversion_id, write_parquet
 from taxi_assets.samples.mirror_data import write_month
 from taxi_assets.steps import gcs
-from taxi_assets.steps.extract import extract, parquet_path, row_ids, row_ids_path, temp_path
+from taxi_assets.steps.extract import extract
 from taxi_assets.steps.gcs import crc32c_b64, ensure_bucket, object_name, upload_gcs, upload_record_path
 
 JAN = Month(2019, 1)
@@ -251,7 +253,7 @@ def test_the_parquet_takes_its_row_ids_from_the_download_not_from_hashing_again(
     body = ids.read_bytes()
     planted = hashlib.md5(b"planted").digest() * ((len(body) - 32) // 16)  # same download, same size
     ids.write_bytes(body[:32] + planted)
-    write_parquet(download, tmp_path / "g.parquet", GREEN, JAN, row_ids(download, GREEN))
+    write_parquet(download, tmp_path / "g.parquet", GREEN, JAN, open_month_file(download, GREEN).recorded_row_ids())
     assert set(pq.read_table(tmp_path / "g.parquet").column("unique_row_id").to_pylist()) == {
         hashlib.md5(b"planted").hexdigest()
     }
@@ -259,7 +261,7 @@ def test_the_parquet_takes_its_row_ids_from_the_download_not_from_hashing_again(
 
 def test_a_conversion_without_row_ids_hashes_them_to_the_same_parquet(settings, tmp_path):
     download = Path(extract(settings, GREEN, JAN).path)
-    write_parquet(download, tmp_path / "with.parquet", GREEN, JAN, row_ids(download, GREEN))
+    write_parquet(download, tmp_path / "with.parquet", GREEN, JAN, open_month_file(download, GREEN).recorded_row_ids())
     write_parquet(download, tmp_path / "without.parquet", GREEN, JAN)
     lines = gzip.decompress(download.read_bytes()).decode().splitlines()[1:]
     with_ids = pq.read_table(tmp_path / "with.parquet")

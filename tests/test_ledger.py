@@ -16,11 +16,12 @@ from helpers import run_cli, settings_env
 from taxi_assets import checks, ledger
 from taxi_assets.datasets import GREEN, TLC_DATASETS
 from taxi_assets.errors import BadFileError, LoadError
+from taxi_assets.files import row_ids_path
 from taxi_assets.gcp import bigquery_client
 from taxi_assets.months import Month, month_just_ended
 from taxi_assets.samples.tlc import TlcServer
 from taxi_assets.steps.bigquery import load_bigquery
-from taxi_assets.steps.extract import extract, row_ids_path
+from taxi_assets.steps.extract import extract
 from taxi_assets.steps.gcp_setup import ensure_dataset
 from taxi_assets.steps.gcs import ensure_bucket, upload_gcs
 from taxi_assets.steps.postgres import load_postgres, partition_name

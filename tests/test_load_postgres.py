@@ -29,9 +29,11 @@ from taxi_assets import config, database
 from taxi_assets.config import Settings
 from taxi_assets.datasets import FHV, GREEN, YELLOW
 from taxi_assets.errors import BadFileError, ConfigError, LoadError
+from taxi_assets.files import FileInfo, row_ids_path
+from taxi_assets.monthfile import open_month_file
 from taxi_assets.months import Month
 from taxi_assets.samples.mirror_data import write_month
-from taxi_assets.steps.extract import extract, row_ids_path
+from taxi_assets.steps.extract import extract
 from taxi_assets.steps.postgres import load_postgres
 
 JAN, FEB = Month(2019, 1), Month(2019, 2)
@@ -179,8 +181,8 @@ def test_a_load_killed_mid_copy_keeps_the_previous_rows(pg_dsn, pg, tmp_path, lo
     # No download record: the CLI re-downloads unless the record matches, so write one via extract's verifier.
     from taxi_assets.steps import extract as ex
 
-    header, lines = ex.verify(big, GREEN)
-    info = ex.FileInfo("green", str(JAN), str(big), "local", big.stat().st_size, ex._sha256(big), lines, header)
+    header, lines = open_month_file(big, GREEN).verify()
+    info = FileInfo("green", str(JAN), str(big), "local", big.stat().st_size, ex._sha256(big), lines, header)
     big.with_name(big.name + ".json").write_text(__import__("json").dumps(info.__dict__))
     proc = subprocess.Popen(
         [sys.executable, "-m", "taxi_assets", "load-postgres", "--taxi", "green", "--month", "2019-01"],
@@ -359,8 +361,8 @@ def big_month(tmp_path_factory):
     write_month(seed_file, GREEN, JAN, KILL_ROWS // 20, seed=11, compresslevel=1, crlf=False)
     header, _, rows = gzip.decompress(seed_file.read_bytes()).partition(b"\n")
     big.write_bytes(gzip.compress(header + b"\n" + rows * 20, compresslevel=1))
-    head, lines = ex.verify(big, GREEN)
-    info = ex.FileInfo("green", str(JAN), str(big), "local", big.stat().st_size, ex._sha256(big), lines, head)
+    head, lines = open_month_file(big, GREEN).verify()
+    info = FileInfo("green", str(JAN), str(big), "local", big.stat().st_size, ex._sha256(big), lines, head)
     return big, json.dumps(info.__dict__)
 
 

@@ -4,15 +4,18 @@ what to do offline; other network faults keep their retries."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 import requests
-from helpers import free_port, run_cli
+from dagster import DagsterInstance
+from helpers import ROOT, embedded_default_env, free_port, kill_processes_under, run_cli
 
 from taxi_assets.config import Settings
 from taxi_assets.datasets import GREEN
-from taxi_assets.errors import DownloadError
+from taxi_assets.errors import DownloadError, NotPublishedError
 from taxi_assets.months import Month
 from taxi_assets.steps.extract import extract
 
@@ -103,3 +106,73 @@ def test_a_refused_connection_is_still_retried(tmp_path, no_proxy, requests_made
         extract(settings, GREEN, JAN)
     assert len(requests_made) == 3
     assert "attempt 1 failed" in caplog.text
+
+
+def _demo(tmp_path, source_url: str, *args: str, **extra: str) -> subprocess.CompletedProcess:
+    """README command 1 (`python -m taxi_assets demo`, as dev.py runs it) on the embedded default."""
+    env = embedded_default_env(tmp_path / "state", source_url) | extra
+    env = {k: v for k, v in env.items() if k.lower() not in PROXIES and k != "DAGSTER_HOME"}
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "taxi_assets", "demo", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        kill_processes_under(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("source", "extra", "error"),
+    [
+        (UNRESOLVABLE, {}, f"green 2019-01: cannot resolve no-such-host.invalid (no network?): {OFFLINE_HINT}"),
+        # A closed port is a network fault, retried as configured (TAXI_HTTP_RETRIES: none here).
+        ("closed", {"TAXI_HTTP_RETRIES": "0"}, "green 2019-01: asking the source (HEAD) failed after 1 attempts: "),
+    ],
+    ids=["unresolvable", "closed-port"],
+)
+def test_a_demo_without_its_source_stops_before_any_run(tmp_path, source, extra, error):
+    """The demo asks the source first: one line, nothing started, no failed run in the
+    instance the Dagster UI opens."""
+    url = f"http://127.0.0.1:{free_port()}" if source == "closed" else source
+    started = time.monotonic()
+    result = _demo(tmp_path, url, **extra)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"Materializing green 2019-01 from {url} into embedded Postgres in {tmp_path / 'state' / 'postgres'} ..."
+    ]
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: {error}"), line
+    assert time.monotonic() - started < 15  # no Dagster run, no Postgres, no emulator started
+    assert not (tmp_path / "state" / "postgres").exists() and not (tmp_path / "state" / "emulators").exists()
+    with DagsterInstance.from_config(str(tmp_path / "state" / "dagster")) as instance:
+        assert instance.get_runs() == []
+
+
+def test_a_demo_of_a_month_the_source_lacks_stops_before_any_run(tmp_path, source_server):
+    result = _demo(tmp_path, source_server.url, "--month", "2022-01")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: green 2022-01 is not published ({source_server.url}/green/green_tripdata_2022-01.csv.gz is not"
+        " there); months available 2019-01..2021-07"
+    ]
+    with DagsterInstance.from_config(str(tmp_path / "state" / "dagster")) as instance:
+        assert instance.get_runs() == []
+
+
+def test_the_demos_look_at_the_source_stops_a_wrong_one_and_skips_a_local_copy(tmp_path, local_release, no_proxy):
+    from taxi_assets.demo import check_source
+    from taxi_assets.files import local_path, record_path
+
+    settings = Settings(source_url=local_release.url + "/elsewhere", state_dir=tmp_path / "state")
+    with pytest.raises(NotPublishedError, match=r"the source has no such file .*is TAXI_SOURCE_URL right\?$"):
+        check_source(settings, GREEN, JAN)
+    check_source(Settings(source_url=local_release.url, state_dir=tmp_path / "state"), GREEN, JAN)
+    # A local copy (the demo ran before): the run uses it, offline too, so the source is not asked.
+    record = record_path(local_path(settings, GREEN, JAN))
+    record.parent.mkdir(parents=True)
+    record.write_text("{}")
+    check_source(Settings(source_url=UNRESOLVABLE, state_dir=tmp_path / "state"), GREEN, JAN)

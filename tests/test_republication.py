@@ -22,10 +22,11 @@ from helpers import run_cli, settings_env
 from taxi_assets import ledger
 from taxi_assets.datasets import TLC_DATASETS
 from taxi_assets.errors import LoadError
+from taxi_assets.files import parquet_path
 from taxi_assets.gcp import storage_client
 from taxi_assets.months import Month
 from taxi_assets.samples.tlc import TlcServer
-from taxi_assets.steps.extract import extract, parquet_path
+from taxi_assets.steps.extract import extract
 from taxi_assets.steps.gcs import DOWNLOAD_SHA256, crc32c_b64, object_name, upload_gcs
 from taxi_assets.steps.gcs import upload_record_path as upload_record
 

@@ -17,15 +17,17 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import run_cli, settings_env
 
-from taxi_assets import ledger, tlc
+from taxi_assets import ledger
 from taxi_assets.datasets import TLC_DATASETS, TLC_FHVHV, TLC_YELLOW
 from taxi_assets.errors import BadFileError, LoadError, NotPublishedError
+from taxi_assets.files import local_path
 from taxi_assets.gcp import bigquery_client
+from taxi_assets.monthfile import month_of, open_month_file
+from taxi_assets.monthfile import tlcparquet as tlc
 from taxi_assets.months import Month
-from taxi_assets.rows import month_of
 from taxi_assets.samples.tlc import TlcServer, tlc_era_schema, write_tlc_month
 from taxi_assets.steps.bigquery import load_bigquery, table_id
-from taxi_assets.steps.extract import extract, local_path, newest_published, remote_file
+from taxi_assets.steps.extract import extract, newest_published, remote_file
 from taxi_assets.steps.gcp_setup import ensure_dataset
 from taxi_assets.steps.gcs import ensure_bucket, upload_gcs
 from taxi_assets.steps.postgres import load_postgres, partition_name
@@ -157,7 +159,7 @@ def test_a_month_whose_columns_do_not_fit_fails_naming_them(tmp_path):
         surprise=[1],  # no fhv column of that name
     )
     with pytest.raises(BadFileError) as caught:
-        tlc.read_blocks(path, TLC_DATASETS["fhv"])
+        open_month_file(path, TLC_DATASETS["fhv"]).read()
     message = str(caught.value)
     assert "PUlocationID (string cannot become integer pulocationid)" in message
     assert "surprise (no fhv column of that name)" in message
@@ -168,7 +170,7 @@ def test_a_fraction_in_an_integer_column_fails_the_month(tmp_path):
     path = tmp_path / "fhv_tripdata_2020-01.parquet"
     _fhv_month(path, PUlocationID=[7.5])
     with pytest.raises(BadFileError, match=r"column PUlocationID \(double\) does not fit integer"):
-        list(tlc.read_blocks(path, TLC_DATASETS["fhv"])[1])
+        list(open_month_file(path, TLC_DATASETS["fhv"]).read()[1])
 
 
 def _fhv_month(path: Path, **columns) -> None:
@@ -193,7 +195,7 @@ def test_values_that_would_change_fail_the_month(tmp_path, column, values, why):
     path = tmp_path / "fhv_tripdata_2020-01.parquet"
     _fhv_month(path, **{column: values})
     with pytest.raises(BadFileError, match=f"column {column} .*{why}.*; nothing loaded"):
-        list(tlc.read_blocks(path, TLC_DATASETS["fhv"])[1])
+        list(open_month_file(path, TLC_DATASETS["fhv"]).read()[1])
 
 
 def test_an_amount_that_is_not_a_number_fails_the_month(tmp_path):
@@ -206,7 +208,7 @@ def test_an_amount_that_is_not_a_number_fails_the_month(tmp_path):
         base_passenger_fare=[float("nan")],
     )
     with pytest.raises(BadFileError, match=r"column base_passenger_fare \(double\) .* not a finite number"):
-        list(tlc.read_blocks(path, TLC_FHVHV)[1])
+        list(open_month_file(path, TLC_FHVHV).read()[1])
 
 
 def test_text_times_are_parsed_strictly_and_empty_ones_are_null(tmp_path):
@@ -234,11 +236,11 @@ def test_the_row_id_is_the_md5_of_the_canonical_line(tmp_path):
         SR_Flag=pa.array([None], pa.null()),
         Affiliated_base_number=[""],
     )
-    _, blocks = tlc.read_blocks(path, TLC_DATASETS["fhv"])
+    _, blocks = open_month_file(path, TLC_DATASETS["fhv"]).read()
     (lines, quoted), *_ = list(blocks)
     expected = b'"B00001",2024-01-01 00:15:00.000000,2024-01-01 00:41:30.000000,264,,,""'
     assert lines == [expected] and not quoted
-    from taxi_assets.rows import block_digests
+    from taxi_assets.monthfile import block_digests
 
     assert block_digests(lines, quoted).hex() == hashlib.md5(expected).hexdigest()
 
@@ -254,7 +256,7 @@ def test_floats_render_in_their_shortest_round_trip_form(tmp_path):
         trip_miles=[0.1 + 0.2],
         base_passenger_fare=[12.5],
     )
-    (lines, _), *_ = list(tlc.read_blocks(path, TLC_FHVHV)[1])
+    (lines, _), *_ = list(open_month_file(path, TLC_FHVHV).read()[1])
     # 25 columns: 12 given or NULL up to base_passenger_fare, then 13 NULLs
     expected = b'"HV0003",,,,,2024-01-01 00:15:00.000000,2024-01-01 00:41:30.000000,1,,0.30000000000000004,,12.5'
     assert lines == [expected + b"," * 13]
@@ -275,7 +277,7 @@ def test_row_ids_do_not_change_with_type_drift(tmp_path):
             PULocationID=pa.array([1, 265], id_type),
             trip_miles=[1.5, 0.30000000000000004],
         )
-        return tlc.read_blocks(path, TLC_FHVHV)[1]
+        return open_month_file(path, TLC_FHVHV).read()[1]
 
     a = list(month(tmp_path / "a" / "fhvhv_tripdata_2024-01.parquet", pa.int64(), pa.string(), pa.timestamp("us")))
     b = list(
@@ -510,16 +512,15 @@ def test_ids_made_by_other_rendering_rules_are_made_again(tlc_settings, monkeypa
     """Row ids and conversions are keyed by how rows are rendered too, not only by the file: new
     rules (or another Arrow) never leave old ids beside new rows."""
     from taxi_assets.parquet import conversion_id
-    from taxi_assets.steps.extract import row_ids
 
     ds, month = TLC_DATASETS["green"], Month(2024, 9)
     info = extract(tlc_settings, ds, month)
     before = conversion_id(ds)
-    assert row_ids(Path(info.path), ds) is not None
+    assert open_month_file(Path(info.path), ds).recorded_row_ids() is not None
     monkeypatch.setattr(tlc, "RENDERING_VERSION", tlc.RENDERING_VERSION + 1)
-    assert row_ids(Path(info.path), ds) is None and conversion_id(ds) != before
+    assert open_month_file(Path(info.path), ds).recorded_row_ids() is None and conversion_id(ds) != before
     again = extract(tlc_settings, ds, month)
     assert not again.downloaded  # the ids are recomputed from the local copy
-    ids = row_ids(Path(info.path), ds)
+    ids = open_month_file(Path(info.path), ds).recorded_row_ids()
     assert ids is not None
     ids.close()

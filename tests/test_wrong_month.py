@@ -26,13 +26,14 @@ from taxi_assets.config import Settings
 from taxi_assets.datasets import GREEN, TLC_DATASETS, WRONG_MONTH_SHARE, YELLOW, TaxiDataset
 from taxi_assets.defs.assets import build_taxi_chain, file_key
 from taxi_assets.errors import BadFileError
+from taxi_assets.files import FileInfo, local_path, record_path
 from taxi_assets.gcp import bigquery_client, storage_client
+from taxi_assets.monthfile import PICKUP_SAMPLE_EVERY, PickupMonths, open_month_file
 from taxi_assets.months import Month
-from taxi_assets.rows import PICKUP_SAMPLE_EVERY, PickupMonths
 from taxi_assets.samples.mirror_data import write_month
 from taxi_assets.samples.tlc import TlcServer, write_tlc_month
 from taxi_assets.steps.bigquery import table_id
-from taxi_assets.steps.extract import FileInfo, extract, local_path, record_path, verify
+from taxi_assets.steps.extract import extract
 from taxi_assets.steps.gcs import object_name
 from taxi_assets.steps.postgres import partition_name
 
@@ -66,12 +67,12 @@ def test_a_real_looking_month_with_a_few_pickups_outside_passes():
 def test_the_generated_and_fixture_months_pass_with_their_planted_strays(tmp_path):
     mirror = tmp_path / GREEN.file_name(Month(2019, 2))
     truth = write_month(mirror, GREEN, Month(2019, 2), 20_000)  # one pickup in 1,009 from the month before
-    assert truth.out_of_month_rows > 0 and verify(mirror, GREEN)[1] == 20_000
+    assert truth.out_of_month_rows > 0 and open_month_file(mirror, GREEN).verify()[1] == 20_000
     tlc = tmp_path / TLC_GREEN.file_name(Month(2024, 2))
     write_tlc_month(tlc, "green", Month(2024, 2), 100)  # one of its 100 rows outside, the most it plants
-    assert verify(tlc, TLC_GREEN)[1] == 100
+    assert open_month_file(tlc, TLC_GREEN).verify()[1] == 100
     head = gzip_fixture("yellow_tripdata_2020-07_head266.csv", tmp_path / YELLOW.file_name(Month(2020, 7)))
-    assert verify(head, YELLOW)[1] == 266  # 5 of them in June
+    assert open_month_file(head, YELLOW).verify()[1] == 266  # 5 of them in June
 
 
 @pytest.mark.parametrize(("jan_rows", "refused"), [(8_000, True), (4_000, False)], ids=["mostly", "a third"])
@@ -86,10 +87,10 @@ def test_the_mirrors_sampled_lines_tell_a_file_mostly_of_another_month(tmp_path,
     mixed = tmp_path / GREEN.file_name(Month(2019, 3))
     mixed.write_bytes(gzip.compress(header + b"\n" + jan_lines + mar_lines))
     if not refused:
-        assert verify(mixed, GREEN)[1] == 12_000
+        assert open_month_file(mixed, GREEN).verify()[1] == 12_000
         return
     with pytest.raises(BadFileError) as raised:
-        verify(mixed, GREEN)
+        open_month_file(mixed, GREEN).verify()
     message = str(raised.value)
     assert message.startswith(f"{mixed.name}: ") and "lie outside 2019-03, in 2019-01 (" in message
     assert (
@@ -108,7 +109,7 @@ def test_a_tiny_file_is_read_whole_so_its_one_stray_row_cannot_be_all_of_a_sampl
     stray = b",".join(f if i != pickup else b"2019-02-28 23:59:00" for i, f in enumerate(lines[0].split(b",")))
     tiny = tmp_path / GREEN.file_name(Month(2019, 3))
     tiny.write_bytes(gzip.compress(header + b"\n" + b"\n".join([stray, *lines[1:]]) + b"\n"))
-    assert verify(tiny, GREEN)[1] == 4
+    assert open_month_file(tiny, GREEN).verify()[1] == 4
 
 
 # -- A month's file served under another month's name ---------------------------------------------
@@ -249,9 +250,9 @@ def test_dagster_fails_at_the_file_asset_and_no_store_changes(served, cloud_sett
     assert not result.success
     [failure] = result.get_step_failure_events()
     assert failure.step_key == file_key(served.dataset)
-    error = failure.step_failure_data.error.cause  # the step's own error, under Dagster's
-    assert error.cls_name == "BadFileError"
-    message = error.message
+    failed = failure.step_failure_data.user_failure_data  # the step's own error, as one line
+    assert failed.metadata["error"].value == "BadFileError"
+    message = failed.description
     assert f"downloaded file rejected, nothing kept: {served.dataset.file_name(served.month)}: " in message
     assert f"lie outside {served.month}, in {served.wrong} (" in message
     assert not result.get_asset_materialization_events()

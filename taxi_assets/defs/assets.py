@@ -5,11 +5,15 @@ Assets are thin: they call the steps in `taxi_assets.steps` and describe the res
 """
 
 import csv
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
+    Failure,
     MaterializeResult,
     MetadataValue,
     TableColumn,
@@ -21,9 +25,10 @@ from taxi_assets import ledger
 from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.defs.partitions import partitions_for
 from taxi_assets.defs.resources import TaxiBigQueryResource, TaxiGcsResource, TaxiPostgresResource, TaxiSourceResource
+from taxi_assets.errors import TaxiError
+from taxi_assets.monthfile import open_month_file
 from taxi_assets.months import Month
 from taxi_assets.redact import redact_url
-from taxi_assets.rows import read_blocks
 from taxi_assets.steps.bigquery import load_bigquery
 from taxi_assets.steps.extract import FileInfo, extract
 from taxi_assets.steps.gcp_setup import ensure_dataset
@@ -31,6 +36,37 @@ from taxi_assets.steps.gcs import ensure_bucket, upload_gcs
 from taxi_assets.steps.postgres import load_postgres, partition_name
 
 PREVIEW_ROWS = 5
+
+
+def one_line_failures(body: Callable) -> Callable:
+    """An asset's or check's body whose `TaxiError` (a fault a user can act on: a month not
+    published, a source down, a bad file, a load rolled back) fails the step with the error's one
+    line as the failure's description, the way the CLI prints it, instead of a stack trace.
+    Anything else (a bug) keeps its stack trace. Goes under `@asset` / `@multi_asset_check`,
+    which read the body's parameters through it."""
+
+    def failure(exc: TaxiError) -> Failure:
+        return Failure(description=str(exc), metadata={"error": type(exc).__name__})
+
+    if inspect.isgeneratorfunction(body):  # the checks yield their results
+
+        @functools.wraps(body)
+        def run_yielding(*args, **kwargs):
+            try:
+                yield from body(*args, **kwargs)
+            except TaxiError as exc:
+                raise failure(exc) from None
+
+        return run_yielding
+
+    @functools.wraps(body)
+    def run(*args, **kwargs):
+        try:
+            return body(*args, **kwargs)
+        except TaxiError as exc:
+            raise failure(exc) from None
+
+    return run
 
 
 def _file_kind(dataset: TaxiDataset) -> str:
@@ -73,7 +109,7 @@ def column_schema(dataset: TaxiDataset) -> TableSchema:
 
 
 def _file_preview(path: Path, dataset: TaxiDataset) -> str:
-    header, blocks = read_blocks(path, dataset)
+    header, blocks = open_month_file(path, dataset).read()
     first, _ = next(blocks, ([], False))
     rows = list(csv.reader(line.decode(errors="replace") for line in first[:PREVIEW_ROWS]))
     return markdown_table(header, rows)
@@ -101,6 +137,7 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
         description=f"The published {taxi} month file ({dataset.file_name(Month(2019, 1)).replace('2019-01', 'YYYY-MM')},"
         f" source {dataset.source.name}), verified and kept locally.",
     )
+    @one_line_failures
     def month_file(context: AssetExecutionContext, source: TaxiSourceResource) -> MaterializeResult:
         # The run's first step: the only one that asks the source whether the file changed.
         info = extract(source.settings(), dataset, Month.parse(context.partition_key), revalidate=True)
@@ -128,6 +165,7 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
         description=f"The month's rows in Postgres table `{dataset.table}` (one partition per file; a re-run replaces it).",
         metadata={"dagster/table_name": dataset.table, "dagster/column_schema": column_schema(dataset)},
     )
+    @one_line_failures
     def trips_postgres(
         context: AssetExecutionContext, source: TaxiSourceResource, postgres: TaxiPostgresResource
     ) -> MaterializeResult:
@@ -162,6 +200,7 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
         kinds={"gcs", "parquet"},
         description=f"The month as typed Parquet at gs://<bucket>/{dataset.folder}/…parquet (row ids included).",
     )
+    @one_line_failures
     def trips_gcs(
         context: AssetExecutionContext, source: TaxiSourceResource, gcs: TaxiGcsResource
     ) -> MaterializeResult:
@@ -189,6 +228,7 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
         kinds={"bigquery"},
         description=f"The month's rows in BigQuery `{dataset.table}` (partition by file month, clustered on pickup and zones).",
     )
+    @one_line_failures
     def trips_bigquery(
         context: AssetExecutionContext, source: TaxiSourceResource, bigquery: TaxiBigQueryResource
     ) -> MaterializeResult:

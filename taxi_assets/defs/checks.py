@@ -19,7 +19,7 @@ from dagster import (
 
 from taxi_assets import checks, ledger
 from taxi_assets.datasets import TaxiDataset
-from taxi_assets.defs.assets import bigquery_key, gcs_key, postgres_key
+from taxi_assets.defs.assets import bigquery_key, gcs_key, one_line_failures, postgres_key
 from taxi_assets.defs.partitions import partitions_for
 from taxi_assets.defs.resources import TaxiBigQueryResource, TaxiGcsResource, TaxiPostgresResource
 from taxi_assets.months import Month
@@ -60,6 +60,7 @@ def build_postgres_checks(dataset: TaxiDataset) -> AssetChecksDefinition:
     asset = postgres_key(dataset)
 
     @multi_asset_check(name=f"{dataset.name}_trips_postgres_checks", specs=_specs(dataset, ledger.POSTGRES, asset))
+    @one_line_failures
     def postgres_checks(
         context: AssetCheckExecutionContext, postgres: TaxiPostgresResource
     ) -> Iterator[AssetCheckResult]:
@@ -75,6 +76,7 @@ def build_gcs_check(dataset: TaxiDataset) -> AssetChecksDefinition:
     asset = gcs_key(dataset)
 
     @multi_asset_check(name=f"{dataset.name}_trips_gcs_checks", specs=_specs(dataset, checks.GCS, asset))
+    @one_line_failures
     def gcs_checks(context: AssetCheckExecutionContext, gcs: TaxiGcsResource) -> Iterator[AssetCheckResult]:
         verdicts = checks.gcs_verdicts(gcs.settings(), dataset, Month.parse(context.partition_key))
         yield from (result(v, asset) for v in verdicts)
@@ -86,6 +88,7 @@ def build_bigquery_checks(dataset: TaxiDataset) -> AssetChecksDefinition:
     asset = bigquery_key(dataset)
 
     @multi_asset_check(name=f"{dataset.name}_trips_bigquery_checks", specs=_specs(dataset, ledger.BIGQUERY, asset))
+    @one_line_failures
     def bigquery_checks(
         context: AssetCheckExecutionContext, postgres: TaxiPostgresResource, bigquery: TaxiBigQueryResource
     ) -> Iterator[AssetCheckResult]:

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import psycopg
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource, Definitions, EnvVar, definitions
 
 from taxi_assets import config, database
 from taxi_assets.config import Settings
@@ -131,3 +131,9 @@ def resources_from_env() -> dict:
             **cloud,
         ),
     }
+
+
+@definitions
+def resources() -> Definitions:
+    """The resources of every definition in the folder, defined once (read when the code location loads)."""
+    return Definitions(resources=resources_from_env())

@@ -1,7 +1,8 @@
 """A local stand-in for the release server: `{base}/{taxi}/{taxi}_tripdata_{YYYY-MM}.csv.gz`.
 
-Serves files from a folder; a published month that is not there yet is generated on first
-request (see `samples.mirror_data`), any other path is a 404 like the real server's. Used by the
+Serves files from a folder, to GET and HEAD (as the real host does: `newest-month` asks by HEAD);
+a published month that is not there yet is generated on first request (see
+`samples.mirror_data`), any other path is a 404 like the real server's. Used by the
 tests, the benchmarks, CI, and anyone working offline:
 
     python -m taxi_assets.samples.mirror_server --port 8765 --rows 20000 --dir /tmp/taxi-source
@@ -16,6 +17,7 @@ import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from taxi_assets.datasets import MIRROR_DATASETS
 from taxi_assets.months import MIRROR_FIRST_MONTH, MIRROR_LAST_MONTH, Month
@@ -37,7 +39,7 @@ class SampleServer(ThreadingHTTPServer):
         return f"http://{self.server_address[0]}:{self.server_address[1]}"
 
     def file_for(self, url_path: str) -> Path | None:
-        m = _PATH.match(url_path)
+        m = _PATH.match(urlsplit(url_path).path)  # a query (a signed URL's) is no part of the name
         if not m or m.group(1) != m.group(2) or m.group(1) not in MIRROR_DATASETS:
             return None
         path = self.root / m.group(1) / f"{m.group(1)}_tripdata_{m.group(3)}.csv.gz"
@@ -61,16 +63,27 @@ class _Handler(BaseHTTPRequestHandler):
     server: SampleServer
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        path = self._head()
+        if path is not None:
+            with open(path, "rb") as f:
+                shutil.copyfileobj(f, self.wfile)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        """What the release host answers to HEAD (`newest-month`, the demo's first look, a TLC-style
+        revalidation): GET's status and headers, no body."""
+        self._head()
+
+    def _head(self) -> Path | None:
+        """The status line and headers of GET and HEAD alike; the file to send, or None (404 sent)."""
         path = self.server.file_for(self.path)
         if path is None:
             self.send_error(404, "Not Found")
-            return
+            return None
         self.send_response(200)
         self.send_header("Content-Type", "application/gzip")
         self.send_header("Content-Length", str(path.stat().st_size))
         self.end_headers()
-        with open(path, "rb") as f:
-            shutil.copyfileobj(f, self.wfile)
+        return path
 
     def log_message(self, format: str, *args) -> None:  # quiet: tests read their own output
         pass

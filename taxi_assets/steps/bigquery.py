@@ -37,10 +37,10 @@ from taxi_assets import ledger
 from taxi_assets.config import BIGQUERY_TIMEOUT, Settings
 from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.errors import ConfigError, LoadError
+from taxi_assets.files import FileInfo
 from taxi_assets.gcp import bigquery_client, storage_client
 from taxi_assets.months import Month
 from taxi_assets.parquet import MONTH_COLUMN
-from taxi_assets.steps.extract import FileInfo
 from taxi_assets.steps.gcs import converted_from, object_name
 
 log = logging.getLogger(__name__)

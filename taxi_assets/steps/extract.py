@@ -4,8 +4,8 @@ The file appears under its published name only once it is complete and verified 
 `<file>.part-<pid>`, fsync, rename), so a crash or a truncated transfer never leaves a file that
 looks whole, and only if its rows are of its month (a file mostly of another month, one served
 under the wrong name, is refused: nothing kept, every later step fails on it too). Verifying
-reads every row, so it also computes the rows' ids once for every later step: the row-id file
-`<taxi>_tripdata_<YYYY-MM>.row_ids` (see `rows.RowIds`). A sidecar `<file>.json`, written after
+reads every row (`monthfile.MonthFile.verify`), so it also computes the rows' ids once for every
+later step: the row-id file `<taxi>_tripdata_<YYYY-MM>.row_ids` (see `monthfile`). A sidecar `<file>.json`, written after
 both, records size, sha256 and data-line count; a file matching its sidecar is not downloaded
 again. A file without its record, or a record without its file, is never trusted: the month is
 downloaded again.
@@ -22,7 +22,6 @@ crash part-way leaves at worst a file without its record, which the next extract
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import logging
@@ -39,18 +38,28 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 import urllib3
 
-from taxi_assets.config import SOURCE_URL, STATE_DIR, TLC_URL, Settings
+from taxi_assets.config import SOURCE_URL, TLC_URL, Settings
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.errors import BadFileError, ConfigError, DownloadError, NotPublishedError
+from taxi_assets.files import (
+    TEMP_INFIX,
+    FileInfo,
+    local_path,
+    no_space,
+    parquet_path,
+    record_path,
+    row_ids_path,
+    temp_path,
+    write_private,
+)
+from taxi_assets.monthfile import open_month_file
 from taxi_assets.months import Month, month_just_ended
 from taxi_assets.redact import redact_text, redact_url
-from taxi_assets.rows import PickupMonths, RowIds, month_of, read_blocks, row_ids_key, write_row_ids
 
 log = logging.getLogger(__name__)
 
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _BUFFER = 1 << 20
-_PART = ".part-"  # temp files: `<file>.part-<pid>` and its sidecar `<file>.part-<pid>.json`
 _TEMP_NAME = re.compile(r"^.+\.part-\d+(\.json)?$")  # a download's, a record's or a conversion's
 # How to work offline, per source: the local stand-in of its host.
 _OFFLINE_HINT = {
@@ -61,31 +70,6 @@ _OFFLINE_HINT = {
     "`python -m taxi_assets.samples.tlc --dir /tmp/trip-data --port 8766` and "
     f"{TLC_URL}=http://127.0.0.1:8766/trip-data",
 }
-
-
-@dataclass(frozen=True)
-class FileInfo:
-    """A verified local month file."""
-
-    taxi: str
-    month: str
-    path: str
-    url: str
-    bytes: int
-    sha256: str
-    data_lines: int
-    header: list[str]
-    downloaded: bool = False  # False when a valid local copy was reused
-    etag: str = ""  # as the server sent it with the file (the TLC's CloudFront does)
-    last_modified: str = ""
-
-    @property
-    def filename(self) -> str:
-        return Path(self.path).name
-
-
-def local_path(settings: Settings, dataset: TaxiDataset, month: Month) -> Path:
-    return settings.download_dir / dataset.folder / dataset.file_name(month)
 
 
 @contextlib.contextmanager
@@ -116,127 +100,12 @@ def download_in_use(settings: Settings, dataset: TaxiDataset, month: Month):
     return _month_lock(settings, dataset, month, exclusive=False)
 
 
-def _stem(download: Path) -> str:
-    """`green_tripdata_2019-01` of a download, whatever its format."""
-    return download.name.removesuffix(".csv.gz").removesuffix(".parquet")
-
-
-def parquet_path(download: Path) -> Path:
-    """Where upload-gcs writes the month as typed Parquet: beside its download, purged with it
-    (`….parquet` for a .csv.gz; `….typed.parquet` for a Parquet download, which keeps its name)."""
-    typed = ".parquet" if download.name.endswith(".csv.gz") else ".typed.parquet"
-    return download.with_name(_stem(download) + typed)
-
-
-def row_ids_path(download: Path) -> Path:
-    """Where extract keeps the download's row ids: beside it, purged with it."""
-    return download.with_name(_stem(download) + ".row_ids")
-
-
-def record_path(path: Path) -> Path:
-    """The record (`<file>.json`) vouching for a file of ours: a download's, a Parquet's upload."""
-    return path.with_name(path.name + ".json")
-
-
-def temp_path(path: Path) -> Path:
-    """Where this process writes `path` before renaming it into place: `<name>.part-<pid>`, and
-    for a record `<name>.part-<pid>.json`; the names `remove_stale_temps` and purge know."""
-    if path.name.endswith(".json"):
-        return record_path(temp_path(path.with_name(path.name.removesuffix(".json"))))
-    return path.with_name(f"{path.name}{_PART}{os.getpid()}")
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a record readable by its owner only (0600): records hold what came from the
-    environment (a source URL, a bucket name), masked or not, and are nobody else's business."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "w") as out:
-        os.fchmod(fd, 0o600)  # also when the file was there already
-        out.write(text)
-
-
-_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
-
-
-def no_space(exc: OSError, path: Path | None = None) -> str | None:
-    """The line for a full disk or quota, None for any other OSError: the folder and file being
-    written (`exc`'s, else `path`), and that nothing was kept."""
-    if exc.errno not in _NO_SPACE:
-        return None
-    target = Path(exc.filename) if exc.filename else path
-    where = f"{target.parent} (writing {target.name})" if target else "the device"
-    full = "no space left" if exc.errno == errno.ENOSPC else "disk quota exceeded"
-    return f"{full} on {where}; nothing was kept, the previous rows are untouched; free space or set {STATE_DIR}"
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_BUFFER):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def verify(path: Path, dataset: TaxiDataset, name: str | None = None, *, sha256: str = "") -> tuple[list[str], int]:
-    """Check the file whole (gzip integrity and header; a Parquet's footer, columns and every
-    row group), that its amounts are finite numbers (`rows.FiniteAmounts`) and that its rows are
-    of its month (the one in `name`: a file mostly of another month is refused,
-    `rows.PickupMonths`); return (header, data lines). With the file's `sha256`,
-    also write its row-id file (atomically, once the file passed) while reading. Raises
-    BadFileError naming the file `name` (default: the path's; a temp file passes the name it is
-    published under)."""
-    name = name or path.name
-    pickups = PickupMonths(dataset, month_of(name))
-    header, blocks = read_blocks(path, dataset, name, pickups=pickups, check_amounts=True)
-    if dataset.source.format == "parquet":
-        from taxi_assets.tlc import published_columns
-
-        header = published_columns(path)  # the record keeps the names as published
-    ids = row_ids_path(path.with_name(name))
-    tmp = temp_path(ids)
-    try:
-        if not sha256:
-            lines = sum(len(lines) for lines, _ in blocks)
-        else:
-            with open(tmp, "wb") as out:
-                lines = write_row_ids(blocks, out, row_ids_key(sha256, dataset))
-                out.flush()
-                os.fsync(out.fileno())  # as the download: a crash never leaves a torn row-id file
-        if not lines:
-            raise BadFileError(f"{name} has a header but no rows")
-        if refusal := pickups.refusal():
-            raise BadFileError(f"{name}: {refusal}")
-        if sha256:
-            os.replace(tmp, ids)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return header, lines
-
-
-def row_ids(download: Path, dataset: TaxiDataset) -> RowIds | None:
-    """The row ids extract computed for `download`, if its record still vouches for the file and
-    the row-id file belongs to that very download (and rendering); else None (the caller hashes
-    the rows)."""
-    info, _ = recorded_download(download)
-    if info is None:
-        return None
-    return RowIds.open(row_ids_path(download), row_ids_key(info.sha256, dataset), info.data_lines)
-
-
-def recorded_download(csv_gz: Path) -> tuple[FileInfo | None, str]:
-    """extract's record of `csv_gz` (its `<file>.json`), or None and why not. Not hashed again:
-    extract has just checked the file against it. A file whose size differs from the record,
-    or newer than it (extract writes the record after the file), is not vouched for."""
-    try:
-        info = FileInfo(**json.loads(record_path(csv_gz).read_text()))
-        stat, record_stat = csv_gz.stat(), record_path(csv_gz).stat()
-    except FileNotFoundError:
-        return None, f"{csv_gz.name} has no extract record"
-    except (OSError, ValueError, TypeError):
-        return None, f"the extract record of {csv_gz.name} is unreadable"
-    if stat.st_size != info.bytes or stat.st_mtime_ns > record_stat.st_mtime_ns:
-        return None, f"{csv_gz.name} changed since extract recorded it"
-    return info, ""
 
 
 def cached(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo | None:
@@ -261,12 +130,13 @@ def cached(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo |
     if path.stat().st_size != info.bytes or _sha256(path) != info.sha256:
         log.warning("local %s does not match its record; downloading it again", path.name)
         return None
-    if (ids := RowIds.open(row_ids_path(path), row_ids_key(info.sha256, dataset), info.data_lines)) is not None:
+    month_file = open_month_file(path, dataset)
+    if (ids := month_file.row_ids_of(info.sha256, info.data_lines)) is not None:
         ids.close()
     else:
         log.info("computing the row ids of local %s (its row-id file is missing or stale)", path.name)
         try:
-            verify(path, dataset, sha256=info.sha256)
+            month_file.verify(sha256=info.sha256)
         except BadFileError as exc:
             log.warning("local %s no longer verifies (%s); downloading it again", path.name, exc)
             return None
@@ -472,7 +342,7 @@ def _get(url: str, dest: Path, settings: Settings, dataset: TaxiDataset, month: 
         _check_status(resp, dataset, what, month, url)
         remote = _remote(url, resp)
         digest, size = hashlib.sha256(), 0
-        bar = _progress(remote.bytes, dest.name.split(_PART)[0])
+        bar = _progress(remote.bytes, dest.name.split(TEMP_INFIX)[0])
         try:
             with open(dest, "wb") as out:
                 # Raw bytes: a server that adds Content-Encoding must not get the file unzipped.
@@ -539,7 +409,7 @@ def extract(settings: Settings, dataset: TaxiDataset, month: Month, *, revalidat
         started = time.monotonic()
         sha256, remote = _fetch(url, tmp, settings, dataset, month)
         try:
-            header, lines = verify(tmp, dataset, path.name, sha256=sha256)
+            header, lines = open_month_file(tmp, dataset, path.name).verify(sha256=sha256)
         except BadFileError as exc:
             raise BadFileError(f"{what}: downloaded file rejected, nothing kept: {exc}") from None
         info = FileInfo(
@@ -588,7 +458,7 @@ class PurgeReport:
 
 def _writer_running(name: str) -> int | None:
     """The pid in a temp file's name `<name>.part-<pid>[.json]` if that process still runs, else None."""
-    pid = name[name.rindex(_PART) + len(_PART) :].removesuffix(".json")
+    pid = name[name.rindex(TEMP_INFIX) + len(TEMP_INFIX) :].removesuffix(".json")
     if not pid.isdigit() or int(pid) <= 0:
         return None
     if os.name != "posix":
@@ -651,7 +521,11 @@ def _purge(path: Path, what: str, taxi: str, month: str) -> PurgeReport:
     folder = path.parent
     record, parquet, ids = record_path(path).name, parquet_path(path).name, row_ids_path(path).name
     upload_record = record_path(parquet_path(path)).name  # upload-gcs's record of the object
-    prefixes = (path.name + _PART, parquet + _PART, ids + _PART)  # temps: a download's, a conversion's, ids'
+    prefixes = (
+        path.name + TEMP_INFIX,
+        parquet + TEMP_INFIX,
+        ids + TEMP_INFIX,
+    )  # temps: a download's, a conversion's, ids'
     names = (record, path.name, ids, parquet, upload_record)
     entries = {}
     if folder.is_dir():

@@ -41,17 +41,10 @@ from google.api_core import exceptions as gexc
 from taxi_assets.config import Settings
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.errors import ConfigError, LoadError
+from taxi_assets.files import parquet_path, record_path, recorded_download, temp_path, write_private
 from taxi_assets.gcp import storage_client
 from taxi_assets.months import Month
 from taxi_assets.parquet import conversion_id, write_parquet
-from taxi_assets.steps.extract import (
-    parquet_path,
-    record_path,
-    recorded_download,
-    row_ids,
-    temp_path,
-    write_private,
-)
 
 log = logging.getLogger(__name__)
 # Resumable-upload chunk (a multiple of 256 KiB), held in memory while sent: 300 MB went into
@@ -89,7 +82,7 @@ class UploadRecord:
 
 def upload_record_path(csv_gz: Path) -> Path:
     """`{taxi}_tripdata_{YYYY-MM}.parquet.json`, beside the download (a record of the Parquet,
-    named as every record is: see extract's `record_path`)."""
+    named as every record is: see `files.record_path`)."""
     return record_path(parquet_path(csv_gz))
 
 
@@ -336,7 +329,7 @@ def _convert_and_upload(
     with ThreadPoolExecutor(max_workers=1) as background:
         sending = background.submit(upload)
         try:
-            rows = write_parquet(csv_gz, parquet, dataset, month, row_ids(csv_gz, dataset))
+            rows = write_parquet(csv_gz, parquet, dataset, month)
         except BaseException:
             failed.set()
             with contextlib.suppress(Exception):
@@ -392,7 +385,7 @@ def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: P
         rows, local_crc = _convert_and_upload(csv_gz, parquet, dataset, month, blob, settings, uri)
         size = parquet.stat().st_size  # the blob's crc32c and size: from the upload's last response
     else:  # an object is there: convert, then send only if its bytes differ
-        rows = write_parquet(csv_gz, parquet, dataset, month, row_ids(csv_gz, dataset))
+        rows = write_parquet(csv_gz, parquet, dataset, month)
         _give_back_memory()
         local_crc, size = crc32c_b64(parquet), parquet.stat().st_size
         uploaded = not (blob.crc32c == local_crc and blob.size == size)

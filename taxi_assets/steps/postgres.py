@@ -37,9 +37,9 @@ from psycopg import sql
 from taxi_assets import config, ledger
 from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.errors import BadFileError, ConfigError, LoadError
+from taxi_assets.monthfile import MonthFile, RowIds, open_month_file
 from taxi_assets.months import Month
-from taxi_assets.rows import DuplicateCounter, RowIds, read_blocks, rows_with_ids
-from taxi_assets.steps.extract import row_ids
+from taxi_assets.rows import DuplicateCounter, rows_with_ids
 from taxi_assets.threads import wind_down
 
 log = logging.getLogger(__name__)
@@ -429,18 +429,21 @@ def _stream(copies: list[psycopg.Copy], payloads: Iterator[tuple[list[bytes], in
     return rows
 
 
-def _rows(path: Path, dataset: TaxiDataset, ids: RowIds | None, duplicates: DuplicateCounter | None):
+def _rows(month_file: MonthFile, ids: RowIds | None, duplicates: DuplicateCounter | None):
     """The file's rows as COPY lines, in blocks (`rows_with_ids`): the load's, and `_copy_error`'s again."""
-    _, blocks = read_blocks(path, dataset)
+    _, blocks = month_file.read()
     return rows_with_ids(
-        blocks, normalize_integer_floats=bool(dataset.integer_float_columns), duplicates=duplicates, row_ids=ids
+        blocks,
+        normalize_integer_floats=bool(month_file.dataset.integer_float_columns),
+        duplicates=duplicates,
+        row_ids=ids,
     )
 
 
 _COPY_CONTEXT = re.compile(r"COPY \S+_loading_(\d+), line (\d+)(?:, column (\w+))?")
 
 
-def _copy_error(exc: psycopg.Error, path: Path, dataset: TaxiDataset) -> str | None:
+def _copy_error(exc: psycopg.Error, month_file: MonthFile) -> str | None:
     """A COPY's error at its place in the file: `line 1,234 of <file>, column fare_amount: <why>`.
 
     Each session COPYs the rows of one half, so a COPY's line is the n-th row of its half, not the
@@ -450,24 +453,23 @@ def _copy_error(exc: psycopg.Error, path: Path, dataset: TaxiDataset) -> str | N
     if context is None:
         return None
     half, nth, column = int(context[1]), int(context[2]), context[3]
-    where, ids = f"row {nth:,} of {path.name}'s half {half}", None  # if the file cannot be read again
+    name, dataset = month_file.name, month_file.dataset
+    where, ids = f"row {nth:,} of {name}'s half {half}", None  # if the file cannot be read again
     try:
-        ids = row_ids(path, dataset)
+        ids = month_file.recorded_row_ids()
         seen, before = 0, 0
-        for block in _rows(path, dataset, ids, None):
+        for block in _rows(month_file, ids, None):
             mine = [i for i, row in enumerate(block) if (row[0] >= _SPLIT) == bool(half)]
             if seen + len(mine) >= nth:
                 index = mine[nth - seen - 1]
-                row = before + index + 1  # 1-based, among the data rows
-                csv = dataset.source.format != "parquet"  # a CSV's line: its header is line 1
-                where = f"line {row + 1:,} of {path.name}" if csv else f"row {row:,} of {path.name}"
+                where = month_file.place(before + index + 1)  # 1-based, among the data rows
                 if column is None:  # e.g. extra data: say how many fields the row has
                     fields = block[index].count(b",")  # the row id's comma counts the id out
                     where += f" ({fields} fields, the header has {len(dataset.columns)})"
                 break
             seen, before = seen + len(mine), before + len(block)
     except Exception:  # the COPY's own error matters more than where it was
-        log.debug("could not place the COPY error in %s", path.name, exc_info=True)
+        log.debug("could not place the COPY error in %s", name, exc_info=True)
     finally:
         if ids is not None:
             ids.close()
@@ -498,7 +500,8 @@ def load_postgres(
     staging = _staging_names(partition)
     columns = sql.SQL(", ").join(_ident(c) for c in (ROW_ID_COLUMN.sql_name, *dataset.sql_names))
     duplicates = DuplicateCounter(spill_dir=path.parent)  # beside the download: under the state folder
-    ids = row_ids(path, dataset)  # computed by extract; None: hash the lines here
+    month_file = open_month_file(path, dataset)
+    ids = month_file.recorded_row_ids()  # computed by extract; None: hash the lines here
     recorded = ledger.file_of(path, dataset, month)
     other, committed, swapped = None, False, False  # the second session; its half committed; swap done
     swap_failed: BaseException | None = None
@@ -509,7 +512,7 @@ def load_postgres(
             sessions = [conn, other]
             for half, session in enumerate(sessions):
                 _create_staging(session, dataset, staging[half], half, filename)
-            rows = _rows(path, dataset, ids, duplicates)
+            rows = _rows(month_file, ids, duplicates)
             with contextlib.ExitStack() as copying:
                 copies = [
                     copying.enter_context(
@@ -557,7 +560,7 @@ def load_postgres(
             raise swap_failed
         swapped = True
     except psycopg.Error as exc:
-        message = _copy_error(exc, path, dataset) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        message = _copy_error(exc, month_file) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise LoadError(f"{dataset.name} {month}: load rolled back, previous rows untouched: {message}") from exc
     except LoadError as exc:  # the swap's locks were not to be had
         raise LoadError(f"{dataset.name} {month}: load rolled back, previous rows untouched: {exc}") from exc

@@ -1,4 +1,4 @@
-"""The TLC's own Parquet files, read as their feed's canonical rows.
+"""The TLC's own month files (Parquet), read as their feed's canonical rows.
 
 Each feed has one canonical schema (`datasets.TLC_DATASETS`: the newest era's columns,
 lower-case, stable types). A month is cast into it column by column, batch by batch:
@@ -17,12 +17,13 @@ lower-case, stable types). A month is cast into it column by column, batch by ba
 The canonical text of a row is its line as Arrow's CSV writer renders the canonical row
 (`csv_lines`: no header, strings quoted, NULL empty, timestamps `YYYY-MM-DD HH:MM:SS.ffffff`,
 floats in their shortest round-trip form). It is what COPY receives, and its md5 is the row's
-`unique_row_id`: the one definition for Parquet rows, computed once by extract (`rows.RowIds`),
+`unique_row_id`: the one definition for Parquet rows, computed once by extract (`monthfile.RowIds`),
 so Postgres and BigQuery get the same ids.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,8 +35,8 @@ import pyarrow.parquet as pq
 
 from taxi_assets.datasets import Column, TaxiDataset
 from taxi_assets.errors import BadFileError
+from taxi_assets.monthfile import Block, MonthFile, PickupMonths, month_of
 from taxi_assets.months import Month
-from taxi_assets.rows import PickupMonths, month_of
 
 # Rows cast and rendered at a time: ~4 MB of fhvhv lines, memory flat whatever the month.
 BATCH_ROWS = 16_384
@@ -198,18 +199,6 @@ def csv_lines(batch: pa.RecordBatch, name: str) -> list[bytes]:
     return lines
 
 
-def read_blocks(path: Path, dataset: TaxiDataset, name: str | None = None, *, pickups: PickupMonths | None = None):
-    """The canonical column names and the month's rows as blocks of canonical lines, as
-    `rows.data_lines` gives a CSV's (`(lines, quoted)`: hashed as they are, never re-parsed).
-    With `pickups`, every row's pickup month is tallied into it (`tally_pickups`)."""
-    name = name or path.name
-    batches = canonical_batches(path, dataset, name)  # checks the footer and columns now
-    if pickups is not None:
-        batches = tally_pickups(batches, dataset.pickup_index, pickups)
-    blocks = ((csv_lines(b, name), False) for b in batches if b.num_rows)
-    return list(dataset.sql_names), blocks
-
-
 def tally_pickups(batches: Iterator[pa.RecordBatch], index: int, pickups: PickupMonths) -> Iterator[pa.RecordBatch]:
     """`batches`, unchanged, their pickups (column `index`) outside `pickups.month` counted by
     month on the way: two comparisons per row in Arrow, months worked out for the few outside."""
@@ -250,6 +239,38 @@ def _renames_by_era(dataset: TaxiDataset) -> list[tuple[str, list]]:
     return out
 
 
-def published_columns(path: Path) -> list[str]:
-    """The file's own column names, as published (for extract's record)."""
-    return pq.read_schema(path).names
+class TlcParquetFile(MonthFile):
+    """A Parquet month file (the TLC's): its rows are its canonical lines (`csv_lines`)."""
+
+    def read(
+        self, *, pickups: PickupMonths | None = None, check_amounts: bool = False
+    ) -> tuple[list[str], Iterator[Block]]:
+        """The canonical column names and the month's rows as blocks of canonical lines (never
+        quoted for a parser: hashed as they are). With `pickups`, every row's pickup month is
+        tallied into it (`tally_pickups`). Amounts are always checked (`_cast`)."""
+        batches = canonical_batches(self.path, self.dataset, self.name)  # checks the footer and columns now
+        if pickups is not None:
+            batches = tally_pickups(batches, self.dataset.pickup_index, pickups)
+        blocks = ((csv_lines(b, self.name), False) for b in batches if b.num_rows)
+        return list(self.dataset.sql_names), blocks
+
+    def published_header(self, header: list[str]) -> list[str]:
+        return pq.read_schema(self.path).names
+
+    @staticmethod
+    def rendering(dataset: TaxiDataset) -> str | None:
+        return rendering_id(dataset)
+
+    def place(self, row: int) -> str:
+        return f"row {row:,} of {self.name}"
+
+    @contextlib.contextmanager
+    def arrow_batches(self, column_types: dict[str, pa.DataType]) -> Iterator[Iterator[pa.RecordBatch]]:
+        batches = canonical_batches(self.path, self.dataset, self.name)
+        try:
+            yield batches
+        finally:
+            batches.close()  # the file closes once the parser has ended
+
+    def first_line(self, batch: pa.RecordBatch) -> bytes | None:
+        return csv_lines(batch.slice(0, 1), self.name)[0] if batch.num_rows else None

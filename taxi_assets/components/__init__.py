@@ -1,0 +1,1 @@
+"""The project's own Dagster Components (`dg list components` lists them; `defs.yaml` files use them)."""

@@ -1,0 +1,204 @@
+"""The mirror's month files (.csv.gz) read as rows: their own lines, checked as they are read.
+
+Inflated with ISA-L in blocks of ~600 KB of lines, memory flat whatever the file; the header is
+checked against the dataset, line endings and blank lines are checked per block, and (while
+extract verifies the file) amounts must be finite numbers (`FiniteAmounts`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import itertools
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+try:  # ISA-L inflates gzip ~4x faster than zlib; same API
+    from isal import isal_zlib as _zlib
+except ImportError:  # pragma: no cover
+    import zlib as _zlib
+
+from taxi_assets.datasets import TaxiDataset
+from taxi_assets.errors import BadFileError
+from taxi_assets.monthfile import Block, MonthFile, PickupMonths
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# Compressed bytes read at a time (~600 KB of lines): memory stays flat whatever the file, and
+# blocks this small are reused from the heap while hot in cache (1 MB ones cost 4x the page
+# faults, and a load 1-2 s, in glibc's mmap'd blocks).
+CHUNK_BYTES = 128 << 10
+# CSV bytes Arrow parses at a time (~10 k rows; `arrow_batches`): 4 MB blocks doubled the Parquet
+# conversion's peak RSS (the inflated bytes are Python objects, and glibc's heap keeps blocks that large).
+ARROW_BLOCK_BYTES = 1 << 20
+
+
+def _header(line: bytes, dataset: TaxiDataset, name: str) -> list[str]:
+    """The header line's column names, checked against `dataset`."""
+    header = next(csv.reader([line.decode("utf-8-sig", errors="replace")]), [])
+    if problem := dataset.header_problem(header):
+        raise BadFileError(f"{name} does not have the {dataset.taxi} header: {problem}")
+    return header
+
+
+# A value Postgres' `double precision` takes but BigQuery's NUMERIC cannot (case-insensitive, as
+# both parse it): NaN, Infinity. Each spelling holds an `a` or an `f`, which a taxi CSV's digits,
+# times and Y/N flags never do: a block without one (all of them, in a real month) is not parsed.
+_NON_FINITE = re.compile(rb"\s*([+-]?)(?:(nan)(?:\([0-9a-z_]*\))?|inf(?:inity)?)\s*", re.IGNORECASE)
+_NON_FINITE_LETTERS = (b"a", b"A", b"f", b"F")
+
+
+class FiniteAmounts:
+    """Refuses a .csv.gz at its first amount (a NUMERIC column) that is not a finite number,
+    naming the column and line: loaded, it would split the stores (Postgres keeps NaN, BigQuery's
+    NUMERIC refuses it). Given each block's raw bytes (`iter_lines`), it searches them for
+    `_NON_FINITE_LETTERS` (C speed, no join) and parses only a block holding one: the header's."""
+
+    def __init__(self, dataset: TaxiDataset, name: str):
+        self._columns = [(i, c.name) for i, c in enumerate(dataset.columns) if c.bq_type == "NUMERIC"]
+        self._name, self._lines = name, 0  # lines before the block: the header is line 1
+
+    def check(self, block: bytes, lines: list[bytes], quoted: bool) -> None:
+        if self._columns and any(letter in block for letter in _NON_FINITE_LETTERS):
+            for number, line in enumerate(lines, self._lines + 1):
+                if quoted:
+                    fields = [f.encode() for f in next(csv.reader([line.decode("utf-8", errors="replace")]), [])]
+                else:
+                    fields = line.split(b",")
+                for i, column in self._columns:
+                    if i < len(fields) and (found := _NON_FINITE.fullmatch(fields[i])):
+                        value = "NaN" if found[2] else "-Infinity" if found[1] == b"-" else "Infinity"
+                        raise BadFileError(
+                            f"{self._name}: {column} is {value} at line {number:,} (amounts must be finite numbers)"
+                        )
+        self._lines += len(lines)
+
+
+def iter_lines(
+    path: Path, name: str | None = None, amounts: FiniteAmounts | None = None
+) -> Iterator[tuple[list[bytes], bool]]:
+    """The lines of a .csv.gz, without line endings (CRLF or LF), a list per ~1 MB block,
+    each with whether the block holds a quote (then it needs a real CSV parser).
+
+    Memory stays flat whatever the file. Blank lines at the end of the file (an editor's or a
+    tool's trailing newline) are dropped: they are no rows. With `amounts`, every block (the
+    header's too) is checked by it before it is yielded. Raises BadFileError, naming the
+    file `name` (default: the path's), for a corrupt or truncated gzip stream (after yielding
+    what came before: a consumer must not commit early) and for a blank line before a row.
+    """
+    name = name or path.name
+    inflater = _zlib.decompressobj(wbits=31)  # gzip framing
+    carry = b""
+    blank_before = False  # blank lines were held back: fine at the end of the file, not before a row
+    try:
+        with open(path, "rb") as raw:
+            while chunk := raw.read(CHUNK_BYTES):
+                data = carry + inflater.decompress(chunk)
+                while inflater.unused_data:  # a multi-member gzip: start the next member
+                    rest = inflater.unused_data
+                    inflater = _zlib.decompressobj(wbits=31)
+                    data += inflater.decompress(rest)
+                cut = data.rfind(b"\n") + 1
+                carry = data[cut:]
+                if cut:
+                    block, blank_tail = _hold_back_blank_tail(data[:cut])
+                    if block:
+                        if blank_before:
+                            raise BadFileError(_blank_line(name))
+                        yield _checked(block, name, amounts)
+                    blank_before = blank_tail
+    except _zlib.error as exc:
+        raise BadFileError(f"{name} is not valid gzip: {exc}") from None
+    if not inflater.eof:
+        raise BadFileError(f"{name} is truncated: the gzip stream ends early")
+    if carry.strip():  # a last line without a line ending
+        if blank_before:
+            raise BadFileError(_blank_line(name))
+        yield _checked(carry.rstrip(b"\r") + b"\n", name, amounts)
+
+
+def _checked(block: bytes, name: str, amounts: FiniteAmounts | None) -> tuple[list[bytes], bool]:
+    lines, quoted = _split(block, name)
+    if amounts is not None:
+        amounts.check(block, lines, quoted)
+    return lines, quoted
+
+
+def _blank_line(name: str) -> str:
+    return f"{name} has a blank line before a row; a month file never does (blank lines at its end are ignored)"
+
+
+def _hold_back_blank_tail(block: bytes) -> tuple[bytes, bool]:
+    """Split whole lines into those up to the last non-blank one (with its line ending) and
+    whether blank lines (CRLF or LF) followed it. Only the file's end may have those."""
+    end = len(block.rstrip(b"\r\n"))
+    if not end:
+        return b"", True
+    keep = block.index(b"\n", end) + 1
+    return (block, False) if keep == len(block) else (block[:keep], True)
+
+
+def _split(block: bytes, name: str) -> tuple[list[bytes], bool]:
+    """Whole lines of a block that ends with a line ending; CRLF and LF both accepted.
+
+    The block's last line ending tells which one the file uses. A bare LF among CRLF lines
+    (a blank LF line included) is refused here; a CR left at the end of LF-split lines fails
+    loudly later: COPY refuses a bare CR in data.
+    """
+    if block.endswith(b"\r\n"):
+        lines = block[:-2].split(b"\r\n")
+        if b"" in lines or block.count(b"\n") != len(lines):  # a blank line, or an LF that is no CRLF
+            if b"" in lines or block.startswith(b"\n") or b"\n\n" in block or b"\n\r\n" in block:
+                raise BadFileError(_blank_line(name))
+            raise BadFileError(f"{name} mixes CRLF and LF line endings; a month file never does")
+    else:
+        lines = block[:-1].split(b"\n")
+        if b"" in lines or b"\r" in lines:  # an LF or a CRLF blank line
+            raise BadFileError(_blank_line(name))
+    return lines, b'"' in block
+
+
+def data_lines(
+    path: Path, dataset: TaxiDataset, name: str | None = None, *, check_amounts: bool = False
+) -> tuple[list[str], Iterator[tuple[list[bytes], bool]]]:
+    """Check the file's header against `dataset`; return it and the data blocks after it (with
+    `check_amounts`, checked by `FiniteAmounts` as they are read). Errors name the file `name`
+    (default: the path's; a temp file passes its published name)."""
+    name = name or path.name
+    blocks = iter_lines(path, name, FiniteAmounts(dataset, name) if check_amounts else None)
+    first = next(blocks, None)
+    if first is None or not first[0]:
+        raise BadFileError(f"{name} is empty")
+    lines, quoted = first
+    header = _header(lines[0], dataset, name)
+    return header, itertools.chain([(lines[1:], quoted)] if len(lines) > 1 else [], blocks)
+
+
+class CsvGzFile(MonthFile):
+    """A .csv.gz month file (the mirror's): its rows are its own lines."""
+
+    def read(
+        self, *, pickups: PickupMonths | None = None, check_amounts: bool = False
+    ) -> tuple[list[str], Iterator[Block]]:
+        header, blocks = data_lines(self.path, self.dataset, self.name, check_amounts=check_amounts)
+        return header, blocks if pickups is None else pickups.watch(blocks)
+
+    def place(self, row: int) -> str:
+        return f"line {row + 1:,} of {self.name}"  # the header is line 1
+
+    @contextlib.contextmanager
+    def arrow_batches(self, column_types: dict[str, pa.DataType]) -> Iterator[Iterator[pa.RecordBatch]]:
+        import pyarrow.csv as pacsv
+        from isal import igzip
+
+        read = pacsv.ReadOptions(
+            column_names=list(self.dataset.sql_names), use_threads=False, block_size=ARROW_BLOCK_BYTES
+        )
+        # Timestamps by Arrow's own ISO-8601 parser: twice as fast as a strptime format.
+        convert = pacsv.ConvertOptions(column_types=column_types, null_values=[""], strings_can_be_null=True)
+        with igzip.open(self.path, "rb") as text:
+            _header(text.readline(), self.dataset, self.name)
+            yield pacsv.open_csv(text, read_options=read, convert_options=convert)
