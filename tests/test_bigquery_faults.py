@@ -151,8 +151,9 @@ def test_sigterm_ends_a_load_waiting_on_a_silent_endpoint_at_once(uploaded):
         silent.settimeout(60)
         endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
         load = _start_load(settings_env(replace(uploaded, bigquery_emulator=endpoint)))  # default bounds: minutes
-        conn, _ = silent.accept()  # the load now waits for BigQuery's answer
-        time.sleep(0.5)
+        conn, _ = silent.accept()
+        conn.settimeout(30)
+        assert conn.recv(1, socket.MSG_PEEK), "the load never sent its request"  # it now waits for the answer
         load.send_signal(signal.SIGTERM)
         sent = time.monotonic()
         _, stderr = load.communicate(timeout=30)

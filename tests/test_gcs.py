@@ -6,7 +6,7 @@ import gzip
 import hashlib
 import json
 import logging
-import time
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -318,15 +318,24 @@ def test_a_first_upload_streams_the_parquet_chunk_by_chunk_as_it_is_written(gcs_
 
 
 def test_a_conversion_failing_mid_way_leaves_no_object(gcs_settings, monkeypatch, tmp_path):
+    chunk_read = threading.Event()
+    read = gcs._Growing.read
+
+    def read_and_tell(self, size=-1):
+        data = read(self, size)
+        chunk_read.set()
+        return data
+
     def half_then_fails(source, dest, *args):
         with open(temp_path(dest), "wb") as out:  # what write_parquet writes as it goes
             out.write(b"PAR1" + b"x" * 700_000)
             out.flush()
-            time.sleep(0.3)  # the upload has sent its first chunks
+            assert chunk_read.wait(30), "the upload never read a chunk"  # it is under way
         temp_path(dest).unlink()
         raise BadFileError("green_tripdata_2019-01.csv.gz: row 9000 has 3 columns")
 
     monkeypatch.setattr(gcs, "CHUNK", 256 * 1024)
+    monkeypatch.setattr(gcs._Growing, "read", read_and_tell)
     monkeypatch.setattr(gcs, "write_parquet", half_then_fails)
     ensure_bucket(gcs_settings)
     path = tmp_path / GREEN.file_name(JAN)

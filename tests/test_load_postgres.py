@@ -55,6 +55,19 @@ def _leftover_tables(pg) -> list[str]:
     return [r[0] for r in pg.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE '%loading%'")]
 
 
+def _until_other_sessions_end(pg, timeout: float = 30) -> None:
+    """Wait for the killed load's backend to notice its closed socket and abort (its transaction
+    rolls back): until no other session of the test's database remains."""
+    deadline = time.monotonic() + timeout
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+    )
+    while pg.execute(query).fetchone()[0] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pg.execute(query).fetchone()[0] == 0, "the killed load's session never ended"
+
+
 def test_real_rows_load_with_their_values(pg_dsn, pg, tmp_path):
     path = gzip_fixture("yellow_tripdata_2020-07_head266.csv", tmp_path / "yellow_tripdata_2020-07.csv.gz", crlf=True)
     report = _load(pg_dsn, YELLOW, Month(2020, 7), path, expected_rows=266)
@@ -200,7 +213,7 @@ def test_a_load_killed_mid_copy_keeps_the_previous_rows(pg_dsn, pg, tmp_path, lo
     assert copied >= 50_000, "the load never got into COPY"
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
-    time.sleep(0.5)  # the backend notices the closed socket and aborts
+    _until_other_sessions_end(pg)
     assert _month_rows(pg, GREEN, JAN) == loaded_month
     for _ in range(50):
         if not _leftover_tables(pg):
@@ -227,8 +240,12 @@ def test_a_second_load_of_the_month_waits_for_the_first(pg_dsn, pg, tmp_path, lo
     with caplog.at_level(logging.WARNING):
         worker = threading.Thread(target=second)
         worker.start()
-        time.sleep(1.5)
+        deadline = time.monotonic() + 30
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        while not pg.execute(waiting).fetchone()[0] and not done.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert not done.is_set(), "the second load did not wait"
+        assert pg.execute(waiting).fetchone()[0] == 1, "the second load never asked for the month's lock"
         assert _month_rows(pg, GREEN, JAN) == loaded_month
         holder.rollback()
         holder.close()
@@ -425,7 +442,7 @@ def test_a_load_killed_after_spilling_digests_leaves_nothing_behind(
     assert _files_under(state) == expected  # the download, its record, its lock: no temp file
     assert list(private_tmp.iterdir()) == []
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "taxi-digests-*"))) <= in_system_tmp
-    time.sleep(0.5)  # the backend notices the closed socket and aborts
+    _until_other_sessions_end(pg)
     assert _month_rows(pg, GREEN, JAN) == loaded_month
 
     rerun = run_cli("load-postgres", "--taxi", "green", "--month", "2019-01", env=env)
