@@ -21,6 +21,7 @@ from taxi_assets import ledger
 from taxi_assets.config import Settings
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.months import Month
+from taxi_assets.stores import crc32c_b64, object_name, partition_name, table_id
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +149,6 @@ def _rows_match_ledger(store: str, rows: int | None, entry: ledger.LoadRecord | 
 
 def _loaded_partition(conn, dataset: TaxiDataset, month: Month) -> str | None:
     """The month's Postgres partition, or None if the month is not loaded."""
-    from taxi_assets.steps.postgres import partition_name
-
     partition = partition_name(dataset, month)
     return partition if conn.execute("SELECT to_regclass(%s)", (partition,)).fetchone()[0] else None
 
@@ -192,7 +191,6 @@ def gcs_verdicts(settings: Settings, dataset: TaxiDataset, month: Month) -> list
     """The object against the month's local Parquet (upload-gcs's conversion of the download)."""
     from taxi_assets.files import local_path, parquet_path
     from taxi_assets.gcp import storage_client
-    from taxi_assets.steps.gcs import crc32c_b64, object_name
 
     parquet: Path = parquet_path(local_path(settings, dataset, month))
     blob = storage_client(settings).bucket(settings.gcp_bucket).get_blob(object_name(dataset, month))
@@ -228,7 +226,6 @@ def month_totals_bigquery(settings: Settings, dataset: TaxiDataset, month: Month
     from google.cloud import bigquery as bq
 
     from taxi_assets.gcp import bigquery_client
-    from taxi_assets.steps.bigquery import table_id
 
     total = _total_expression(dataset)
     job = bigquery_client(settings).query(

@@ -276,7 +276,7 @@ def cmd_newest_month(args: argparse.Namespace, settings: Settings) -> None:
     from taxi_assets import ledger
     from taxi_assets.emulators import with_local_cloud
     from taxi_assets.months import month_just_ended
-    from taxi_assets.steps.extract import newest_published
+    from taxi_assets.source import newest_published
 
     ds = _dataset(args)
     this_month = month_just_ended(datetime.now(timezone.utc)).next()  # in New York, as the sensor reckons

@@ -56,7 +56,7 @@ class Source:
     name: str  # `--source` on the command line
     url_variable: str  # the environment variable for its base URL (`config`, `Settings.base_url`)
     url_pattern: str  # of a file's URL, from `{base}`, `{taxi}` and `{file}`
-    format: str  # "csv.gz" or "parquet": how `rows.read_blocks` reads a file
+    format: str  # "csv.gz" or "parquet": how `monthfile.open_month_file(...).read` reads a file
     prefix: str  # of its tables, Dagster keys and folders: "" or "tlc_"
     # What "not published" looks like: the mirror (GitHub releases) answers 404; CloudFront
     # over S3 answers 403 for a key it does not hold.
@@ -99,7 +99,7 @@ FILENAME_COLUMN = Column("filename", "text", "STRING")
 # few dozen); a clock off by hours (UTC read as New York time) moves 5 h of 744 out, 0.7 %; a file
 # of another month is ~100 % out. A half is thousands of times the real rate and far below a wrong
 # file's, so a sample decides it as surely as a full count (the mirror's lines are sampled,
-# `rows.PickupMonths`) and a tiny generated month (one planted stray in 4 rows, 25 %) passes. A file
+# `monthfile.PickupMonths`) and a tiny generated month (one planted stray in 4 rows, 25 %) passes. A file
 # in between (a clock days off, two months in one) loads, and the checks warn of it
 # (`OUT_OF_MONTH_TOLERANCE`: above 1,000 per million).
 WRONG_MONTH_SHARE = 0.5

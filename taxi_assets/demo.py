@@ -176,7 +176,7 @@ def check_source(settings: Settings, ds: TaxiDataset, month: Month) -> None:
     failed run in the instance the UI opens. A local copy needs no source (the run uses it), so
     a demo run before still runs offline."""
     from taxi_assets.files import local_path, record_path
-    from taxi_assets.steps.extract import remote_file, source_url
+    from taxi_assets.source import remote_file, source_url
 
     if record_path(local_path(settings, ds, month)).is_file():
         return
@@ -210,8 +210,7 @@ def run_demo(taxi: str, month: Month, verbose: bool = False) -> None:
     from taxi_assets.definitions import defs  # first: it silences the preview warnings we accept
     from taxi_assets.defs.jobs import job_name
     from taxi_assets.emulators import with_local_cloud
-    from taxi_assets.steps.bigquery import table_id
-    from taxi_assets.steps.postgres import partition_name
+    from taxi_assets.stores import partition_name, table_id
 
     once = _ShowOnce()
     for handler in logging.getLogger().handlers:

@@ -71,7 +71,7 @@ def _months(first: Month, last: Month) -> list[Month]:
 
 
 def _source_file(settings: Settings, dataset: TaxiDataset, month: Month, entries) -> dict | None:
-    from taxi_assets.steps.extract import remote_file
+    from taxi_assets.source import remote_file
 
     remote = remote_file(settings, dataset, month, retries=0)
     if remote is None:
@@ -89,7 +89,7 @@ def collect(
     settings: Settings, datasets: list[TaxiDataset], holdings: dict[str, dict], *, ask_source: bool
 ) -> list[FeedStatus]:
     """Each dataset's months as the ledgers (`holdings`: per store, `ledger.holdings`) hold them."""
-    from taxi_assets.steps.extract import newest_published
+    from taxi_assets.source import newest_published
 
     feeds = []
     for ds in datasets:

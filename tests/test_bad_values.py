@@ -22,7 +22,7 @@ from taxi_assets.monthfile.tlcparquet import column_plan
 from taxi_assets.months import Month
 from taxi_assets.samples.mirror_data import write_month
 from taxi_assets.samples.tlc import TlcServer, tlc_era_schema, write_tlc_month
-from taxi_assets.steps.postgres import partition_name
+from taxi_assets.stores import partition_name
 
 TLC_GREEN = TLC_DATASETS["green"]
 

@@ -18,11 +18,12 @@ from taxi_assets.errors import ConfigError, LoadError
 from taxi_assets.files import parquet_path
 from taxi_assets.gcp import bigquery_client
 from taxi_assets.months import Month
-from taxi_assets.steps.bigquery import ensure_table, load_bigquery, month_rows, partition_load, schema, table_id
+from taxi_assets.steps.bigquery import ensure_table, load_bigquery, month_rows, partition_load, schema
 from taxi_assets.steps.extract import extract
 from taxi_assets.steps.gcp_setup import ensure_dataset
-from taxi_assets.steps.gcs import ensure_bucket, object_name, upload_gcs
+from taxi_assets.steps.gcs import ensure_bucket, upload_gcs
 from taxi_assets.steps.postgres import load_postgres
+from taxi_assets.stores import object_name, table_id
 
 JAN, FEB = Month(2019, 1), Month(2019, 2)
 

@@ -26,10 +26,11 @@ from taxi_assets.errors import LoadError
 from taxi_assets.gcp import bigquery_client
 from taxi_assets.months import Month
 from taxi_assets.steps import bigquery as step
-from taxi_assets.steps.bigquery import ensure_table, load_bigquery, month_rows, schema, table_id
+from taxi_assets.steps.bigquery import ensure_table, load_bigquery, month_rows, schema
 from taxi_assets.steps.extract import extract
 from taxi_assets.steps.gcp_setup import ensure_dataset
-from taxi_assets.steps.gcs import ensure_bucket, object_name, upload_gcs
+from taxi_assets.steps.gcs import ensure_bucket, upload_gcs
+from taxi_assets.stores import object_name, table_id
 
 JAN, FEB = Month(2019, 1), Month(2019, 2)
 LOAD = ("load-bigquery", "--taxi", "green", "--month", "2019-01")

@@ -28,7 +28,8 @@ from taxi_assets.parquet import conversion_id, write_parquet
 from taxi_assets.samples.mirror_data import write_month
 from taxi_assets.steps import gcs
 from taxi_assets.steps.extract import extract
-from taxi_assets.steps.gcs import crc32c_b64, ensure_bucket, object_name, upload_gcs, upload_record_path
+from taxi_assets.steps.gcs import ensure_bucket, upload_gcs, upload_record_path
+from taxi_assets.stores import crc32c_b64, object_name
 
 JAN = Month(2019, 1)
 

@@ -32,7 +32,7 @@ from taxi_assets.months import Month
 from taxi_assets.samples.tlc import TlcServer
 from taxi_assets.steps.gcp_setup import ensure_dataset
 from taxi_assets.steps.gcs import ensure_bucket
-from taxi_assets.steps.postgres import partition_name
+from taxi_assets.stores import partition_name
 
 TLC_FLOWS = ("tlc_taxi", "tlc_taxi_scheduled")
 ROWS = 2_000

@@ -24,7 +24,8 @@ from taxi_assets.steps.bigquery import load_bigquery
 from taxi_assets.steps.extract import extract
 from taxi_assets.steps.gcp_setup import ensure_dataset
 from taxi_assets.steps.gcs import ensure_bucket, upload_gcs
-from taxi_assets.steps.postgres import load_postgres, partition_name
+from taxi_assets.steps.postgres import load_postgres
+from taxi_assets.stores import partition_name
 
 JAN, FEB = Month(2019, 1), Month(2019, 2)
 ROWS = 2_000

@@ -27,8 +27,9 @@ from taxi_assets.gcp import storage_client
 from taxi_assets.months import Month
 from taxi_assets.samples.tlc import TlcServer
 from taxi_assets.steps.extract import extract
-from taxi_assets.steps.gcs import DOWNLOAD_SHA256, crc32c_b64, object_name, upload_gcs
+from taxi_assets.steps.gcs import DOWNLOAD_SHA256, upload_gcs
 from taxi_assets.steps.gcs import upload_record_path as upload_record
+from taxi_assets.stores import crc32c_b64, object_name
 
 ROWS = 300
 DS, MONTH = TLC_DATASETS["green"], Month(2024, 5)

@@ -26,11 +26,13 @@ from taxi_assets.monthfile import month_of, open_month_file
 from taxi_assets.monthfile import tlcparquet as tlc
 from taxi_assets.months import Month
 from taxi_assets.samples.tlc import TlcServer, tlc_era_schema, write_tlc_month
-from taxi_assets.steps.bigquery import load_bigquery, table_id
-from taxi_assets.steps.extract import extract, newest_published, remote_file
+from taxi_assets.source import newest_published, remote_file
+from taxi_assets.steps.bigquery import load_bigquery
+from taxi_assets.steps.extract import extract
 from taxi_assets.steps.gcp_setup import ensure_dataset
 from taxi_assets.steps.gcs import ensure_bucket, upload_gcs
-from taxi_assets.steps.postgres import load_postgres, partition_name
+from taxi_assets.steps.postgres import load_postgres
+from taxi_assets.stores import partition_name, table_id
 
 ROWS = 400
 LATEST = Month(2026, 8)

@@ -32,10 +32,8 @@ from taxi_assets.monthfile import PICKUP_SAMPLE_EVERY, PickupMonths, open_month_
 from taxi_assets.months import Month
 from taxi_assets.samples.mirror_data import write_month
 from taxi_assets.samples.tlc import TlcServer, write_tlc_month
-from taxi_assets.steps.bigquery import table_id
 from taxi_assets.steps.extract import extract
-from taxi_assets.steps.gcs import object_name
-from taxi_assets.steps.postgres import partition_name
+from taxi_assets.stores import object_name, partition_name, table_id
 
 TLC_GREEN = TLC_DATASETS["green"]
 

@@ -26,14 +26,16 @@ from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.defs.partitions import partitions_for
 from taxi_assets.defs.resources import TaxiBigQueryResource, TaxiGcsResource, TaxiPostgresResource, TaxiSourceResource
 from taxi_assets.errors import TaxiError
+from taxi_assets.files import FileInfo
 from taxi_assets.monthfile import open_month_file
 from taxi_assets.months import Month
 from taxi_assets.redact import redact_url
 from taxi_assets.steps.bigquery import load_bigquery
-from taxi_assets.steps.extract import FileInfo, extract
+from taxi_assets.steps.extract import extract
 from taxi_assets.steps.gcp_setup import ensure_dataset
 from taxi_assets.steps.gcs import ensure_bucket, upload_gcs
-from taxi_assets.steps.postgres import load_postgres, partition_name
+from taxi_assets.steps.postgres import load_postgres
+from taxi_assets.stores import partition_name
 
 PREVIEW_ROWS = 5
 

@@ -39,7 +39,7 @@ from taxi_assets.defs.resources import TaxiBigQueryResource, TaxiPostgresResourc
 from taxi_assets.errors import DownloadError
 from taxi_assets.months import TIMEZONE, Month, month_just_ended
 from taxi_assets.redact import redact_url
-from taxi_assets.steps.extract import Remote, newest_published, remote_file
+from taxi_assets.source import Remote, newest_published, remote_file
 
 MAX_ATTEMPTS = 3  # runs per file of a month before the sensor stops asking
 DATASET_TAG, ETAG_TAG, REASON_TAG = "taxi_assets/dataset", "taxi_assets/etag", "taxi_assets/reason"

@@ -41,7 +41,8 @@ from taxi_assets.files import FileInfo
 from taxi_assets.gcp import bigquery_client, storage_client
 from taxi_assets.months import Month
 from taxi_assets.parquet import MONTH_COLUMN
-from taxi_assets.steps.gcs import converted_from, object_name
+from taxi_assets.steps.gcs import converted_from
+from taxi_assets.stores import object_name, table_id
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +168,6 @@ def _await_job(settings: Settings, what: str, job, retry: Retry, *, swap: bool =
     """A started job's result (a query's rows), within the job bound of `_wait`; `retry`: the one
     the job was started with (its lines while the endpoint fails are spaced as one)."""
     return _wait(settings, what, lambda: job.result(retry=retry, timeout=_backstop(settings)), job=True, swap=swap)
-
-
-def table_id(settings: Settings, dataset: TaxiDataset) -> str:
-    return f"{settings.gcp_project}.{settings.gcp_dataset}.{dataset.table}"
 
 
 def schema(dataset: TaxiDataset) -> list[bigquery.SchemaField]:

@@ -45,6 +45,7 @@ from taxi_assets.files import parquet_path, record_path, recorded_download, temp
 from taxi_assets.gcp import storage_client
 from taxi_assets.months import Month
 from taxi_assets.parquet import conversion_id, write_parquet
+from taxi_assets.stores import crc32c_b64, object_name
 
 log = logging.getLogger(__name__)
 # Resumable-upload chunk (a multiple of 256 KiB), held in memory while sent: 300 MB went into
@@ -84,20 +85,6 @@ def upload_record_path(csv_gz: Path) -> Path:
     """`{taxi}_tripdata_{YYYY-MM}.parquet.json`, beside the download (a record of the Parquet,
     named as every record is: see `files.record_path`)."""
     return record_path(parquet_path(csv_gz))
-
-
-def object_name(dataset: TaxiDataset, month: Month) -> str:
-    """`green/green_tripdata_2019-01.parquet`; the TLC's under `tlc/`: never the mirror's object."""
-    return f"{dataset.folder}/{dataset.taxi}_tripdata_{month}.parquet"
-
-
-def crc32c_b64(path: Path) -> str:
-    """crc32c as GCS reports it: base64 of the big-endian checksum."""
-    checksum = google_crc32c.Checksum()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            checksum.update(chunk)
-    return base64.b64encode(checksum.digest()).decode()
 
 
 def _give_back_memory() -> None:

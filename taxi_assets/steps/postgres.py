@@ -40,6 +40,7 @@ from taxi_assets.errors import BadFileError, ConfigError, LoadError
 from taxi_assets.monthfile import MonthFile, RowIds, open_month_file
 from taxi_assets.months import Month
 from taxi_assets.rows import DuplicateCounter, rows_with_ids
+from taxi_assets.stores import partition_name
 from taxi_assets.threads import wind_down
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,6 @@ class LoadReport:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def partition_name(dataset: TaxiDataset, month: Month) -> str:
-    return f"{dataset.table}_{month.year:04d}_{month.month:02d}"
 
 
 def _ident(*parts: str) -> sql.Identifier:
