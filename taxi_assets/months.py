@@ -46,12 +46,17 @@ MIRROR_FIRST_MONTH = Month(2019, 1)
 MIRROR_LAST_MONTH = Month(2021, 7)
 
 
-def mirror_months() -> list[Month]:
-    months, m = [], MIRROR_FIRST_MONTH
-    while m <= MIRROR_LAST_MONTH:
-        months.append(m)
-        m = m.next()
+def months_between(first: Month, last: Month) -> list[Month]:
+    """`first` to `last`, both included (empty when `last` comes first)."""
+    months, month = [], first
+    while month <= last:
+        months.append(month)
+        month = month.next()
     return months
+
+
+def mirror_months() -> list[Month]:
+    return months_between(MIRROR_FIRST_MONTH, MIRROR_LAST_MONTH)
 
 
 def mirror_range() -> str:

@@ -17,7 +17,7 @@ from taxi_assets import ledger
 from taxi_assets.config import Settings
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.errors import DownloadError, TaxiError
-from taxi_assets.months import Month, month_just_ended
+from taxi_assets.months import Month, month_just_ended, months_between
 
 log = logging.getLogger(__name__)
 _HEADS = 8  # HEAD requests at once when asking the source
@@ -60,14 +60,6 @@ class FeedStatus:
             "missing_counted_up_to": str(self.newest),
             "newest_from_source": self.newest_from_source,
         }
-
-
-def _months(first: Month, last: Month) -> list[Month]:
-    months, month = [], first
-    while month <= last:
-        months.append(month)
-        month = month.next()
-    return months
 
 
 def _source_file(settings: Settings, dataset: TaxiDataset, month: Month, entries) -> dict | None:
@@ -117,7 +109,7 @@ def collect(
             newest = keys[-1] if keys else None
         feed = FeedStatus(ds, months, newest or ds.first_month, from_source)
         if keys or ds.last_month is not None:
-            expected = _months(ds.first_month, feed.newest) if newest else []
+            expected = months_between(ds.first_month, feed.newest) if newest else []
             feed.missing = {
                 store: [m for m in expected if (ds.source.name, ds.taxi, m) not in held]
                 for store, held in holdings.items()

@@ -11,7 +11,7 @@ import jinja2
 from jinja2 import nodes
 
 from taxi_assets.datasets import DATASETS_BY_SOURCE, MIRROR
-from taxi_assets.months import Month
+from taxi_assets.months import Month, months_between
 
 SCHEDULE = "io.kestra.plugin.core.trigger.Schedule"
 SUBFLOW = "io.kestra.plugin.core.flow.Subflow"
@@ -284,14 +284,6 @@ def published_span(flow: dict) -> tuple[Month, Month | None]:
     datasets = DATASETS_BY_SOURCE[flow_source(flow)].values()
     lasts = [d.last_month for d in datasets]
     return min(d.first_month for d in datasets), None if None in lasts else max(lasts)
-
-
-def months_between(first: Month, last: Month) -> list[Month]:
-    months, month = [], first
-    while month <= last:
-        months.append(month)
-        month = month.next()
-    return months
 
 
 def malformed(month: Month) -> list[str]:

@@ -54,6 +54,30 @@ def kill_processes_under(folder: Path) -> None:
             proc.kill()
 
 
+PROXIES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+def run_demo(
+    tmp_path: Path, source_url: str, *args: str, command: tuple[str, ...] = (), timeout: float = 300, **extra: str
+) -> subprocess.CompletedProcess:
+    """README command 1 on the embedded default under `tmp_path`, from `source_url`, with no proxy
+    and no DAGSTER_HOME (the demo's own instance folder); `command` replaces `python -m taxi_assets
+    demo` (e.g. `python3 dev.py demo`). What it started is stopped afterwards."""
+    env = embedded_default_env(tmp_path / "state", source_url) | extra
+    env = {k: v for k, v in env.items() if k.lower() not in PROXIES and k != "DAGSTER_HOME"}
+    try:
+        return subprocess.run(
+            [*(command or (sys.executable, "-m", "taxi_assets", "demo")), *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    finally:
+        kill_processes_under(tmp_path)
+
+
 def wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 30, log: Path | None = None) -> None:
     """Until `url` answers (any HTTP status); fails naming `what` (and the log's tail) if the
     process exits or time runs out."""

@@ -4,14 +4,12 @@ what to do offline; other network faults keep their retries."""
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 import requests
 from dagster import DagsterInstance
-from helpers import ROOT, embedded_default_env, free_port, kill_processes_under, run_cli
+from helpers import PROXIES, free_port, run_cli, run_demo
 
 from taxi_assets.config import Settings
 from taxi_assets.datasets import GREEN
@@ -25,7 +23,6 @@ OFFLINE_HINT = (
     "set TAXI_SOURCE_URL to a reachable release server, e.g. "
     "`python -m taxi_assets.samples.mirror_server --dir /tmp/release --port 8765` and TAXI_SOURCE_URL=http://127.0.0.1:8765"
 )
-PROXIES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
 @pytest.fixture
@@ -108,23 +105,6 @@ def test_a_refused_connection_is_still_retried(tmp_path, no_proxy, requests_made
     assert "attempt 1 failed" in caplog.text
 
 
-def _demo(tmp_path, source_url: str, *args: str, **extra: str) -> subprocess.CompletedProcess:
-    """README command 1 (`python -m taxi_assets demo`, as dev.py runs it) on the embedded default."""
-    env = embedded_default_env(tmp_path / "state", source_url) | extra
-    env = {k: v for k, v in env.items() if k.lower() not in PROXIES and k != "DAGSTER_HOME"}
-    try:
-        return subprocess.run(
-            [sys.executable, "-m", "taxi_assets", "demo", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    finally:
-        kill_processes_under(tmp_path)
-
-
 @pytest.mark.parametrize(
     ("source", "extra", "error"),
     [
@@ -139,7 +119,7 @@ def test_a_demo_without_its_source_stops_before_any_run(tmp_path, source, extra,
     instance the Dagster UI opens."""
     url = f"http://127.0.0.1:{free_port()}" if source == "closed" else source
     started = time.monotonic()
-    result = _demo(tmp_path, url, **extra)
+    result = run_demo(tmp_path, url, **extra)
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
         f"Materializing green 2019-01 from {url} into embedded Postgres in {tmp_path / 'state' / 'postgres'} ..."
@@ -153,7 +133,7 @@ def test_a_demo_without_its_source_stops_before_any_run(tmp_path, source, extra,
 
 
 def test_a_demo_of_a_month_the_source_lacks_stops_before_any_run(tmp_path, source_server):
-    result = _demo(tmp_path, source_server.url, "--month", "2022-01")
+    result = run_demo(tmp_path, source_server.url, "--month", "2022-01")
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"error: green 2022-01 is not published ({source_server.url}/green/green_tripdata_2022-01.csv.gz is not"

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus
-from helpers import ROOT, embedded_default_env, kill_processes_under
+from helpers import ROOT, run_demo, unconfigured_env
 
 from taxi_assets import config
 from taxi_assets.definitions import defs
@@ -32,19 +32,9 @@ def test_ci_runs_exactly_the_readme_test_command():
 def test_readme_command_1_materializes_a_month_on_the_embedded_default(tmp_path, source_server):
     """`python3 dev.py demo` with nothing configured: embedded Postgres and emulators, whole chain,
     recorded in the Dagster instance the README's UI opens, and nothing printed but what it did."""
-    env = embedded_default_env(tmp_path / "state", source_server.url)
-    env.pop("DAGSTER_HOME", None)
-    try:
-        result = subprocess.run(
-            ["python3", "dev.py", *_readme_command(1).split()[2:]],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    finally:
-        kill_processes_under(tmp_path)
+    result = run_demo(
+        tmp_path, source_server.url, command=("python3", "dev.py", *_readme_command(1).split()[2:]), timeout=600
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "embedded Postgres" in result.stdout
     assert "green_tripdata: 2,000 rows for 2019-01" in result.stdout
@@ -62,7 +52,11 @@ def test_readme_command_1_materializes_a_month_on_the_embedded_default(tmp_path,
     # The instance the README's UI opens (`export DAGSTER_HOME=$(python -m taxi_assets dagster-home)`)
     # is the one the demo recorded into: the month materialized, its checks evaluated.
     home = subprocess.run(
-        [sys.executable, "-m", "taxi_assets", "dagster-home"], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "taxi_assets", "dagster-home"],
+        cwd=ROOT,
+        env=unconfigured_env() | {"TAXI_STATE_DIR": str(tmp_path / "state")},
+        capture_output=True,
+        text=True,
     )
     assert home.returncode == 0, home.stderr
     assert home.stdout.strip() == str(tmp_path / "state" / "dagster")
@@ -133,20 +127,7 @@ def test_the_steps_do_not_import_dagster():
 def test_readme_command_1_without_network_ends_in_one_line_saying_what_to_do(tmp_path):
     """The demo's run fails at its first step: no Dagster log or stack trace, the step's own one
     line (what failed, what to do offline), checked before any run: the instance keeps no failed run."""
-    env = embedded_default_env(tmp_path / "state", "http://no-such-host.invalid")  # .invalid never resolves
-    env = {k: v for k, v in env.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
-    env.pop("DAGSTER_HOME", None)
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "taxi_assets", "demo"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    finally:
-        kill_processes_under(tmp_path)
+    result = run_demo(tmp_path, "http://no-such-host.invalid", timeout=120)  # .invalid never resolves
     assert result.returncode == 1
     assert result.stdout.startswith("Materializing green 2019-01 from http://no-such-host.invalid")
     assert len(result.stdout.splitlines()) == 1, result.stdout
