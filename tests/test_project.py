@@ -158,3 +158,22 @@ def test_an_unexpected_failure_of_the_demo_names_the_step_the_error_and_the_log(
         f"the green_trips_job run for 2019-01 failed in load: ValueError: no good at all (the whole log: run "
         f"{result.run_id[:8]} in the Dagster instance at {tmp_path}, or `python -m taxi_assets -v demo` prints it here)"
     )
+
+
+# docs/contributing.md: commit subjects are at most 72 characters, the detail in the body. The
+# rule holds from this commit time on (older history is as it was); by date, so a shallow clone
+# checks what it has.
+SUBJECT_RULE_SINCE = "2026-12-05T20:30:00+00:00"
+SUBJECT_MAX = 72
+
+
+def test_commit_subjects_are_at_most_72_characters():
+    log = subprocess.run(
+        ["git", "log", f"--since={SUBJECT_RULE_SINCE}", "--format=%h %s"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert log.returncode == 0, f"git log failed (is this a git checkout?): {log.stderr.strip()}"
+    long = [line for line in log.stdout.splitlines() if len(line.split(" ", 1)[1]) > SUBJECT_MAX]
+    assert long == [], f"commit subjects over {SUBJECT_MAX} characters: {long}"
