@@ -108,3 +108,14 @@ def test_the_slugs_follow_githubs_rules():
         "the-chain-one-month-through-the-four-commands-first-run-and-re-run"
     )
     assert slug("What **a** [load](x.md) guarantees") == "what-a-load-guarantees"
+
+
+_REPO_PATH = re.compile(r"\b((?:taxi_assets|tests|benchmarks|kestra_flows|docker)/[\w./-]+\.(?:py|ya?ml|txt|sh|md))\b")
+
+
+@pytest.mark.parametrize("path", MARKDOWN, ids=lambda p: p.name)
+def test_every_file_the_docs_name_exists(path):
+    """A module or file named in prose or code (`taxi_assets/monthfile/csvgz.py`) is in the tree:
+    code moves, and the pages must follow."""
+    named = set(_REPO_PATH.findall(path.read_text()))
+    assert sorted(n for n in named if not (ROOT / n).exists()) == []
