@@ -164,6 +164,13 @@ def ensure_uv(tool: Path = LOCK_TOOL) -> Path:
     return uv
 
 
+# sqlglotrs: dagster-dbt asks for sqlglot[rs], whose sqlglot (30.11, bqemulator's range) warns on
+# every import that it is deprecated when sqlglotc does not import, and sqlglotc 30.11 ships no
+# `sqlglotc` module: every process loading the code location (dg included, before our code runs)
+# would print it. Without it sqlglot tokenizes in Python, as it did before dagster-dbt came.
+LEFT_OUT = ("sqlglotrs",)
+
+
 def lock(extra_args: list[str]) -> int:
     """Resolve requirements/{test,runtime,jdk}.txt with uv for every platform and Python 3.11-3.12,
     with every file's hashes. A lock already there is kept as far as pyproject.toml allows (uv prefers
@@ -177,6 +184,9 @@ def lock(extra_args: list[str]) -> int:
     build = "\n".join(data.get("build-system", {}).get("requires", [])) + "\n"
     common = ["--universal", "--python-version", minimum, "--generate-hashes", "--quiet"]
     common += ["--custom-compile-command", "python3 dev.py lock", *extra_args]
+    # Left out on purpose (the lock's other pins need none of them; `pip check` agrees):
+    for package in LEFT_OUT:
+        common += ["--no-emit-package", package]
     relative = {name: str(path.relative_to(ROOT)) for name, path in LOCKS.items()}
     steps = [
         # Runtime and test tools together first, so the runtime pins below are the tested ones.

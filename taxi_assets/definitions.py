@@ -28,9 +28,4 @@ DAGSTER_INTERNAL_BETA = ("Parameter `execution_type` of function `AssetsDefiniti
 for _internal in DAGSTER_INTERNAL_BETA:
     warnings.filterwarnings("ignore", message=re.escape(_internal), category=dg.BetaWarning)
 
-# Not ours either: the folder's loader imports every installed Component library, dagster-dbt's
-# too, which requires sqlglot[rs]; sqlglot 30 (bqemulator's range) calls that extra deprecated
-# when imported. Packaging news about our dependencies, nothing a user can act on.
-warnings.filterwarnings("ignore", message=re.escape("sqlglot[rs] is deprecated"), category=UserWarning)
-
 defs = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
