@@ -244,6 +244,28 @@ def cmd_load_bigquery(args: argparse.Namespace, settings: Settings) -> None:
     emit(report.as_dict(), {"rows": report.rows}, _tags(ds, args.month), report.seconds)
 
 
+def cmd_marts(args: argparse.Namespace, settings: Settings) -> None:
+    from taxi_assets.emulators import with_local_cloud
+    from taxi_assets.marts import BIGQUERY, build_marts
+
+    if args.store == BIGQUERY:
+        settings = with_local_cloud(settings)
+    report = build_marts(settings, args.store, args.source, args.month, refresh_dims=args.refresh_dims)
+    emit(
+        {
+            "store": report.store,
+            "schema": report.schema,
+            "feeds": report.feeds,
+            "rows": report.rows,
+            "warned": [n.name for n in report.warnings],
+            "dims_built": report.dims_built,
+        },
+        {f"{mart}_rows": rows for mart, rows in report.rows.items()},
+        {"source": args.source, "month": str(args.month), "store": args.store},
+        report.seconds,
+    )
+
+
 def cmd_products(args: argparse.Namespace, settings: Settings) -> None:
     from taxi_assets.products import fetch_products, products_url
 
@@ -371,6 +393,11 @@ COMMANDS: dict[str, tuple[Callable, str]] = {
     "gcp-setup": (cmd_gcp_setup, "create the GCS bucket and the BigQuery dataset when missing (idempotent)"),
     "upload-gcs": (cmd_upload_gcs, "put one month in the bucket as typed Parquet (verified by crc32c, idempotent)"),
     "load-bigquery": (cmd_load_bigquery, "replace one month in the BigQuery table from the Parquet in the bucket"),
+    "marts": (
+        cmd_marts,
+        "rebuild one month's dbt marts of a source (fct_trips, fct_monthly_zone_revenue, ...) in a store from the"
+        " month's loaded rows, with dbt's tests; exit 1 when a model or a test of ERROR severity fails",
+    ),
     "products": (cmd_products, "getting started: fetch products (TAXI_PRODUCTS_URL) and keep some columns"),
     "avg-price": (cmd_avg_price, "getting started: average price by brand over the kept products, with DuckDB"),
     "newest-month": (
@@ -446,6 +473,13 @@ def build_parser() -> argparse.ArgumentParser:
             from taxi_assets.checks import STORES
 
             p.add_argument("--store", required=True, choices=STORES, help="the store whose month is checked")
+        if name == "marts":
+            from taxi_assets.marts import STORES as MART_STORES
+
+            p.add_argument("--month", required=True, type=_month, help="the loaded files' month, YYYY-MM")
+            p.add_argument("--store", choices=MART_STORES, default=MART_STORES[0], help="default: postgres")
+            p.add_argument("--source", choices=list(SOURCES), default=MIRROR.name, help="whose tables (default mirror)")
+            p.add_argument("--refresh-dims", action="store_true", help="rebuild the seeds and dim_zones too")
         if name == "demo":
             p.set_defaults(taxi="green", month=Month(2019, 1))
     return parser
