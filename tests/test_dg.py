@@ -5,7 +5,9 @@ taxi_assets/defs/, one `defs.yaml` per source), and nothing imports Dagster's pr
 
 tests/fixtures/dg_list_defs.json is what `dg list defs --json` listed before the folder layout (the
 definitions were assembled by hand then), normalized by `normalized_listing`; the layout must list
-the same. Rewrite it only for a change meant to change the definitions:
+the same. Its `marts` entry is the dbt marts' part (taxi_assets/defs/marts/defs.yaml, issue 19),
+added since and compared on its own, so the chains' part stays what it was. Rewrite it only for a
+change meant to change the definitions:
 `.venv/bin/dg list defs --json | .venv/bin/python tests/test_dg.py > tests/fixtures/dg_list_defs.json`."""
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 from helpers import FIXTURES, ROOT, unconfigured_env
 
-from taxi_assets import checks
+from taxi_assets import checks, marts
 from taxi_assets.datasets import MIRROR_DATASETS, TLC_DATASETS
 
 pytestmark = pytest.mark.slow
@@ -52,6 +54,33 @@ def normalized_listing(listed: dict) -> dict:
         "sensors": sorted(s["name"] for s in listed["sensors"]),
         "resources": {r["name"]: r["type"] for r in sorted(listed["resources"], key=lambda r: r["name"])},
     }
+
+
+def _is_marts(kind: str, item) -> bool:
+    """Whether a normalized entry is the dbt marts' (keys `marts/...`, their sensors, the dbt resource)."""
+    if kind in ("assets", "asset_checks"):
+        return item["key"].startswith("marts/")
+    if kind in ("sensors", "jobs"):
+        return item.startswith("marts_")
+    return kind == "resources" and item == "dbt"
+
+
+def split_listing(normalized: dict) -> tuple[dict, dict]:
+    """A normalized listing as (the chains' part, the marts' part), each in the same shape."""
+    parts: tuple[dict, dict] = ({}, {})
+    for kind, items in normalized.items():
+        for part in (False, True):
+            if isinstance(items, dict):
+                parts[part][kind] = {k: v for k, v in items.items() if _is_marts(kind, k) == part}
+            else:
+                parts[part][kind] = [i for i in items if _is_marts(kind, i) == part]
+    return parts
+
+
+def fixture_listing(normalized: dict) -> dict:
+    """The fixture's form: the chains' part, and the marts' part under `marts`."""
+    chains, marts_part = split_listing(normalized)
+    return {**chains, "marts": marts_part}
 
 
 def _dg(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -86,8 +115,38 @@ def listed(tmp_path_factory) -> dict:
 
 def test_dg_list_defs_lists_what_the_hand_assembled_definitions_did(listed):
     """The folder layout (a Component per source, resources and single definitions discovered)
-    lists exactly the assets, checks, jobs, schedules, sensors and resources listed before it."""
-    assert normalized_listing(listed) == json.loads(LISTING.read_text())
+    lists exactly the assets, checks, jobs, schedules, sensors and resources listed before it,
+    and besides them the marts as recorded since."""
+    expected = json.loads(LISTING.read_text())
+    chains, marts_part = split_listing(normalized_listing(listed))
+    assert chains == {k: v for k, v in expected.items() if k != "marts"}
+    assert marts_part == expected["marts"]
+
+
+def test_dg_list_defs_lists_the_marts_of_each_source_in_each_store(listed):
+    """Per source x store (one document of taxi_assets/defs/marts/defs.yaml): its dbt models and
+    seeds as `marts/<store>/<source>/<node>`, group `marts_<source>_<store>`, kinds {dbt, <store>},
+    downstream of that store's load assets of the source; dbt's tests as their checks; an
+    automation sensor; one dbt resource."""
+    assets = {a["asset_key"]: a for a in listed["assets"] if a["asset_key"].startswith("marts/")}
+    check_keys = {c["key"] for c in listed["asset_checks"]}
+    expected_keys = set()
+    for source, feeds in (("mirror", MIRROR_DATASETS), ("tlc", TLC_DATASETS)):
+        for store in marts.STORES:
+            prefix = f"marts/{store}/{source}"
+            nodes = (*marts.MARTS[source], "dim_zones", "taxi_zone_lookup", "payment_type_lookup")
+            expected_keys |= {f"{prefix}/{node}" for node in nodes}
+            for node in nodes:
+                asset = assets[f"{prefix}/{node}"]
+                assert asset["group_name"] == f"marts_{source}_{store}" and set(asset["kinds"]) == {"dbt", store}
+            loads = {f"{'tlc_' if source == 'tlc' else ''}{taxi}_trips_{store}" for taxi in feeds}
+            assert loads <= set(assets[f"{prefix}/fct_trips"]["dependency_keys"])
+            assert f"{prefix}/fct_trips:unique_fct_trips_trip_id" in check_keys
+            assert f"{prefix}/fct_monthly_zone_revenue:revenue_reconciles" in check_keys
+            assert any(s["name"] == f"marts_{source}_{store}_automation" for s in listed["sensors"])
+            assert any(j["name"] == f"marts_{source}_{store}_job" for j in listed["jobs"])
+    assert set(assets) == expected_keys
+    assert {r["name"]: r["type"] for r in listed["resources"]}["dbt"] == "dagster_dbt.core.resource.DbtCliResource"
 
 
 def test_each_chain_comes_from_its_source_s_defs_yaml(listed):
@@ -95,7 +154,8 @@ def test_each_chain_comes_from_its_source_s_defs_yaml(listed):
     the ledger sensor are Python definitions found in the folder."""
 
     def yaml_file(name: str) -> str:
-        return f"taxi_assets/defs/{'tlc' if name.startswith('tlc_') else 'mirror'}/defs.yaml"
+        folder = "marts" if name.startswith("marts") else "tlc" if name.startswith("tlc_") else "mirror"
+        return f"taxi_assets/defs/{folder}/defs.yaml"
 
     def written_in(item: dict) -> str:
         return (item.get("source") or "").rsplit(":", 1)[0]  # `path:line`, none for Python definitions
@@ -112,7 +172,8 @@ def test_each_chain_comes_from_its_source_s_defs_yaml(listed):
 def test_dg_list_defs_lists_every_chain_with_its_checks_job_and_schedule(listed):
     chains = {f"{t}_trips_{s}" for t in MIRROR_DATASETS for s in ("csv", "postgres", "gcs", "bigquery")}
     tlc = {f"tlc_{t}_trips_{s}" for t in TLC_DATASETS for s in ("parquet", "postgres", "gcs", "bigquery")}
-    assert {a["asset_key"] for a in listed["assets"]} == chains | tlc | {"products", "avg_price_by_brand"}
+    listed_chains = {a["asset_key"] for a in listed["assets"] if not a["asset_key"].startswith("marts/")}
+    assert listed_chains == chains | tlc | {"products", "avg_price_by_brand"}
     groups = {a["asset_key"]: a["group_name"] for a in listed["assets"]}
     assert all(groups[f"{t}_trips_csv"] == f"{t}_taxi" for t in MIRROR_DATASETS)
     check_keys = {c["key"] for c in listed["asset_checks"]}
@@ -124,12 +185,10 @@ def test_dg_list_defs_lists_every_chain_with_its_checks_job_and_schedule(listed)
             checks.OUT_OF_MONTH_WITHIN_TOLERANCE,
         ):
             assert f"{taxi}_trips_postgres:{name}" in check_keys
-    assert {j["name"] for j in listed["jobs"]} == {f"{t}_trips_job" for t in MIRROR_DATASETS} | {
-        f"tlc_{t}_trips_job" for t in TLC_DATASETS
-    }
-    assert {s["name"] for s in listed["sensors"]} == {f"tlc_{t}_published_months" for t in TLC_DATASETS} | {
-        "loads_from_the_ledgers"
-    }
+    listed_jobs = {j["name"] for j in listed["jobs"] if not j["name"].startswith("marts_")}
+    assert listed_jobs == {f"{t}_trips_job" for t in MIRROR_DATASETS} | {f"tlc_{t}_trips_job" for t in TLC_DATASETS}
+    listed_sensors = {s["name"] for s in listed["sensors"] if not s["name"].startswith("marts_")}
+    assert listed_sensors == {f"tlc_{t}_published_months" for t in TLC_DATASETS} | {"loads_from_the_ledgers"}
     assert {s["name"]: s["cron_schedule"] for s in listed["schedules"]} == {
         "green_trips_monthly": "0 9 1 * *",
         "yellow_trips_monthly": "0 10 1 * *",
@@ -171,4 +230,4 @@ def test_nothing_imports_dagster_private_modules():
 
 
 if __name__ == "__main__":  # `dg list defs --json` on stdin: the fixture, normalized
-    print(json.dumps(normalized_listing(json.load(sys.stdin)), indent=1))
+    print(json.dumps(fixture_listing(normalized_listing(json.load(sys.stdin))), indent=1))
