@@ -15,6 +15,7 @@ from taxi_assets.months import Month, months_between
 
 SCHEDULE = "io.kestra.plugin.core.trigger.Schedule"
 SUBFLOW = "io.kestra.plugin.core.flow.Subflow"
+FLOW_TRIGGER = "io.kestra.plugin.core.trigger.Flow"
 IF = "io.kestra.plugin.core.flow.If"
 # Where a task holds other tasks (flowable tasks, and every task's error handlers).
 CHILD_LISTS = ("tasks", "then", "else", "errors", "finally", "default")
@@ -90,10 +91,10 @@ def _invalid(spec: dict, value) -> list[str]:
 
 
 def input_rule(flow: dict, flows: dict[tuple[str, str], dict]) -> list[str]:
-    """A Schedule trigger's inputs are the flow's own; a Subflow's are its target flow's."""
+    """A Schedule or Flow trigger's inputs are the flow's own; a Subflow's are its target flow's."""
     problems = []
     for trigger in flow.get("triggers") or []:
-        if trigger["type"] == SCHEDULE:
+        if trigger["type"] in (SCHEDULE, FLOW_TRIGGER):
             problems += _check_inputs(trigger.get("inputs"), flow.get("inputs"), f"trigger {trigger['id']}", flow["id"])
     for task in all_tasks(flow):
         if task["type"] == SUBFLOW:
@@ -175,33 +176,43 @@ def expression_rule(flow: dict) -> list[str]:
     """Every expression parses, and names only this flow's inputs, and outputs of tasks that
     exist and run before the expression's own task (any task, in the flow's `outputs`).
     Whether a script task's `vars.K` is one its step prints is left to the engine tests, which
-    run every flow."""
+    run every flow. A Flow trigger's expressions are rendered with the execution that ended as
+    theirs: flow_trigger_rule checks them."""
     problems = []
     inputs = {i["id"] for i in flow.get("inputs") or []}
     tasks = {t["id"]: t for t in all_tasks(flow)}
-    for owner, text in flow_strings(flow):
-        if "{{" not in text and "}}" not in text:
+    own = {**flow, "triggers": [t for t in flow.get("triggers") or [] if t["type"] != FLOW_TRIGGER]}
+    for owner, text in flow_strings(own):
+        problems += _check_text(
+            owner, text, inputs, flow["id"], lambda path, o=owner, t=text: _check_output(o, t, path, tasks)
+        )
+    return problems
+
+
+def _check_text(owner: str, text: str, inputs: set[str], whose: str, check_outputs) -> list[str]:
+    """An expression parses, calls Kestra's functions, names Kestra's variables, `inputs.X` of
+    `whose` inputs, and outputs as `check_outputs(path)` judges them."""
+    if "{{" not in text and "}}" not in text:
+        return []
+    try:
+        template = parse(text)
+    except jinja2.TemplateSyntaxError as exc:
+        return [f"{owner}: {text!r} does not parse: {exc.message}"]
+    problems, called = [], set()
+    for name, _ in functions(template):
+        called.add(name)
+        if name not in FUNCTIONS:
+            problems.append(f"{owner}: {text!r} calls {name}(), which is no Kestra function")
+    for path in references(template):
+        root = path[0]
+        if root in called:
             continue
-        try:
-            template = parse(text)
-        except jinja2.TemplateSyntaxError as exc:
-            problems.append(f"{owner}: {text!r} does not parse: {exc.message}")
-            continue
-        called = set()
-        for name, _ in functions(template):
-            called.add(name)
-            if name not in FUNCTIONS:
-                problems.append(f"{owner}: {text!r} calls {name}(), which is no Kestra function")
-        for path in references(template):
-            root = path[0]
-            if root in called:
-                continue
-            if root not in ROOTS:
-                problems.append(f"{owner}: {text!r} names {root}, which is not a Kestra variable")
-            elif root == "inputs" and (len(path) < 2 or path[1] not in inputs):
-                problems.append(f"{owner}: {text!r} names {'.'.join(path[:2])}, which {flow['id']} does not declare")
-            elif root == "outputs":
-                problems += _check_output(owner, text, path, tasks)
+        if root not in ROOTS:
+            problems.append(f"{owner}: {text!r} names {root}, which is not a Kestra variable")
+        elif root == "inputs" and (len(path) < 2 or path[1] not in inputs):
+            problems.append(f"{owner}: {text!r} names {'.'.join(path[:2])}, which {whose} does not declare")
+        elif root == "outputs":
+            problems += check_outputs(path)
     return problems
 
 
@@ -278,10 +289,23 @@ def flow_source(flow: dict) -> str:
     return (flow.get("labels") or {}).get("source", MIRROR.name)
 
 
+def flow_sources(flow: dict) -> list[str]:
+    """The sources a flow works on: a `source` SELECT input's values, else its one source."""
+    for spec in flow.get("inputs") or []:
+        if spec["id"] == "source" and spec["type"] == "SELECT":
+            return [v["value"] if isinstance(v, dict) else v for v in spec.get("values") or []]
+    return [flow_source(flow)]
+
+
+def _datasets(flow: dict) -> list:
+    """The feeds of every source the flow works on (flow_sources)."""
+    return [d for source in flow_sources(flow) for d in DATASETS_BY_SOURCE[source].values()]
+
+
 def published_span(flow: dict) -> tuple[Month, Month | None]:
-    """The first and last month the project publishes for any feed of the flow's source
+    """The first and last month the project publishes for any feed of the flow's sources
     (taxi_assets.datasets: each feed's first_month and last_month); last None: open-ended."""
-    datasets = DATASETS_BY_SOURCE[flow_source(flow)].values()
+    datasets = _datasets(flow)
     lasts = [d.last_month for d in datasets]
     return min(d.first_month for d in datasets), None if None in lasts else max(lasts)
 
@@ -303,12 +327,16 @@ def matches(validator: str, value: str) -> bool:
 
 
 def published_rule(flow: dict) -> list[str]:
-    """A `taxi` SELECT offers exactly the source's feeds; a `month` STRING's validator accepts
-    exactly the months published for the source (every month of the span, not the month before
+    """A `taxi` SELECT offers exactly the source's feeds, a `source` SELECT only our sources; a
+    `month` STRING's validator accepts exactly the months published for the flow's sources (its
+    `source` SELECT's, else its own: every month of the span, not the month before
     it nor, when the span ends, the month after, nor a malformed one), and its description names
     each feed's first and last month. Kestra checks none of it: a validator one month too wide
     starts a load that 404s, one too narrow refuses a month Dagster loads."""
     problems = []
+    unknown = sorted(set(flow_sources(flow)) - set(DATASETS_BY_SOURCE))
+    if unknown:
+        return [f"input source offers {unknown}, which are no sources (they are {sorted(DATASETS_BY_SOURCE)})"]
     datasets = DATASETS_BY_SOURCE[flow_source(flow)]
     first, last = published_span(flow)
     for spec in flow.get("inputs") or []:
@@ -330,10 +358,70 @@ def published_rule(flow: dict) -> list[str]:
         wrong = [repr(v) for v in [*outside, *malformed(first)] if matches(validator, v)]
         if wrong:
             problems.append(f"month validator accepts {', '.join(wrong)}, outside the published months ({span})")
-        bounds = {str(d.first_month) for d in datasets.values()} | {
-            str(d.last_month) for d in datasets.values() if d.last_month
+        bounds = {str(d.first_month) for d in _datasets(flow)} | {
+            str(d.last_month) for d in _datasets(flow) if d.last_month
         }
         for bound in sorted(bounds):
             if bound not in (spec.get("description") or ""):
                 problems.append(f"input month's description does not name {bound}, a first or last published month")
+    return problems
+
+
+# -- 7. Flow triggers: what the load that ended starts -------------------------------------------------
+
+# The stores a flow loads, by the step that loads each (a marts build reads the store's loaded rows).
+LOAD_STEPS = {"postgres": "load-postgres", "bigquery": "load-bigquery"}
+
+
+def _loads(flow: dict) -> set[str]:
+    commands = " ".join(c for task in all_tasks(flow) for c in task.get("commands") or [])
+    return {store for store, step in LOAD_STEPS.items() if f"taxi_assets {step} " in commands}
+
+
+def flow_trigger_rule(flow: dict, flows: dict[tuple[str, str], dict]) -> list[str]:
+    """A Flow trigger depends on flows of ours, each in stated states (without `states` a
+    dependency matches any end, a failed load included: Kestra's default). Its inputs are rendered
+    with the execution that ended as the context (Kestra 2.0's FlowTriggerService: `inputs.X` is
+    that execution's input, `trigger.outputs.X` its flow's output), so they name what every flow it
+    depends on declares; a literal `source` is the one that flow loads from, a literal `store` one
+    it loads."""
+    problems = []
+    for trigger in flow.get("triggers") or []:
+        if trigger["type"] != FLOW_TRIGGER:
+            continue
+        where = f"trigger {trigger['id']}"
+        upstream = []
+        for dependency in trigger.get("dependsOn") or []:
+            key = (dependency.get("namespace"), dependency.get("flowId"))
+            if key not in flows:
+                problems.append(f"{where} depends on {'.'.join(map(str, key))}, which is no flow of ours")
+                continue
+            upstream.append(flows[key])
+            if not dependency.get("states"):
+                problems.append(
+                    f"{where}: its dependency on {key[1]} lists no states, so any end (FAILED too) starts it"
+                )
+        if not trigger.get("dependsOn"):
+            problems.append(f"{where} depends on no flow")
+        given = trigger.get("inputs") or {}
+        for name, value in given.items():
+            if not isinstance(value, str) or "{{" not in value:
+                for u in upstream:
+                    if name == "source" and flow_source(u) != value:
+                        problems.append(f"{where} gives source={value!r}, but {u['id']} loads from {flow_source(u)}")
+                    if name == "store" and value not in _loads(u):
+                        problems.append(f"{where} gives store={value!r}, which {u['id']} does not load")
+                continue
+            for u in upstream:
+                inputs = {i["id"] for i in u.get("inputs") or []}
+                outputs = {o["id"] for o in u.get("outputs") or []}
+                found = _check_text(where, value, inputs, f"{u['id']} (the execution that ended)", lambda path: [])
+                problems += found
+                if found:
+                    continue
+                for path in references(parse(value)):
+                    if path[:2] == ["trigger", "outputs"] and (len(path) < 3 or path[2] not in outputs):
+                        problems.append(
+                            f"{where}: {value!r} names trigger.outputs.{'.'.join(path[2:3])}, which {u['id']} does not declare"
+                        )
     return problems

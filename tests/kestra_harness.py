@@ -33,6 +33,17 @@ PROJECT = ROOT / "tests" / "kestra_engine"
 KESTRA_VERSION = re.search(r"<kestra.version>(.+?)</kestra.version>", (PROJECT / "pom.xml").read_text())[1]
 NAMESPACE = "taxi.assets"
 FLOWS_DIR = ROOT / "kestra_flows"
+MARTS_FLOW = "taxi_marts"  # started by every load's success (a Flow trigger)
+
+
+def flows_without_marts(folder: Path) -> Path:
+    """The flows, but the marts' flow, in `folder` (links): for engines testing the loads, where a
+    dbt build after each load would only add minutes (tests/test_kestra_marts.py runs it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for flow in FLOWS_DIR.glob("*.yaml"):
+        if flow.stem != MARTS_FLOW:
+            (folder / flow.name).symlink_to(flow)
+    return folder
 
 
 def _java_home() -> Path:
@@ -185,6 +196,15 @@ class Kestra:
         once it has ended: its task runs, outputs, metrics and logs are its own, not the parent's."""
         child_id = execution.outputs(task)["executionId"]
         return Execution(self.request(op="execution", executionId=child_id, timeoutSeconds=timeout))
+
+    def triggered(self, execution: Execution, flow: str, count: int = 1, timeout: int = 300) -> list[Execution]:
+        """The executions of `flow` that `execution` started through a Flow trigger (Kestra's
+        executor evaluates the triggers when an execution ends), once `count` exist and all have
+        ended: every one found, so an extra execution shows."""
+        answer = self.request(
+            op="triggered", executionId=execution.data["id"], flow=flow, count=count, timeoutSeconds=timeout
+        )
+        return [Execution(data) for data in answer["executions"]]
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):

@@ -26,7 +26,17 @@ import pytest
 import yaml
 from flow_rules import OPEN_ENDED_UNTIL, malformed, matches, published_span
 from helpers import ROOT, dagster_resources, unconfigured_env
-from kestra_harness import FLOWS_DIR, NAMESPACE, Execution, Kestra, build, database_with_password, secret_env
+from kestra_harness import (
+    FLOWS_DIR,
+    MARTS_FLOW,
+    NAMESPACE,
+    Execution,
+    Kestra,
+    build,
+    database_with_password,
+    flows_without_marts,
+    secret_env,
+)
 
 from taxi_assets import config, ledger
 from taxi_assets.config import Settings
@@ -116,7 +126,8 @@ def kestra(classpath, tmp_path_factory, stack, products_api):
         tmp_path_factory.mktemp("kestra"),
         worker_env(stack) | {config.PRODUCTS_URL: products_api} | secret_env(SECRETS(stack)),
     )
-    engine.request(op="load", dir=str(FLOWS_DIR))  # counted in test_every_flow_is_accepted_by_kestra...
+    # Counted in test_every_flow_is_accepted_by_kestra...; the marts' flow runs in test_kestra_marts.py.
+    engine.request(op="load", dir=str(flows_without_marts(tmp_path_factory.mktemp("flows"))))
     yield engine
     engine.close()
 
@@ -227,15 +238,16 @@ def _bq_ids(settings: Settings, taxi: str, month: str) -> list[tuple]:
 # -- Validation by Kestra itself ------------------------------------------------------------------
 
 
-def test_every_flow_is_accepted_by_kestra_with_no_warning(kestra):
+def test_every_flow_is_accepted_by_kestra_with_no_warning(kestra, tmp_path):
     results = kestra.validate({p.name: p.read_text() for p in FLOW_FILES})
     assert sorted(results) == [p.name for p in FLOW_FILES]
     for name, result in results.items():
         assert result.get("constraints") is None, f"{name}: {result['constraints']}"
         assert [result.get(k, []) for k in ("warnings", "deprecationPaths", "infos")] == [[], [], []], name
     # What `--flow-path` loads: the loader skips an invalid flow with a warning only, so count.
-    loaded = kestra.request(op="load", dir=str(FLOWS_DIR))["loaded"]
-    assert sorted(loaded) == sorted(f"{NAMESPACE}.{p.stem}" for p in FLOW_FILES)
+    # (the marts' flow is loaded, and counted, by tests/test_kestra_marts.py's engine)
+    loaded = kestra.request(op="load", dir=str(flows_without_marts(tmp_path / "flows")))["loaded"]
+    assert sorted(loaded) == sorted(f"{NAMESPACE}.{p.stem}" for p in FLOW_FILES if p.stem != MARTS_FLOW)
 
 
 def with_month_default(flow: dict, value: str) -> str:
@@ -259,7 +271,7 @@ def test_kestra_matches_each_month_validator_as_the_flow_rule_does(kestra):
         months = [first, last or OPEN_ENDED_UNTIL, first.previous(), *([last.next()] if last else [])]
         for value in [str(m) for m in months] + [v for v in malformed(first) if v.strip()]:
             cases[f"{path.stem} month {value!r}"] = (with_month_default(flow, value), flow, value)
-    assert len({name.split()[0] for name in cases}) == 5, "every flow with a month input"
+    assert len({name.split()[0] for name in cases}) == 6, "every flow with a month input"
     results = kestra.validate({name: text for name, (text, _, _) in cases.items()})
     for name, (_, flow, value) in cases.items():
         validator = next(i["validator"] for i in flow["inputs"] if i["id"] == "month")
@@ -486,7 +498,7 @@ def test_the_service_account_key_reaches_tasks_through_the_secret_store(classpat
         classpath, tmp_path_factory.mktemp("kestra-google"), worker_env(on_google) | secret_env(SECRETS(stack))
     )
     try:
-        engine.request(op="load", dir=str(FLOWS_DIR))
+        engine.request(op="load", dir=str(flows_without_marts(tmp_path_factory.mktemp("flows"))))
         execution = run(engine, "gcp_setup")
     finally:
         engine.close()

@@ -1,6 +1,7 @@
 """What Kestra itself cannot check in our flows (its parser and validator check the rest, in
 tests/test_kestra_engine.py): tasks stay thin calls of the package; inputs given by triggers and
-Subflows, expressions and If conditions name what exists; every input says what it is; taxi and
+Subflows, expressions and If conditions name what exists; Flow triggers depend on our flows'
+stated ends and build what those flows loaded; every input says what it is; taxi and
 month inputs offer exactly what the project publishes (tests/flow_rules.py, each rule shown to
 catch a mistake made in a real flow); every secret a flow reads is documented for the one `.env`
 both orchestrators use."""
@@ -15,6 +16,7 @@ from flow_rules import (
     all_tasks,
     description_rule,
     expression_rule,
+    flow_trigger_rule,
     flows_by_key,
     if_rule,
     input_rule,
@@ -66,6 +68,27 @@ def test_triggers_and_subflows_give_only_inputs_their_flow_declares_with_valid_v
 
 
 @pytest.mark.parametrize("path", FLOWS, ids=lambda p: p.stem)
+def test_flow_triggers_depend_on_our_flows_ending_as_stated_and_map_what_they_loaded(path):
+    assert flow_trigger_rule(yaml.safe_load(path.read_text()), ALL_FLOWS) == []
+
+
+def test_the_marts_are_built_after_every_flow_that_loads_a_store():
+    """Each flow that loads Postgres or BigQuery starts taxi_marts for that store on success."""
+    triggers = [t for t in ALL_FLOWS[NAMESPACE, "taxi_marts"]["triggers"] if t["type"].endswith(".trigger.Flow")]
+    built = {(d["flowId"], t["inputs"]["store"]) for t in triggers for d in t["dependsOn"]}
+    loads = {"load-postgres": "postgres", "load-bigquery": "bigquery"}
+    loaded = {
+        (flow["id"], store)
+        for flow in ALL_FLOWS.values()
+        for t in all_tasks(flow)
+        for c in t.get("commands", [])
+        for step, store in loads.items()
+        if f"taxi_assets {step} " in c
+    }
+    assert built == loaded
+
+
+@pytest.mark.parametrize("path", FLOWS, ids=lambda p: p.stem)
 def test_every_expression_parses_and_names_inputs_and_earlier_tasks_of_its_flow(path):
     assert expression_rule(yaml.safe_load(path.read_text())) == []
 
@@ -98,6 +121,7 @@ def test_every_month_input_is_checked_against_the_published_months():
         "gcp_taxi_scheduled",
         "postgres_taxi",
         "postgres_taxi_scheduled",
+        "taxi_marts",
         "tlc_taxi",
     ]
 
@@ -212,6 +236,40 @@ MUTANTS = {
     "taxi SELECT offering a feed the source lacks": (
         "gcp_taxi", "values: [yellow, green, fhv]", "values: [yellow, green, fhv, fhvhv]", published_rule,
         "input taxi offers ['yellow', 'green', 'fhv', 'fhvhv'], the mirror feeds are ['fhv', 'green', 'yellow']",
+    ),
+    "flow trigger on any end of its flow": (
+        "taxi_marts", "        states: [SUCCESS]\n", "", lambda flow: flow_trigger_rule(flow, ALL_FLOWS),
+        "trigger after_postgres_taxi: its dependency on postgres_taxi lists no states",
+    ),
+    "flow trigger on a flow that is not ours": (
+        "taxi_marts", "flowId: postgres_taxi", "flowId: postgres_taxis", lambda flow: flow_trigger_rule(flow, ALL_FLOWS),
+        "trigger after_postgres_taxi depends on taxi.assets.postgres_taxis, which is no flow of ours",
+    ),
+    "flow trigger building a store its flow does not load": (
+        "taxi_marts", "      store: postgres\n", "      store: bigquery\n", lambda flow: flow_trigger_rule(flow, ALL_FLOWS),
+        "trigger after_postgres_taxi gives store='bigquery', which postgres_taxi does not load",
+    ),
+    "flow trigger building another source's marts": (
+        "taxi_marts", "      source: tlc\n", "      source: mirror\n", lambda flow: flow_trigger_rule(flow, ALL_FLOWS),
+        "trigger after_tlc_taxi_postgres gives source='mirror', but tlc_taxi loads from tlc",
+    ),
+    "flow trigger reading an input its flow lacks": (
+        "taxi_marts", '  store: postgres\n      month: "{{ inputs.month }}"', '  store: postgres\n      month: "{{ inputs.store }}"',
+        lambda flow: flow_trigger_rule(flow, ALL_FLOWS),
+        "trigger after_postgres_taxi: '{{ inputs.store }}' names inputs.store, which postgres_taxi (the execution",
+    ),
+    "flow trigger reading an output its flow lacks": (
+        "taxi_marts", '  store: postgres\n      month: "{{ inputs.month }}"', '  store: postgres\n      month: "{{ trigger.outputs.month }}"',
+        lambda flow: flow_trigger_rule(flow, ALL_FLOWS),
+        "names trigger.outputs.month, which postgres_taxi does not declare",
+    ),
+    "flow trigger giving an undeclared input": (
+        "taxi_marts", "      store: postgres\n", "      stores: postgres\n", inputs_of,
+        "trigger after_postgres_taxi gives input 'stores', which taxi_marts does not declare",
+    ),
+    "source SELECT offering a source we lack": (
+        "taxi_marts", "values: [mirror, tlc]", "values: [mirror, tlc, nyc]", published_rule,
+        "input source offers ['nyc'], which are no sources",
     ),
     "misspelled secret": (
         "postgres_taxi", "secret('TAXI_POSTGRES_DSN')", "secret('TAXI_POSTGRES_DNS')",

@@ -69,6 +69,10 @@ import io.micronaut.data.model.Pageable;
  *       execution it creates handed over as the scheduler does and awaited to its end.</li>
  *   <li>{@code execution {executionId, timeoutSeconds}}: an execution the others did not start (a
  *       Subflow task's child, by the id in the task's outputs), once it has ended.</li>
+ *   <li>{@code triggered {executionId, flow, count, timeoutSeconds}}: the executions of {@code flow}
+ *       that {@code executionId} started through a Flow trigger (the executor's own flow-trigger
+ *       processing: the execution's trigger names it), once {@code count} of them exist and all have
+ *       ended; every one found is answered, so a test sees an extra one too.</li>
  * </ul>
  */
 public final class Harness {
@@ -150,6 +154,7 @@ public final class Harness {
             case "run" -> run(request);
             case "tick" -> tick(request);
             case "execution" -> execution(request);
+            case "triggered" -> triggered(request);
             default -> throw new IllegalArgumentException("unknown op " + op);
         };
     }
@@ -249,6 +254,32 @@ public final class Harness {
                 throw new IllegalStateException("execution " + id + (found.isPresent() ? " is still " + found.get().getState().getCurrent() : " not found") + " at the deadline");
             }
             Thread.sleep(100);
+        }
+    }
+
+    /** The executions of a flow whose trigger is the given execution, polled until enough have ended. */
+    private Object triggered(Map<String, Object> request) throws Exception {
+        String id = (String) request.get("executionId");
+        String flowId = (String) request.get("flow");
+        int count = ((Number) request.getOrDefault("count", 1)).intValue();
+        ExecutionRepositoryInterface executions = context.getBean(ExecutionRepositoryInterface.class);
+        long deadline = System.nanoTime() + timeout(request).toNanos();
+        while (true) {
+            List<Execution> found = executions.findAllByTriggerExecutionId(TENANT, id).collectList().block().stream()
+                .filter(e -> e.getFlowId().equals(flowId))
+                .toList();
+            if (found.size() >= count && found.stream().allMatch(e -> e.getState().isTerminated())) {
+                List<Object> described = new ArrayList<>();
+                for (Execution e : found) {
+                    described.add(describe(e));
+                }
+                return Map.of("executions", described);
+            }
+            if (System.nanoTime() > deadline) {
+                throw new IllegalStateException(found.size() + " execution(s) of " + flowId + " triggered by " + id
+                    + " at the deadline, " + found.stream().map(e -> e.getState().getCurrent().name()).toList());
+            }
+            Thread.sleep(200);
         }
     }
 
