@@ -31,3 +31,46 @@
     select 1
   {%- endif -%}
 {%- endmacro %}
+
+{#- Postgres: one build at a time replaces a schema's view (two months built at once would both
+    rename it), for the rest of the build's transaction. -#}
+{% macro view_lock() -%}
+  {%- if target.type == 'postgres' -%}
+    select pg_advisory_xact_lock(hashtext('taxi_assets marts view {{ this }}'))
+  {%- else -%}
+    select 1
+  {%- endif -%}
+{%- endmacro %}
+
+{#- The copy numbering's window: by the id first, in byte order in Postgres (no collation's cost,
+    and the sort's abbreviated keys decide: the ids are md5 hex), and the file (so that a query
+    of one month's files reads only their partitions: a filter on a window's partition column
+    goes below it). -#}
+{% macro row_id_key() -%}
+  {{- 'unique_row_id collate "C", filename' if target.type == 'postgres' else 'unique_row_id, filename' -}}
+{%- endmacro %}
+
+{#- A test's `where: __month__` on fct_trips: the run's month (macros/months.sql, trips_in_month). -#}
+{% macro default__get_where_subquery(relation) -%}
+  {%- set where = config.get('where', '') -%}
+  {%- if where -%}
+    {%- if '__month__' in where -%}{%- set where = where.replace('__month__', trips_in_month()) -%}{%- endif -%}
+    {%- set filtered -%}
+      (select * from {{ relation }} where {{ where }}) dbt_subquery
+    {%- endset -%}
+    {%- do return(filtered) -%}
+  {%- else -%}
+    {%- do return(relation) -%}
+  {%- endif -%}
+{%- endmacro %}
+
+{#- Postgres: a unique index on a dimension's key (made once, under view_lock), so that a query of
+    fct_trips that reads nothing of the dimension does not join it (join removal). -#}
+{% macro unique_key(model, column) -%}
+  {%- if target.type == 'postgres' -%}
+    {%- set relation = ref(model) -%}
+    create unique index if not exists {{ relation.identifier }}_{{ column }}_key on {{ relation }} ({{ column }})
+  {%- else -%}
+    select 1
+  {%- endif -%}
+{%- endmacro %}

@@ -50,3 +50,40 @@
   filename = '{{ month_file(taxi) }}'
   {%- if target.type == 'bigquery' %} and month = {{ month_literal() }}{% endif %}
 {%- endmacro %}
+
+{#- A loaded row's file month: BigQuery's tables hold it (`month`, their partition); in Postgres
+    it is read from the file's name (`filename`, the LIST partition key; make_date, several
+    times cheaper per row than to_date). -#}
+{% macro file_month_of(taxi) -%}
+  {%- if target.type == 'bigquery' -%}
+    month
+  {%- else -%}
+    {%- set at = file_name_pattern(taxi).find('{month}') -%}
+    make_date(cast(substr(filename, {{ at + 1 }}, 4) as integer), cast(substr(filename, {{ at + 6 }}, 2) as integer), 1)
+  {%- endif -%}
+{%- endmacro %}
+
+{% macro file_name_pattern(taxi) -%}
+  {%- if not execute -%}{{ return('{month}') }}{%- endif -%}
+  {%- set node = graph.sources.get('source.taxi_marts.' ~ var('source') ~ '.' ~ taxi) -%}
+  {%- set meta = node.config.meta if node.config.meta else node.meta -%}
+  {{ return(meta.file_name) }}
+{%- endmacro %}
+
+{#- The feeds of this run's source. -#}
+{% macro source_feeds() -%}
+  {{ return(['green', 'yellow', 'fhv', 'fhvhv'] if var('source', 'mirror') == 'tlc' else ['green', 'yellow', 'fhv']) }}
+{%- endmacro %}
+
+{#- The filter of fct_trips (a view over every loaded month) to the run's month. Postgres: the
+    month's files by name, so that each loaded table reads its month's partition only; BigQuery:
+    the `month` partition. -#}
+{% macro trips_in_month() -%}
+  {%- if target.type == 'bigquery' -%}
+    file_month = {{ month_literal() }}
+  {%- else -%}
+    filename in (
+    {%- for taxi in source_feeds() -%}'{{ month_file(taxi) }}'{{ ', ' if not loop.last }}{%- endfor -%}
+    )
+  {%- endif -%}
+{%- endmacro %}

@@ -6,8 +6,8 @@ with loaded as (
   {%- if (not execute) or adapter.get_relation(table.database, table.schema, table.identifier) is not none %}
   select
     count(*) as trips,
-    coalesce(round(sum({{ as_money('base_passenger_fare') }}), 2), 0) as fare,
-    coalesce(round(sum({{ as_money('driver_pay') }}), 2), 0) as driver_pay
+    coalesce({{ money_sum(as_micros('base_passenger_fare')) }}, 0) as fare,
+    coalesce({{ money_sum(as_micros('driver_pay')) }}, 0) as driver_pay
   from {{ table }}
   where {{ month_rows('fhvhv') }} and {{ in_month('pickup_datetime') }}
   {%- else %}

@@ -9,7 +9,7 @@ with loaded as (
   select
     '{{ service_type }}' as service_type,
     count(*) as trips,
-    coalesce(round(sum({{ as_money('total_amount') }}), 2), 0) as total_amount
+    coalesce({{ money_sum(as_micros('total_amount')) }}, 0) as total_amount
   from {{ table }}
   where {{ month_rows(taxi) }} and {{ in_month(pickup) }}
   {%- else %}

@@ -29,7 +29,7 @@ by_zone as (
     {{ money_sum('cbd_congestion_fee') }} as monthly_cbd_congestion_fee,
     {{ money_sum('tip_amount') }} as monthly_tips,
     {{ money_sum('driver_pay') }} as monthly_driver_pay,
-    avg(trip_distance) as avg_monthly_trip_miles,
+    {{ money_avg('trip_distance') }} as avg_monthly_trip_miles,
     avg(trip_seconds) / 60.0 as avg_monthly_trip_minutes
   from trips
   group by pickup_location_id, file_month

@@ -1,25 +1,31 @@
-{#- Every trip of the month's loaded files (all feeds of the source), with its zones, payment
-    type and duration. Keyed by `trip_id`: our `unique_row_id`, and for an exact duplicate row
-    (they exist, and are kept) its copy number after a dash. `file_month` is the file's month;
-    `pickup_in_month` is false for the rows a file holds from other months. Rebuilt one month at
-    a time: Postgres deletes the month and inserts it, BigQuery overwrites its partition. -#}
+{#- Every trip of the loaded files (all feeds of the source, every loaded month), with its zones,
+    payment type and duration: a view over the loaded tables, so it is always in line with the
+    loads and costs nothing to rebuild (a month of it is read by `where {{ trips_in_month() }}`:
+    each loaded table then reads that month's partition only). Keyed by `trip_id`: our
+    `unique_row_id`, and for an exact duplicate row (they exist, and are kept) its copy number
+    after a dash; the copies are identical rows, so which one gets which number is moot (and a
+    query that does not read trip_id skips the numbering, and one that reads no zone or payment
+    description skips their joins: Postgres drops a left join on a unique key it does not read). `file_month` is the file's month;
+    `pickup_in_month` is false for the rows a file holds from other months. -#}
 {{ config(
-    materialized='incremental',
-    incremental_strategy=('insert_overwrite' if target.type == 'bigquery' else 'month_replace'),
-    meta={'month_column': 'file_month'},
-    partition_by=({'field': 'file_month', 'data_type': 'date', 'granularity': 'month'} if target.type == 'bigquery' else none),
-    partitions=([month_literal()] if target.type == 'bigquery' else none),
-    cluster_by=(['service_type', 'pickup_location_id'] if target.type == 'bigquery' else none),
-    on_schema_change='fail',
-    full_refresh=false,
+    materialized='view',
     tags=['monthly'],
-    post_hook=["{{ month_index('file_month') }}"],
+    pre_hook=["{{ view_lock() }}", "{{ unique_key('dim_zones', 'location_id') }}",
+              "{{ unique_key('payment_type_lookup', 'payment_type') }}"],
 ) }}
+{%- set columns = ['unique_row_id', 'filename', 'file_month', 'service_type'] -%}
+{%- for name, kind in trip_columns() -%}{%- do columns.append(name) -%}{%- endfor -%}
+{%- do columns.append('pickup_in_month') %}
 with trips as (
+  {%- for taxi in source_feeds() %}
   select
-    *,
-    row_number() over (partition by service_type, unique_row_id order by unique_row_id) as copy_number
-  from {{ ref('int_trips_unioned') }}
+    {{ columns | join(', ') }},
+    row_number() over (partition by {{ row_id_key() }}) as copy_number
+  from ({{ feed_select(taxi, all_months=true) }}) as {{ taxi }}
+  {%- if not loop.last %}
+  union all
+  {%- endif %}
+  {%- endfor %}
 )
 select
   case when t.copy_number = 1 then t.unique_row_id
