@@ -7,6 +7,8 @@ embedded emulators, and records the run in the Dagster instance the README's UI 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import shlex
@@ -153,8 +155,8 @@ def failure_line(result, job: str, month: Month, home: Path) -> str:
     the step and the error, and where the whole log is."""
     for event in result.all_events:
         if event.is_step_failure:
-            failed = event.step_failure_data.user_failure_data  # a TaxiError, as the assets report it
-            if failed is not None and failed.description:
+            failed = event.step_failure_data.user_failure_data
+            if failed is not None and "error" in failed.metadata:  # a TaxiError, as our assets report it
                 return failed.description
             error = event.step_failure_data.error
             while error.cause is not None:  # Dagster's wrappers first, the step's own error last
@@ -192,6 +194,18 @@ def check_source(settings: Settings, ds: TaxiDataset, month: Month) -> None:
         )
 
 
+def _show(result) -> None:
+    """What a run materialized (rows) and its checks' verdicts, a line each."""
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        rows = mat.metadata.get("dagster/row_count")
+        print(f"  materialized {mat.asset_key.to_user_string()}: {rows.value if rows else '?'} rows")
+    for check in result.get_asset_check_evaluations():
+        state = "passed" if check.passed else "warning" if check.severity.value == "WARN" else "FAILED"
+        detail = ", ".join(f"{k}={v.value}" for k, v in check.metadata.items())
+        print(f"  check {check.check_name}: {state} [{detail}]")
+
+
 def run_demo(taxi: str, month: Month, verbose: bool = False) -> None:
     ds = dataset(taxi)
     settings = Settings.from_env()
@@ -206,7 +220,9 @@ def run_demo(taxi: str, month: Month, verbose: bool = False) -> None:
 
     from dagster import DagsterInstance
 
+    from taxi_assets import marts
     from taxi_assets.checks import month_totals_bigquery
+    from taxi_assets.components.taxi_marts import marts_job_name
     from taxi_assets.definitions import defs  # first: it silences the preview warnings we accept
     from taxi_assets.defs.jobs import job_name
     from taxi_assets.emulators import with_local_cloud
@@ -215,24 +231,20 @@ def run_demo(taxi: str, month: Month, verbose: bool = False) -> None:
     once = _ShowOnce()
     for handler in logging.getLogger().handlers:
         handler.addFilter(once)
-    with DagsterInstance.from_config(str(home)) as instance:
-        result = defs.resolve_job_def(job_name(ds)).execute_in_process(
-            partition_key=str(month),
-            instance=instance,
-            raise_on_error=False,
-            # Failures end in one line (below), the whole log stays in the instance; -v: here too.
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING" if verbose else "CRITICAL"}}}},
-        )
-    for event in result.get_asset_materialization_events():
-        mat = event.event_specific_data.materialization
-        rows = mat.metadata.get("dagster/row_count")
-        print(f"  materialized {mat.asset_key.to_user_string()}: {rows.value if rows else '?'} rows")
-    for check in result.get_asset_check_evaluations():
-        state = "passed" if check.passed else "warning" if check.severity.value == "WARN" else "FAILED"
-        detail = ", ".join(f"{k}={v.value}" for k, v in check.metadata.items())
-        print(f"  check {check.check_name}: {state} [{detail}]")
-    if not result.success:
-        raise TaxiError(failure_line(result, job_name(ds), month, home))
+    # Failures end in one line (below), the whole log stays in the instance; -v: here too.
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING" if verbose else "CRITICAL"}}}}
+    # The month's chain, then its marts in Postgres (what the automation sensor would request).
+    for job in (job_name(ds), marts_job_name(ds.source.name, marts.POSTGRES)):
+        # dagster-dbt re-emits dbt's own log on stdout (a run's captured log in the UI); here the
+        # lines below say what was built, and -v shows dbt's log too.
+        hush = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+        with DagsterInstance.from_config(str(home)) as instance, hush:
+            result = defs.resolve_job_def(job).execute_in_process(
+                partition_key=str(month), instance=instance, raise_on_error=False, run_config=quiet
+            )
+        _show(result)
+        if not result.success:
+            raise TaxiError(failure_line(result, job, month, home))
     with database.connect(settings) as conn:
         rows = conn.execute(f'SELECT count(*) FROM "{partition_name(ds, month)}"').fetchone()[0]
         months = conn.execute(f"SELECT count(DISTINCT filename), count(*) FROM {ds.table}").fetchone()
@@ -251,5 +263,9 @@ def run_demo(taxi: str, month: Month, verbose: bool = False) -> None:
     print("  " + " | ".join(names))
     for row in sample:
         print("  " + " | ".join(str(v) for v in row))
-    print(f"\nDagster run {result.run_id[:8]} is in the instance at {home}; the UI (http://localhost:3000):")
+    print(f"\nTop 5 pickup zones by revenue, {month} ({marts.marts_schema(settings, marts.POSTGRES, ds.source.name)}"
+          ".fct_monthly_zone_revenue):")  # fmt: skip
+    for zone, borough, service, revenue, trips in marts.top_zones(settings, ds.source.name, month):
+        print(f"  {zone} ({borough}), {service}: ${revenue:,.2f} from {trips:,} trips")
+    print(f"\nDagster runs are in the instance at {home}; the UI (http://localhost:3000):")
     print(f"  {ui_command(home)}")

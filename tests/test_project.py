@@ -40,6 +40,12 @@ def test_readme_command_1_materializes_a_month_on_the_embedded_default(tmp_path,
     assert "green_tripdata: 2,000 rows for 2019-01" in result.stdout
     assert "check rows_match_file: passed" in result.stdout
     assert "green_tripdata (BigQuery emulator): 2,000 rows for 2019-01" in result.stdout
+    # It ends with the month's marts: the top 5 pickup zones by revenue, from the revenue mart.
+    top = result.stdout.split("Top 5 pickup zones by revenue, 2019-01 (marts_mirror.fct_monthly_zone_revenue):\n")[1]
+    zones = top.split("\n\n")[0].splitlines()
+    assert len(zones) == 5 and all(
+        re.fullmatch(r"  .+ \(.+\), Green: \$[\d,]+\.\d\d from [\d,]+ trips", z) for z in zones
+    ), top
     assert (tmp_path / "state" / "postgres" / "PG_VERSION").exists()
     assert (tmp_path / "state" / "emulators" / "gcs").is_dir()
     # Output is what the demo did: no preview warnings from our definitions, no alembic migrations
@@ -63,10 +69,14 @@ def test_readme_command_1_materializes_a_month_on_the_embedded_default(tmp_path,
     ui = re.escape(f"DAGSTER_HOME={tmp_path / 'state' / 'dagster'} .venv/bin/") + "(dg|dagster) dev"
     assert re.search(ui, result.stdout.splitlines()[-1]), result.stdout  # the demo's last line says how
     with DagsterInstance.from_config(home.stdout.strip()) as instance:
-        [run] = instance.get_runs()
-        assert run.status == DagsterRunStatus.SUCCESS and run.tags["dagster/partition"] == "2019-01"
+        marts_run, run = instance.get_runs()  # newest first: the chain, then the month's marts
+        for each in (run, marts_run):
+            assert each.status == DagsterRunStatus.SUCCESS and each.tags["dagster/partition"] == "2019-01"
         for asset in ("csv", "postgres", "gcs", "bigquery"):
             assert instance.get_materialized_partitions(AssetKey(f"green_trips_{asset}")) == {"2019-01"}
+        for mart in ("fct_trips", "fct_monthly_zone_revenue"):
+            key = AssetKey(["marts", "postgres", "mirror", mart])
+            assert instance.get_materialized_partitions(key) == {"2019-01"}, key
         green_checks = {
             key for key in defs.resolve_asset_graph().asset_check_keys if key.asset_key.path[0].startswith("green_")
         }

@@ -40,7 +40,7 @@ from pydantic import Field, model_validator
 from taxi_assets import marts
 from taxi_assets.config import POSTGRES_DSN, Settings
 from taxi_assets.datasets import DATASETS_BY_SOURCE, SOURCES, dataset
-from taxi_assets.defs.assets import bigquery_key, postgres_key
+from taxi_assets.defs.assets import bigquery_key, one_line_failures, postgres_key
 from taxi_assets.defs.partitions import partitions_for
 from taxi_assets.defs.resources import TaxiBigQueryResource, TaxiPostgresResource
 from taxi_assets.months import Month
@@ -289,14 +289,12 @@ def build_marts_defs(source: str, store: str) -> dg.Definitions:
         dagster_dbt_translator=translator,
         project=project,
     )
+    @one_line_failures
     def monthly(context: AssetExecutionContext, dbt: DbtCliResource, postgres: TaxiPostgresResource, bigquery: TaxiBigQueryResource):  # fmt: skip
         month = Month.parse(context.partition_key)
         settings = store_settings(store, postgres, bigquery)
         if not (feeds := marts.loaded_feeds(settings, store, source, month)):
-            raise dg.Failure(
-                description=f"{source} {month}: no feed of the month is loaded in {store}: no marts to build",
-                metadata={"source": source, "store": store},
-            )
+            raise marts.MartsError(marts.not_loaded(store, source, month))
         context.log.info(
             f"{source} {month} in {store}, from " + ", ".join(f"{t} ({n:,} rows)" for t, n in feeds.items())
         )
