@@ -28,6 +28,7 @@ import pytest
 from helpers import ROOT, free_port
 
 from taxi_assets.logs import LOG_FORMAT
+from taxi_assets.samples.mirror_server import SampleServer
 
 PROJECT = ROOT / "tests" / "kestra_engine"
 KESTRA_VERSION = re.search(r"<kestra.version>(.+?)</kestra.version>", (PROJECT / "pom.xml").read_text())[1]
@@ -97,6 +98,15 @@ def database_with_password(admin_dsn: str, prefix: str, password: str):
 def secret_env(secrets: dict[str, str]) -> dict[str, str]:
     """Open-source Kestra's secret store: `SECRET_<NAME>` holding the value in base64."""
     return {f"SECRET_{name}": base64.b64encode(value.encode()).decode() for name, value in secrets.items()}
+
+
+class GappyServer(SampleServer):
+    """The local release server, minus the months in `missing` (404 as the real one answers)."""
+
+    missing: set[str] = set()
+
+    def file_for(self, url_path: str) -> Path | None:
+        return None if any(m in url_path for m in self.missing) else super().file_for(url_path)
 
 
 class Kestra:

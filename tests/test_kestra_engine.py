@@ -31,6 +31,7 @@ from kestra_harness import (
     MARTS_FLOW,
     NAMESPACE,
     Execution,
+    GappyServer,
     Kestra,
     build,
     database_with_password,
@@ -44,7 +45,6 @@ from taxi_assets.datasets import MIRROR_DATASETS
 from taxi_assets.definitions import defs
 from taxi_assets.defs.assets import build_taxi_chain
 from taxi_assets.months import TIMEZONE, Month, mirror_months, month_just_ended, parse_instant
-from taxi_assets.samples.mirror_server import SampleServer
 from taxi_assets.steps.gcp_setup import ensure_dataset
 from taxi_assets.steps.gcs import ensure_bucket
 
@@ -55,15 +55,6 @@ PRIVATE_KEY = "-----BEGIN PRIVATE KEY-----\\n" + uuid.uuid4().hex * 4 + "\\n----
 KEY_JSON = json.dumps(
     {"type": "service_account", "client_email": "k@p.iam.gserviceaccount.com", "private_key": PRIVATE_KEY}
 )
-
-
-class GappyServer(SampleServer):
-    """The local release server, minus the months in `missing` (404 as the real one answers)."""
-
-    missing: set[str] = set()
-
-    def file_for(self, url_path: str) -> Path | None:
-        return None if any(m in url_path for m in self.missing) else super().file_for(url_path)
 
 
 @pytest.fixture(scope="module")

@@ -17,25 +17,24 @@ import psycopg
 import pytest
 import yaml
 from helpers import unconfigured_env
-from kestra_harness import FLOWS_DIR, NAMESPACE, Execution, Kestra, build, database_with_password, secret_env
+from kestra_harness import (
+    FLOWS_DIR,
+    NAMESPACE,
+    Execution,
+    GappyServer,
+    Kestra,
+    build,
+    database_with_password,
+    secret_env,
+)
 
 from taxi_assets import config
 from taxi_assets.config import Settings
-from taxi_assets.samples.mirror_server import SampleServer
 
 FLOW = "taxi_marts"
 PASSWORD = "kestra-marts-" + uuid.uuid4().hex  # a DSN password no log may show
 KEY_JSON = json.dumps({"type": "service_account", "client_email": "k@p.iam.gserviceaccount.com", "private_key": "x"})
 REVENUE = "marts_mirror.fct_monthly_zone_revenue"
-
-
-class GappyServer(SampleServer):
-    """The local release server, minus the months in `missing` (404 as the real one answers)."""
-
-    missing: set[str] = set()
-
-    def file_for(self, url_path: str) -> Path | None:
-        return None if any(m in url_path for m in self.missing) else super().file_for(url_path)
 
 
 @pytest.fixture(scope="module")
