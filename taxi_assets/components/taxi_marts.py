@@ -129,13 +129,13 @@ def _attach_singular_tests(manifest: dict) -> dict:
 @cache
 def manifest_for(source: str, store: str) -> tuple[Path, dict]:
     """The dbt manifest of `source`'s marts in `store` (its folder, and its contents): parsed once
-    per version of the project, under the state folder's dbt/manifests/ (parsing takes seconds,
-    and every process that loads the code location needs it)."""
+    per version of the project (parsing takes seconds, and every process that loads the code
+    location needs it), into `manifest_cache`."""
     settings = Settings.from_env()
     profile = _placeholder_profile(store, settings)
     variables = json.dumps(marts.dbt_vars(source, Month.parse(PLACEHOLDER_MONTH)))
     key = _project_digest(source, store, variables, json.dumps(profile, sort_keys=True), _dbt_version())
-    folder = settings.state_dir / "dbt" / "manifests" / f"{source}-{store}-{key}"
+    folder = manifest_cache(settings) / f"{source}-{store}-{key}"
     if not (folder / "manifest.json").exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{source}-{store}-", dir=folder.parent))
@@ -155,6 +155,21 @@ def manifest_for(source: str, store: str) -> tuple[Path, dict]:
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return folder, _attach_singular_tests(json.loads((folder / "manifest.json").read_text()))
+
+
+def manifest_cache(settings: Settings) -> Path:
+    """Where parsed manifests are kept. Each is derived from the packaged project alone, and its
+    key names all it depends on (the project's files, vars, placeholder profile, dbt's version),
+    so every state folder of the user shares them, as pip shares its cache: ~/.cache/taxi-assets
+    (or $XDG_CACHE_HOME's). The state folder's dbt/manifests/ where that is not writable."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "taxi-assets" / "dbt-manifests"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        if os.access(cache, os.W_OK):
+            return cache
+    except OSError:
+        pass
+    return settings.state_dir / "dbt" / "manifests"
 
 
 def _dbt_version() -> str:
