@@ -378,7 +378,7 @@ def ensure_java_and_maven() -> dict[str, str]:
 # engine, Chromium, and the Dagster processes, the slowest of the rest), and the pytest-xdist workers:
 # three on two cores, since the tests wait on Postgres, the emulators and subprocesses as much as they
 # compute (measured: 2 workers 2m19s, 3 1m38s, 4 1m37s). Each worker has its own embedded Postgres.
-FAST_MARKERS = "not jvm and not browser and not slow"
+FAST_MARKERS = "not jvm and not browser and not slow and not dbt"
 FAST_WORKERS = "3"
 
 

@@ -31,6 +31,8 @@ JVM_MODULES = {"test_kestra_engine", "test_kestra_levels", "test_kestra_tlc"}
 # (test_wrong_month's Kestra test borrows test_kestra_tlc's `kestra`).
 JVM_FIXTURES = {"kestra", "classpath"}
 BROWSER_MODULES = {"test_ui"}
+# Modules whose tests build marts with dbt end to end (seconds a build, a minute or two in all).
+DBT_MODULES = {"test_marts", "test_dagster_marts"}
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -40,6 +42,8 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.jvm)
         if module in BROWSER_MODULES:
             item.add_marker(pytest.mark.browser)
+        if module in DBT_MODULES:
+            item.add_marker(pytest.mark.dbt)
 
 
 @pytest.fixture(scope="session")

@@ -365,7 +365,17 @@ def test_fast_runs_pytest_without_the_jvm_and_browser_tests_and_provisions_neith
         ("venv", "test"),
         (
             "run",
-            [str(dev.PYTHON), "-m", "pytest", "-m", "not jvm and not browser and not slow", "-n", "3", "-k", "extract"],
+            [
+                str(dev.PYTHON),
+                "-m",
+                "pytest",
+                "-m",
+                "not jvm and not browser and not slow and not dbt",
+                "-n",
+                "3",
+                "-k",
+                "extract",
+            ],
         ),
     ]
     assert dev.pytest_args(["-k", "extract"]) == (False, ["-k", "extract"])  # the whole suite, args passed on
