@@ -66,7 +66,7 @@ from run import CACHE, zcat_into_psql  # noqa: E402
 
 from taxi_assets.config import Settings  # noqa: E402
 from taxi_assets.datasets import TLC_FHVHV  # noqa: E402
-from taxi_assets.files import local_path  # noqa: E402
+from taxi_assets.files import local_path, row_ids_path  # noqa: E402
 from taxi_assets.months import Month  # noqa: E402
 
 DATASET = TLC_FHVHV
@@ -75,8 +75,13 @@ SEED = MONTH.year * 100 + MONTH.month  # what TlcServer generates a month with
 REAL_ROWS = 20_000_000  # the real fhvhv 2024-01 holds 19,663,930
 RESULTS = ROOT / "benchmarks" / "RESULTS-tlc.txt"
 LIMIT_MB = 400
-TARGET_RATIO = 1.3
+TARGET_RATIO = 1.3  # (t) against the one-session text COPY floor (f)
+PEER_RATIO = 1.0  # (t) against DuckDB's postgres extension (d), the fastest tool a user would pick
+EXTRACT_RATIO = 0.5  # extract's verification and ids (no download) against (t)
 FLOOR_TABLE = "tlc_floor"
+PEER_TABLES = {"duckdb": "tlc_peer_duckdb", "adbc": "tlc_peer_adbc"}
+# The peers, pinned, installed by this script into a folder of its own (never the project's environment).
+PEERS = ("duckdb-extension-postgres-scanner==1.5.5", "adbc-driver-postgresql==1.13.0", "adbc-driver-manager==1.13.0")
 STEP_ARGS = ["--source", "tlc", "--taxi", DATASET.taxi, "--month", str(MONTH)]
 
 # --- scripts run in processes of their own (this one stays lean) ---------------------------
@@ -115,11 +120,12 @@ _BREAKDOWN = r"""
 import json, sys, time
 from pathlib import Path
 import pyarrow.parquet as pq
-from taxi_assets.datasets import TLC_FHVHV as dataset
+from taxi_assets import pgbinary
+from taxi_assets.datasets import ROW_ID_COLUMN, TLC_FHVHV as dataset
 from taxi_assets.monthfile import open_month_file
 from taxi_assets.monthfile import tlcparquet as tlc
-from taxi_assets.rows import rows_with_ids
-from taxi_assets.steps.postgres import _halves
+from taxi_assets.rows import DuplicateCounter, hex_ids
+from taxi_assets.steps.postgres import _payloads
 path = Path(sys.argv[1])
 out = {}
 started = time.monotonic()
@@ -130,15 +136,16 @@ started = time.monotonic()
 n = sum(b.num_rows for b in tlc.canonical_batches(path, dataset))
 out["decode + cast"] = time.monotonic() - started
 started = time.monotonic()
-n = sum(len(tlc.csv_lines(b, path.name)) for b in tlc.canonical_batches(path, dataset))
-out["decode + cast + CSV lines"] = time.monotonic() - started
+types = [ROW_ID_COLUMN.pg_type, *(c.pg_type for c in dataset.columns)]
+zeros = bytes(16 * tlc.BATCH_ROWS)
+for b in tlc.canonical_batches(path, dataset):
+    pgbinary.encode([hex_ids(zeros[: 16 * b.num_rows]), *b.columns], types)
+out["decode + cast + binary rows"] = time.monotonic() - started
 started = time.monotonic()
 month_file = open_month_file(path, dataset)
-ids = month_file.recorded_row_ids()
-_, blocks = month_file.read()
-rows = rows_with_ids(blocks, normalize_integer_floats=bool(dataset.integer_float_columns), row_ids=ids)
-n = sum(count for _, count in _halves(rows))
-ids.close()
+ids, duplicates = month_file.recorded_row_ids(), DuplicateCounter(spill_dir=path.parent)
+n = sum(count for _, count in _payloads(month_file, ids, duplicates)[1])
+ids.close(), duplicates.close()
 out["... + row ids + halves (all of it)"] = time.monotonic() - started
 out["rows"] = n
 print(json.dumps(out))
@@ -157,6 +164,54 @@ started = time.monotonic()
 rows = write_parquet(source, dest, TLC_FHVHV, Month(2024, 1), open_month_file(source, TLC_FHVHV).recorded_row_ids())
 print("::" + json.dumps({"outputs": {"seconds": time.monotonic() - started, "rows": rows}}) + "::")
 """
+
+
+# The peers: each loads the same Parquet file into the same Postgres, as its docs show.
+_DUCKDB = r"""
+import sys, duckdb, duckdb_extensions
+dsn, path, table = sys.argv[1:4]
+con = duckdb.connect()
+duckdb_extensions.import_extension("postgres_scanner", con=con)
+con.load_extension("postgres_scanner")
+con.execute(f"ATTACH '{dsn}' AS pg (TYPE postgres)")
+con.execute(f"CREATE TABLE pg.{table} AS SELECT * FROM read_parquet('{path}')")
+"""
+
+_ADBC = r"""
+import sys
+import adbc_driver_postgresql.dbapi as pg
+import pyarrow as pa
+import pyarrow.parquet as pq
+dsn, path, table = sys.argv[1:4]
+file = pq.ParquetFile(path)
+batches = pa.RecordBatchReader.from_batches(file.schema_arrow, file.iter_batches())
+with pg.connect(dsn) as conn, conn.cursor() as cur:
+    cur.adbc_ingest(table, batches, mode="create")
+    conn.commit()
+"""
+
+
+def peers_path() -> Path:
+    """The peers' packages (`PEERS`), installed once into the cache with pip (from PyPI)."""
+    target = CACHE / "peers"
+    stamp = target / "installed.txt"
+    if not stamp.exists() or stamp.read_text() != "\n".join(PEERS):
+        print(f"installing the peers into {target} (once): {', '.join(PEERS)}", flush=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--upgrade", "--target", str(target), *PEERS],
+            check=True,
+        )
+        stamp.write_text("\n".join(PEERS))
+    return target
+
+
+def run_peer(env: dict, script: str, dsn: str, parquet: Path, table: str) -> dict:
+    """A peer's load in a process of its own (lean launcher: its wall time and peak RSS)."""
+    peer_env = env | {"PYTHONPATH": str(peers_path())}
+    result = run_step(peer_env, command=[sys.executable, "-c", script, dsn, str(parquet), table])
+    with psycopg.connect(dsn) as conn:
+        result["rows"] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    return result
 
 
 def _python(script: str, *args: str) -> dict:
@@ -225,6 +280,8 @@ def clean_slate(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"TRUNCATE {FLOOR_TABLE}")
         conn.execute(f"DROP TABLE IF EXISTS {DATASET.table}")
+        for table in PEER_TABLES.values():
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
         with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
             conn.execute("CHECKPOINT")
 
@@ -274,8 +331,13 @@ def main() -> None:  # noqa: PLR0915 (one run, read top to bottom)
         default=3000,
         help="give up upload-gcs or load-bigquery when the machine's available memory falls under this (MB)",
     )
+    parser.add_argument(
+        "--skip-cloud", action="store_true", help="skip upload-gcs and load-bigquery (benchmarks/nocloud.py)"
+    )
     parser.add_argument("--skip-breakdown", action="store_true", help="skip timing the load's producer pass by pass")
-    parser.add_argument("--write", action="store_true", help=f"write {RESULTS.name} (default at --rows {REAL_ROWS:,})")
+    parser.add_argument(
+        "--write", action="store_true", help=f"write the results ({RESULTS.name} at --rows {REAL_ROWS:,}, the default)"
+    )
     args = parser.parse_args()
     say = Report()
     rows = args.rows
@@ -292,6 +354,7 @@ def main() -> None:  # noqa: PLR0915 (one run, read top to bottom)
     steps: dict[str, dict] = {}
     peaks: dict[str, object] = {}
     floor_runs: list[dict] = []
+    peer_runs: dict[str, list[dict]] = {peer: [] for peer in PEER_TABLES}
     load_runs: list[dict] = []
     breakdown: dict = {}
     setup_mb = machine_used_mb()
@@ -309,9 +372,15 @@ def main() -> None:  # noqa: PLR0915 (one run, read top to bottom)
                 steps["extract (re-run)"] = run_step(env, "extract", *STEP_ARGS)
             peaks["extract (re-run)"] = peak
             assert not steps["extract (re-run)"]["outputs"]["downloaded"]
+            row_ids_path(download).unlink()  # extract verifies the downloaded month again, and makes its ids
+            with sampler.window() as peak:
+                steps["extract (verification and ids, no download)"] = run_step(env, "extract", *STEP_ARGS)
+            peaks["extract (verification and ids, no download)"] = peak
+            assert row_ids_path(download).exists()
 
         floor = floor_file(parquet, download, rows)
         create_floor_table(dsn)
+        peers_path()
         for i in range(args.repeat):
             clean_slate(dsn)
             load_average = os.getloadavg()[0]
@@ -319,6 +388,13 @@ def main() -> None:  # noqa: PLR0915 (one run, read top to bottom)
             assert f["rows"] == rows, f
             floor_runs.append(f)
             print(f"  (f) run {i + 1}: {f['seconds']:8.2f} s (load average before: {load_average:.1f})", flush=True)
+            for peer, script in (("duckdb", _DUCKDB), ("adbc", _ADBC)):
+                clean_slate(dsn)
+                load_average = os.getloadavg()[0]
+                r = run_peer(env, script, dsn, parquet, PEER_TABLES[peer]) | {"load_average": load_average}
+                assert r["rows"] == rows, r
+                peer_runs[peer].append(r)
+                print(f"  ({peer}) run {i + 1}: {r['seconds']:8.2f} s, peak RSS {r['rss_mb']:.0f} MB", flush=True)
             clean_slate(dsn)
             load_average = os.getloadavg()[0]
             t = run_step(env, "load-postgres", *STEP_ARGS) | {"load_average": load_average}
@@ -342,29 +418,34 @@ def main() -> None:  # noqa: PLR0915 (one run, read top to bottom)
                 steps["load-postgres (re-run, sampled)"] = run_step(env, "load-postgres", *STEP_ARGS)
             peaks["load-postgres (re-run, sampled)"] = peak
             assert steps["load-postgres (re-run, sampled)"]["outputs"]["replaced_previous"]
-            run_step(env, "gcp-setup")  # starts both emulators, makes the bucket and the dataset (untimed)
-            with sampler.window() as peak:
-                upload = run_step(env, "upload-gcs", *STEP_ARGS, min_free_mb=args.min_free_mb)
-            steps["upload-gcs"], peaks["upload-gcs"] = upload, peak
-            if upload.get("aborted"):
-                stop_emulators(env)
-            else:
-                assert upload["outputs"]["rows"] == rows, upload["outputs"]
-            convert = run_step(
-                env, command=[sys.executable, "-c", _CONVERT, str(download), str(state / "alone.parquet")]
-            )
-            if upload.get("aborted"):
-                steps["load-bigquery"] = {"aborted": "upload-gcs did not complete", "seconds": 0.0}
-            else:
+            if not args.skip_cloud:
+                run_step(env, "gcp-setup")  # starts both emulators, makes the bucket and the dataset (untimed)
                 with sampler.window() as peak:
-                    load = run_step(
-                        env, "load-bigquery", *STEP_ARGS, timeout=args.bigquery_timeout, min_free_mb=args.min_free_mb
-                    )
-                steps["load-bigquery"], peaks["load-bigquery"] = load, peak
-                if load.get("aborted"):
-                    stop_emulators(env)  # bqemulator may still be loading: free the machine now
+                    upload = run_step(env, "upload-gcs", *STEP_ARGS, min_free_mb=args.min_free_mb)
+                steps["upload-gcs"], peaks["upload-gcs"] = upload, peak
+                if upload.get("aborted"):
+                    stop_emulators(env)
                 else:
-                    assert load["outputs"]["rows"] == rows, load["outputs"]
+                    assert upload["outputs"]["rows"] == rows, upload["outputs"]
+                convert = run_step(
+                    env, command=[sys.executable, "-c", _CONVERT, str(download), str(state / "alone.parquet")]
+                )
+                if upload.get("aborted"):
+                    steps["load-bigquery"] = {"aborted": "upload-gcs did not complete", "seconds": 0.0}
+                else:
+                    with sampler.window() as peak:
+                        load = run_step(
+                            env,
+                            "load-bigquery",
+                            *STEP_ARGS,
+                            timeout=args.bigquery_timeout,
+                            min_free_mb=args.min_free_mb,
+                        )
+                    steps["load-bigquery"], peaks["load-bigquery"] = load, peak
+                    if load.get("aborted"):
+                        stop_emulators(env)  # bqemulator may still be loading: free the machine now
+                    else:
+                        assert load["outputs"]["rows"] == rows, load["outputs"]
     finally:
         server.shutdown()
         tear_down(state, env, postgres)
@@ -401,6 +482,31 @@ def main() -> None:  # noqa: PLR0915 (one run, read top to bottom)
     for label, ratio in (("(t) / (f), CLI wall", t_s / f_s), ("(t) / (f), the load itself", t_own / f_s)):
         verdict = "ok" if ratio <= TARGET_RATIO else "MISSED"
         say(f"  {label:<28} {ratio:5.2f}   target <= {TARGET_RATIO}: {verdict}")
+    say("")
+    say("the peers on the same file into the same Postgres (same alternation; each process's wall time and peak RSS)")
+    peer_s = {peer: statistics.median(r["seconds"] for r in runs) for peer, runs in peer_runs.items()}
+    for peer, label in (
+        ("duckdb", "(d) DuckDB 1.5.5 + postgres extension: CREATE TABLE pg.t AS SELECT * FROM read_parquet(file)"),
+        ("adbc", "(a) ADBC PostgreSQL driver 1.13.0: adbc_ingest of the file's batches"),
+    ):
+        runs = peer_runs[peer]
+        say(f"  {label}")
+        say(
+            f"  {'':<4}{peer_s[peer]:7.2f} s median, peak RSS {max(r['rss_mb'] for r in runs):,.0f} MB;"
+            f" runs {_runs(r['seconds'] for r in runs)}; (t) / this peer: CLI wall {t_s / peer_s[peer]:.2f},"
+            f" the load itself {t_own / peer_s[peer]:.2f}"
+        )
+    ratio = t_s / peer_s["duckdb"]
+    say(
+        f"  (t) / (d), CLI wall {ratio:5.2f}   target <= {PEER_RATIO}: {'ok' if ratio <= PEER_RATIO else 'MISSED'};"
+        f" (t) peak RSS {t_rss:.0f} MB, target <= {LIMIT_MB} MB: {'ok' if t_rss <= LIMIT_MB else 'MISSED'}"
+    )
+    e_s = steps["extract (verification and ids, no download)"]["seconds"]
+    ratio = e_s / t_s
+    say(
+        f"  extract's verification and ids (no download) {e_s:.2f} s / (t) {t_s:.2f} s = {ratio:.2f}"
+        f"   target <= {EXTRACT_RATIO}: {'ok' if ratio <= EXTRACT_RATIO else 'MISSED'}"
+    )
     say(
         f"  (t) peak RSS {t_rss:.0f} MB (max of the runs); the CLI wall adds to the load the interpreter's start, imports"
         f" and extract's check of the cached month (extract re-run alone: {steps['extract (re-run)']['seconds']:.2f} s)"
@@ -415,8 +521,8 @@ def main() -> None:  # noqa: PLR0915 (one run, read top to bottom)
     say("")
     say(f"every step as a CLI process (lean launcher: the step's own wall time and peak RSS; target <= {LIMIT_MB} MB)")
     say(f"  {'step':<34} {'wall':>10} {'peak RSS':>9}        {'machine used':>12} {'PSS, all':>10}  (at peak)")
-    rows_out = [*steps.items()][:2] + [("load-postgres (median run above)", {"seconds": t_s, "rss_mb": t_rss})]
-    rows_out += [*steps.items()][2:]
+    rows_out = [*steps.items()][:3] + [("load-postgres (median run above)", {"seconds": t_s, "rss_mb": t_rss})]
+    rows_out += [*steps.items()][3:]
     for name, result in rows_out:
         peak = peaks.get(name)
         memory = f"{_mb(peak.machine_mb):>12} {_mb(peak.pss_mb):>10}" if peak else f"{'(not sampled)':>23}"
@@ -425,10 +531,11 @@ def main() -> None:  # noqa: PLR0915 (one run, read top to bottom)
             continue
         verdict = "ok" if result["rss_mb"] <= LIMIT_MB else "MISSED"
         say(f"  {name:<34} {result['seconds']:8.2f} s {result['rss_mb']:6.0f} MB {verdict:<6} {memory}")
-    say(
-        f"  the Parquet conversion alone (write_parquet, own process): {convert['outputs']['seconds']:.2f} s,"
-        f" peak RSS {convert['rss_mb']:.0f} MB; upload-gcs converts while it uploads"
-    )
+    if not args.skip_cloud:
+        say(
+            f"  the Parquet conversion alone (write_parquet, own process): {convert['outputs']['seconds']:.2f} s,"
+            f" peak RSS {convert['rss_mb']:.0f} MB; upload-gcs converts while it uploads"
+        )
     say(
         "  PSS, all: summed PSS of the step, Postgres and the emulators (sampled every 0.2 s); machine used:"
         " MemTotal - MemAvailable, other people's work included"
@@ -442,8 +549,9 @@ def main() -> None:  # noqa: PLR0915 (one run, read top to bottom)
     say(f"  machine's used memory before set-up: {_mb(setup_mb)}")
     say("EMULATOR FIGURES for upload-gcs and load-bigquery (fake-gcs-server and bqemulator here, not Google Cloud)")
     if args.write or rows == REAL_ROWS:
-        RESULTS.write_text("\n".join(say.lines) + "\n")
-        print(f"(written to {RESULTS.relative_to(ROOT)})")
+        results = RESULTS if rows == REAL_ROWS else RESULTS.with_name(f"RESULTS-tlc-{rows // 1_000_000}m.txt")
+        results.write_text("\n".join(say.lines) + "\n")
+        print(f"(written to {results.relative_to(ROOT)})")
 
 
 if __name__ == "__main__":

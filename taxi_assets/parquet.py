@@ -8,7 +8,6 @@ code, so the BigQuery table holds exactly the ids the Postgres table holds.
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 import hashlib
 import os
@@ -25,9 +24,9 @@ import pyarrow.parquet as pq
 from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.errors import BadFileError
 from taxi_assets.files import temp_path
-from taxi_assets.monthfile import ROW_ID_BYTES, RowIds, open_month_file, rendering_id
+from taxi_assets.monthfile import RowIds, open_month_file, rendering_id
 from taxi_assets.months import Month
-from taxi_assets.rows import INTEGER_FLOAT_FIELD
+from taxi_assets.rows import INTEGER_FLOAT_FIELD, hex_ids
 from taxi_assets.threads import wind_down
 
 MONTH_COLUMN = "month"  # DATE, first day of the file's month: the BigQuery partition column
@@ -156,15 +155,6 @@ def _integer_floats_as_integers(table: pa.Table, integers: set[str]) -> pa.Table
     return table
 
 
-def _id_column(digests: bytes) -> pa.Array:
-    """32-character hex ids, built straight into Arrow's string layout (fixed-width offsets)."""
-    rows = len(digests) // ROW_ID_BYTES
-    offsets = np.arange(0, 32 * rows + 1, 32, dtype=np.int32)
-    return pa.Array.from_buffers(
-        pa.string(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(binascii.hexlify(digests))]
-    )
-
-
 def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, row_ids: RowIds | None = None) -> int:
     """Convert a verified month file (a .csv.gz, or a TLC Parquet read as its canonical rows)
     into typed Parquet at `dest` (atomically); return the row count.
@@ -212,7 +202,7 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, 
         # Where a batch tells its first row's line (a Parquet's canonical line), its id is checked
         # as the Postgres load checks it (ids of other rules or rows fail, never load).
         first_line = month_file.first_line(batch)
-        parsed = parsed.append_column(ROW_ID_COLUMN.sql_name, _id_column(ids.take_checked(n, first_line)))
+        parsed = parsed.append_column(ROW_ID_COLUMN.sql_name, hex_ids(ids.take_checked(n, first_line)))
         parsed = parsed.append_column(FILENAME_COLUMN.sql_name, _repeated(filename, n))
         parsed = parsed.append_column(MONTH_COLUMN, _repeated(first_day, n))
         return parsed.select(schema.names).cast(schema)

@@ -12,11 +12,14 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
 from taxi_assets.monthfile import ROW_ID_BYTES, Block, RowIds, quoted_rows
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 _md5 = hashlib.md5
 _hexlify = binascii.hexlify
@@ -143,3 +146,13 @@ def rows_with_ids(
         if duplicates is not None:
             duplicates.add(raw if raw is not None else binascii.unhexlify(b"".join(hashes)))
         yield list(map(b",".join, zip(hashes, lines, strict=True)))
+
+
+def hex_ids(digests: bytes) -> pa.Array:
+    """Concatenated 16-byte digests as an Arrow column of 32-character hex ids, built straight
+    into Arrow's string layout (fixed-width offsets): the typed loads' `unique_row_id`."""
+    import pyarrow as pa  # here: a CSV load never needs Arrow
+
+    rows = len(digests) // ROW_ID_BYTES
+    offsets = np.arange(0, 32 * rows + 1, 32, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(_hexlify(digests))])

@@ -25,6 +25,7 @@ from taxi_assets.gcp import bigquery_client
 from taxi_assets.monthfile import month_of, open_month_file
 from taxi_assets.monthfile import tlcparquet as tlc
 from taxi_assets.months import Month
+from taxi_assets.rows import rows_with_ids
 from taxi_assets.samples.tlc import TlcServer, tlc_era_schema, write_tlc_month
 from taxi_assets.source import newest_published, remote_file
 from taxi_assets.steps.bigquery import load_bigquery
@@ -119,6 +120,28 @@ def test_every_era_loads_into_postgres(tlc_settings, feed, month):
         ).fetchone()
     assert report.table == f"tlc_{feed}_tripdata" and report.rows_loaded == ROWS == distinct[0] == distinct[1]
     assert 1 <= report.out_of_month_rows <= 2  # the generated months' stray pickups, kept and counted
+    with psycopg.connect(tlc_settings.postgres_dsn) as conn:  # binary COPY stores what the canonical lines say
+        assert _rows_unlike_a_text_copy(conn, ds, Path(info.path), report.partition) == (0, 0)
+
+
+def _rows_unlike_a_text_copy(conn: psycopg.Connection, ds, path: Path, partition: str) -> tuple[int, int]:
+    """Rows of the loaded month that a CSV COPY of its canonical lines (with extract's ids) would
+    not store, and the other way round: what the binary load sends must mean the same rows."""
+    columns = ", ".join(f'"{c}"' for c in ("unique_row_id", *ds.sql_names))
+    conn.execute(f'CREATE TEMP TABLE as_text AS SELECT {columns} FROM "{partition}" WITH NO DATA')
+    month_file = open_month_file(path, ds)
+    with (
+        month_file.recorded_row_ids() as ids,
+        conn.cursor().copy(f"COPY as_text ({columns}) FROM STDIN (FORMAT csv)") as copy,
+    ):
+        _, blocks = month_file.read()
+        for block in rows_with_ids(blocks, normalize_integer_floats=False, row_ids=ids):
+            copy.write(b"\n".join(block) + b"\n")
+    loaded, as_text = f'SELECT {columns} FROM "{partition}"', f"SELECT {columns} FROM as_text"
+    return tuple(
+        conn.execute(f"SELECT count(*) FROM ({a} EXCEPT ALL {b}) d").fetchone()[0]
+        for a, b in ((loaded, as_text), (as_text, loaded))
+    )
 
 
 def test_older_yellow_years_keep_coordinates_and_have_no_zones(tmp_path):

@@ -268,6 +268,8 @@ class MonthFile:
     Errors name the file `name` (default: the path's; a temp file passes its published name).
     """
 
+    typed = False  # whether `typed_batches` gives the rows (else they are text lines only)
+
     def __init__(self, path: Path, dataset: TaxiDataset, name: str | None = None):
         self.path, self.dataset, self.name = path, dataset, name or path.name
 
@@ -307,6 +309,12 @@ class MonthFile:
     def first_line(self, batch: pa.RecordBatch) -> bytes | None:
         """The line whose md5 is the id of `batch`'s first row, when an `arrow_batches` batch
         still tells it (a Parquet's canonical line), to check ids against; else None."""
+        return None
+
+    def typed_batches(self) -> Iterator[pa.RecordBatch] | None:
+        """The rows as Arrow batches of the feed's canonical types, in file order, where the file
+        holds typed values (a Parquet): loaded as such, binary. None where its rows are text lines
+        (a CSV's), which the load sends as they are."""
         return None
 
     # The same for every format.

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -199,6 +201,28 @@ def csv_lines(batch: pa.RecordBatch, name: str) -> list[bytes]:
     return lines
 
 
+RENDER_THREADS = 2  # Arrow renders without the GIL: these threads and the hashing thread share the cores
+_RENDER_AHEAD = 2 * RENDER_THREADS  # batches rendered ahead of the consumer: memory stays a few MB
+
+
+def rendered_lines(batches: Iterator[pa.RecordBatch], name: str) -> Iterator[list[bytes]]:
+    """`csv_lines` of each non-empty batch, in order, rendered a few batches ahead in threads of
+    their own while the caller hashes (or sends) the lines before them."""
+    with ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="taxi-render") as pool:
+        pending: deque[Future] = deque()
+        try:
+            for batch in batches:
+                if batch.num_rows:
+                    pending.append(pool.submit(csv_lines, batch, name))
+                if len(pending) > _RENDER_AHEAD:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:  # the caller stopped early: nothing more is rendered
+                future.cancel()
+
+
 def tally_pickups(batches: Iterator[pa.RecordBatch], index: int, pickups: PickupMonths) -> Iterator[pa.RecordBatch]:
     """`batches`, unchanged, their pickups (column `index`) outside `pickups.month` counted by
     month on the way: two comparisons per row in Arrow, months worked out for the few outside."""
@@ -242,6 +266,8 @@ def _renames_by_era(dataset: TaxiDataset) -> list[tuple[str, list]]:
 class TlcParquetFile(MonthFile):
     """A Parquet month file (the TLC's): its rows are its canonical lines (`csv_lines`)."""
 
+    typed = True
+
     def read(
         self, *, pickups: PickupMonths | None = None, check_amounts: bool = False
     ) -> tuple[list[str], Iterator[Block]]:
@@ -251,7 +277,7 @@ class TlcParquetFile(MonthFile):
         batches = canonical_batches(self.path, self.dataset, self.name)  # checks the footer and columns now
         if pickups is not None:
             batches = tally_pickups(batches, self.dataset.pickup_index, pickups)
-        blocks = ((csv_lines(b, self.name), False) for b in batches if b.num_rows)
+        blocks = ((lines, False) for lines in rendered_lines(batches, self.name))
         return list(self.dataset.sql_names), blocks
 
     def published_header(self, header: list[str]) -> list[str]:
@@ -271,6 +297,9 @@ class TlcParquetFile(MonthFile):
             yield batches
         finally:
             batches.close()  # the file closes once the parser has ended
+
+    def typed_batches(self) -> Iterator[pa.RecordBatch]:
+        return canonical_batches(self.path, self.dataset, self.name)
 
     def first_line(self, batch: pa.RecordBatch) -> bytes | None:
         return csv_lines(batch.slice(0, 1), self.name)[0] if batch.num_rows else None

@@ -30,18 +30,23 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import psycopg
 from psycopg import sql
 
 from taxi_assets import config, ledger
 from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.errors import BadFileError, ConfigError, LoadError
-from taxi_assets.monthfile import MonthFile, RowIds, open_month_file
+from taxi_assets.monthfile import ROW_ID_BYTES, MonthFile, RowIds, open_month_file
 from taxi_assets.months import Month
-from taxi_assets.rows import DuplicateCounter, rows_with_ids
+from taxi_assets.rows import DuplicateCounter, hex_ids, rows_with_ids
 from taxi_assets.stores import partition_name
 from taxi_assets.threads import wind_down
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -437,6 +442,39 @@ def _rows(month_file: MonthFile, ids: RowIds | None, duplicates: DuplicateCounte
     )
 
 
+def _second_half(digests: bytes) -> np.ndarray:
+    """Which rows go to the month's second half: those whose id's first hex digit is 8-f."""
+    return np.frombuffer(digests, np.uint8)[::ROW_ID_BYTES] >= 0x80
+
+
+def _binary_halves(
+    month_file: MonthFile, batches: Iterator[pa.RecordBatch], ids: RowIds, duplicates: DuplicateCounter
+) -> Iterator[tuple[list[bytes | memoryview], int]]:
+    """A typed file's rows as two binary COPY payloads per batch (`pgbinary`), split as `_halves`
+    splits lines; each session's stream starts with the format's header."""
+    from taxi_assets import pgbinary  # Arrow: only where a typed file is loaded
+
+    pg_types = [ROW_ID_COLUMN.pg_type, *(c.pg_type for c in month_file.dataset.columns)]
+    yield [pgbinary.HEADER, pgbinary.HEADER], 0
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        digests = ids.take_checked(batch.num_rows, month_file.first_line(batch))
+        duplicates.add(digests)
+        rows = pgbinary.encode([hex_ids(digests), *batch.columns], pg_types)
+        second = _second_half(digests)
+        yield [pgbinary.payload(rows.filter(~second)), pgbinary.payload(rows.filter(second))], batch.num_rows
+
+
+def _payloads(month_file: MonthFile, ids: RowIds | None, duplicates: DuplicateCounter):
+    """The COPY format and the month's rows as its payloads, two per block (one per half):
+    binary from a typed file's batches, else the file's lines as CSV."""
+    batches = month_file.typed_batches()
+    if batches is None:
+        return "csv", _halves(_rows(month_file, ids, duplicates))
+    return "binary", _binary_halves(month_file, batches, ids, duplicates)
+
+
 _COPY_CONTEXT = re.compile(r"COPY \S+_loading_(\d+), line (\d+)(?:, column (\w+))?")
 
 
@@ -453,18 +491,24 @@ def _copy_error(exc: psycopg.Error, month_file: MonthFile) -> str | None:
     name, dataset = month_file.name, month_file.dataset
     where, ids = f"row {nth:,} of {name}'s half {half}", None  # if the file cannot be read again
     try:
-        ids = month_file.recorded_row_ids()
+        batches = month_file.typed_batches()
+        if batches is None:
+            ids = month_file.recorded_row_ids()
+            blocks = ((block, [row[0] >= _SPLIT for row in block]) for block in _rows(month_file, ids, None))
+        else:
+            ids = month_file.row_ids()
+            blocks = ((None, _second_half(ids.read(b.num_rows)).tolist()) for b in batches if b.num_rows)
         seen, before = 0, 0
-        for block in _rows(month_file, ids, None):
-            mine = [i for i, row in enumerate(block) if (row[0] >= _SPLIT) == bool(half)]
+        for block, second in blocks:
+            mine = [i for i, in_second in enumerate(second) if in_second == bool(half)]
             if seen + len(mine) >= nth:
                 index = mine[nth - seen - 1]
                 where = month_file.place(before + index + 1)  # 1-based, among the data rows
-                if column is None:  # e.g. extra data: say how many fields the row has
+                if column is None and block is not None:  # e.g. extra data: say how many fields the row has
                     fields = block[index].count(b",")  # the row id's comma counts the id out
                     where += f" ({fields} fields, the header has {len(dataset.columns)})"
                 break
-            seen, before = seen + len(mine), before + len(block)
+            seen, before = seen + len(mine), before + len(second)
     except Exception:  # the COPY's own error matters more than where it was
         log.debug("could not place the COPY error in %s", name, exc_info=True)
     finally:
@@ -498,7 +542,9 @@ def load_postgres(
     columns = sql.SQL(", ").join(_ident(c) for c in (ROW_ID_COLUMN.sql_name, *dataset.sql_names))
     duplicates = DuplicateCounter(spill_dir=path.parent)  # beside the download: under the state folder
     month_file = open_month_file(path, dataset)
-    ids = month_file.recorded_row_ids()  # computed by extract; None: hash the lines here
+    # Computed by extract. Missing: a CSV's lines are hashed on the way; a typed file's ids are
+    # made first (hashing them needs the very text rendering the binary load skips).
+    ids = month_file.row_ids() if month_file.typed else month_file.recorded_row_ids()
     recorded = ledger.file_of(path, dataset, month)
     other, committed, swapped = None, False, False  # the second session; its half committed; swap done
     swap_failed: BaseException | None = None
@@ -509,19 +555,19 @@ def load_postgres(
             sessions = [conn, other]
             for half, session in enumerate(sessions):
                 _create_staging(session, dataset, staging[half], half, filename)
-            rows = _rows(month_file, ids, duplicates)
+            copy_format, payloads = _payloads(month_file, ids, duplicates)
             with contextlib.ExitStack() as copying:
                 copies = [
                     copying.enter_context(
                         session.cursor().copy(
-                            sql.SQL("COPY {s} ({c}) FROM STDIN (FORMAT csv, FREEZE true)").format(
-                                s=_ident(staging[half]), c=columns
+                            sql.SQL("COPY {s} ({c}) FROM STDIN (FORMAT {f}, FREEZE true)").format(
+                                s=_ident(staging[half]), c=columns, f=sql.SQL(copy_format)
                             )
                         )
                     )
                     for half, session in enumerate(sessions)
                 ]
-                loaded = _stream(copies, _halves(rows))
+                loaded = _stream(copies, payloads)
             if loaded == 0:
                 raise BadFileError(f"{path.name} has a header but no rows; the month's rows are kept")
             if expected_rows is not None and loaded != expected_rows:
