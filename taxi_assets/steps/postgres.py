@@ -41,7 +41,7 @@ from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.errors import BadFileError, ConfigError, LoadError
 from taxi_assets.monthfile import ROW_ID_BYTES, MonthFile, RowIds, open_month_file
 from taxi_assets.months import Month
-from taxi_assets.rows import DuplicateCounter, hex_ids, rows_with_ids
+from taxi_assets.rows import DuplicateCounter, copy_rows, hex_ids, rows_with_ids
 from taxi_assets.stores import partition_name
 from taxi_assets.threads import wind_down
 
@@ -348,14 +348,6 @@ def _second_session(conn: psycopg.Connection) -> psycopg.Connection:
     return other
 
 
-def _halves(rows: Iterator[list[bytes]]) -> Iterator[tuple[list[bytes], int]]:
-    """Each block's rows as two COPY payloads, by the first hex digit of their id."""
-    for block in rows:
-        low = [row for row in block if row[0] < _SPLIT]
-        high = [row for row in block if row[0] >= _SPLIT]
-        yield [b"\n".join(half) + b"\n" if half else b"" for half in (low, high)], len(block)
-
-
 _interval_lock = threading.Lock()
 _interval_users = 0
 _DEFAULT_INTERVAL = sys.getswitchinterval()
@@ -450,7 +442,7 @@ def _second_half(digests: bytes) -> np.ndarray:
 def _binary_halves(
     month_file: MonthFile, batches: Iterator[pa.RecordBatch], ids: RowIds, duplicates: DuplicateCounter
 ) -> Iterator[tuple[list[bytes | memoryview], int]]:
-    """A typed file's rows as two binary COPY payloads per batch (`pgbinary`), split as `_halves`
+    """A typed file's rows as two binary COPY payloads per batch (`pgbinary`), split as `_text_halves`
     splits lines; each session's stream starts with the format's header."""
     from taxi_assets import pgbinary  # Arrow: only where a typed file is loaded
 
@@ -466,12 +458,26 @@ def _binary_halves(
         yield [pgbinary.payload(rows.filter(~second)), pgbinary.payload(rows.filter(second))], batch.num_rows
 
 
+def _text_halves(
+    month_file: MonthFile, ids: RowIds | None, duplicates: DuplicateCounter
+) -> Iterator[tuple[list[memoryview], int]]:
+    """A file's lines as two CSV COPY payloads per block (`copy_rows`), by the first hex digit of
+    their id."""
+    from taxi_assets import pgbinary  # Arrow: the rows are joined in C
+
+    _, blocks = month_file.read()
+    normalize = bool(month_file.dataset.integer_float_columns)
+    for rows, digests in copy_rows(blocks, normalize_integer_floats=normalize, duplicates=duplicates, row_ids=ids):
+        second = _second_half(digests)
+        yield [pgbinary.payload(rows.filter(~second)), pgbinary.payload(rows.filter(second))], len(rows)
+
+
 def _payloads(month_file: MonthFile, ids: RowIds | None, duplicates: DuplicateCounter):
     """The COPY format and the month's rows as its payloads, two per block (one per half):
     binary from a typed file's batches, else the file's lines as CSV."""
     batches = month_file.typed_batches()
     if batches is None:
-        return "csv", _halves(_rows(month_file, ids, duplicates))
+        return "csv", _text_halves(month_file, ids, duplicates)
     return "binary", _binary_halves(month_file, batches, ids, duplicates)
 
 
