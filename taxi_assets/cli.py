@@ -106,13 +106,14 @@ def cmd_extract(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_load_postgres(args: argparse.Namespace, settings: Settings) -> None:
 
-    from taxi_assets import database
-    from taxi_assets.steps.extract import download_in_use, extract
+    from taxi_assets import database, ledger
+    from taxi_assets.steps.extract import ask, download_in_use, extract
     from taxi_assets.steps.postgres import load_postgres
 
     ds = _dataset(args)
     with download_in_use(settings, ds, args.month):
         info = extract(settings, ds, args.month)
+        ask(settings, ds, args.month, ledger.POSTGRES)  # kept until Postgres holds it
         with database.connect(settings) as conn:
             report = load_postgres(conn, ds, args.month, Path(info.path), expected_rows=info.data_lines)
     emit(
@@ -185,7 +186,7 @@ def cmd_purge_download(args: argparse.Namespace, settings: Settings) -> None:
         log.info("%s %s: download kept (TAXI_KEEP_DOWNLOADS is set)", args.taxi, args.month)
         folder, removed, freed = str(local_path(settings, ds, args.month).parent), [], 0
     else:
-        report = purge_download(settings, ds, args.month)
+        report = purge_download(settings, ds, args.month, when_loaded=True)
         folder, removed, freed = report.folder, report.removed, report.bytes_freed
     emit(
         {"folder": folder, "removed": removed, "bytes_freed": freed},
@@ -216,8 +217,9 @@ def cmd_gcp_setup(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_upload_gcs(args: argparse.Namespace, settings: Settings) -> None:
+    from taxi_assets import ledger
     from taxi_assets.emulators import with_local_cloud
-    from taxi_assets.steps.extract import download_in_use, extract
+    from taxi_assets.steps.extract import ask, download_in_use, extract
     from taxi_assets.steps.gcs import check_bucket, upload_gcs
 
     settings = with_local_cloud(settings, bigquery=False)
@@ -226,20 +228,23 @@ def cmd_upload_gcs(args: argparse.Namespace, settings: Settings) -> None:
     check_bucket(settings)  # before a download and a conversion it would waste
     with download_in_use(settings, ds, args.month):
         info = extract(settings, ds, args.month)
+        ask(settings, ds, args.month, ledger.BIGQUERY)  # the chain's end: kept until BigQuery holds it
         report = upload_gcs(settings, ds, args.month, Path(info.path))
     emit(report.as_dict(), {"bytes": report.bytes, "rows": report.rows}, _tags(ds, args.month))
 
 
 def cmd_load_bigquery(args: argparse.Namespace, settings: Settings) -> None:
+    from taxi_assets import ledger
     from taxi_assets.emulators import with_local_cloud
     from taxi_assets.steps.bigquery import load_bigquery
-    from taxi_assets.steps.extract import download_in_use, extract
+    from taxi_assets.steps.extract import ask, download_in_use, extract
 
     settings = with_local_cloud(settings)
 
     ds = _dataset(args)
     with download_in_use(settings, ds, args.month):
         info = extract(settings, ds, args.month)
+        ask(settings, ds, args.month, ledger.BIGQUERY)
         report = load_bigquery(settings, ds, args.month, info)
     emit(report.as_dict(), {"rows": report.rows}, _tags(ds, args.month), report.seconds)
 
@@ -377,7 +382,9 @@ COMMANDS: dict[str, tuple[Callable, str]] = {
     "load-postgres": (cmd_load_postgres, "replace one month in the Postgres table (downloads it first if needed)"),
     "purge-download": (
         cmd_purge_download,
-        "remove one month's download, its record and leftover partial files from the state folder (idempotent)",
+        "remove one month's download, its record and leftover partial files from the state folder once every"
+        " store the month was asked of (by the steps loading it, and every store configured) holds this very file"
+        " by its ledger; else keep it, naming the stores still missing (idempotent)",
     ),
     "check": (
         cmd_check,

@@ -5,6 +5,10 @@ ids (`row_ids_path`) and upload-gcs's typed Parquet (`parquet_path`), all purged
 file of ours is written under a temp name first (`temp_path`: `<name>.part-<pid>`) and renamed
 into place once complete. Shared by the steps and by what they call (the month-file readers,
 the Parquet conversion, the ledger); nothing here imports a step.
+
+Apart from the download, under `asks/` in the state folder, lie the month's asks (`ask_path`):
+one small file per store a step has started to load the month into, which purge-download reads
+and clears (`steps.extract`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,17 @@ class FileInfo:
 
 def local_path(settings: Settings, dataset: TaxiDataset, month: Month) -> Path:
     return settings.download_dir / dataset.folder / dataset.file_name(month)
+
+
+def asks_folder(settings: Settings, dataset: TaxiDataset) -> Path:
+    """Where the asks of a taxi's months lie: `asks/<taxi folder>/` in the state folder, apart
+    from the downloads (a purge reports the download's files; the asks are not the download's)."""
+    return settings.state_dir / "asks" / dataset.folder
+
+
+def ask_path(settings: Settings, dataset: TaxiDataset, month: Month, store: str) -> Path:
+    """The ask of `store` for the month: `asks/<taxi folder>/<download name>.<store>` (see `steps.extract.ask`)."""
+    return asks_folder(settings, dataset) / f"{dataset.file_name(month)}.{store}"
 
 
 def _stem(download: Path) -> str:

@@ -383,3 +383,28 @@ def loaded_in_both(postgres_settings, bigquery_settings, dataset: TaxiDataset) -
     postgres = holdings(postgres_settings, POSTGRES, dataset)
     bigquery = holdings(bigquery_settings, BIGQUERY, dataset) if bigquery_settings is not None else {}
     return in_both(postgres, bigquery)
+
+
+def not_holding(settings, stores, dataset: TaxiDataset, month: Month, sha256: str) -> dict[str, str]:
+    """Of `stores`, those whose ledger does not record the month loaded from the file `sha256`,
+    each with why: no load recorded, another file, or a ledger that cannot be read (a BigQuery
+    not configured and no emulator running: none is started for this). Empty: all hold it."""
+    missing = {}
+    for store in stores:
+        try:
+            where = settings if store == POSTGRES else bigquery_available(settings)
+            entry = None if where is None else held(where, store, dataset, month)
+        except Exception as exc:  # whatever keeps the ledger from answering: it holds nothing we know of
+            missing[store] = (
+                f"its ledger cannot be read: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+            )
+            continue
+        if where is None:
+            missing[store] = "its ledger cannot be read: no BigQuery configured and no emulator running"
+        elif entry is None:
+            missing[store] = "no load recorded"
+        elif entry.sha256 != sha256:
+            missing[store] = (
+                f"it holds another file (sha256 {entry.sha256[:12]}…, loaded {entry.loaded_at:%Y-%m-%d %H:%M})"
+            )
+    return missing

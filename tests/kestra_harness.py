@@ -10,6 +10,7 @@ set the same way and fails with one line saying so.
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import itertools
 import json
@@ -22,6 +23,7 @@ import subprocess
 import threading
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -101,9 +103,22 @@ def secret_env(secrets: dict[str, str]) -> dict[str, str]:
 
 
 class GappyServer(SampleServer):
-    """The local release server, minus the months in `missing` (404 as the real one answers)."""
+    """The local release server, minus the months in `missing` (404 as the real one answers);
+    `downloads` counts the files it sent whole, by URL path (the downloads a test counts)."""
 
     missing: set[str] = set()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.downloads: collections.Counter[str] = collections.Counter()
+
+        class Counting(self.RequestHandlerClass):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                super().do_GET()
+                if self.server.file_for(self.path) is not None:
+                    self.server.downloads[urlsplit(self.path).path] += 1
+
+        self.RequestHandlerClass = Counting
 
     def file_for(self, url_path: str) -> Path | None:
         return None if any(m in url_path for m in self.missing) else super().file_for(url_path)

@@ -45,6 +45,7 @@ from taxi_assets.datasets import MIRROR_DATASETS
 from taxi_assets.definitions import defs
 from taxi_assets.defs.assets import build_taxi_chain
 from taxi_assets.months import TIMEZONE, Month, mirror_months, month_just_ended, parse_instant
+from taxi_assets.steps.extract import purge_download
 from taxi_assets.steps.gcp_setup import ensure_dataset
 from taxi_assets.steps.gcs import ensure_bucket
 
@@ -196,6 +197,17 @@ def assert_no_secret_in_logs(execution, kestra: Kestra) -> None:
     assert not [form for form in forms if form in text], "a secret is in the execution's logs"
 
 
+def assert_month_kept(execution, stack: Settings, taxi: str, month: str, waiting_for: str) -> None:
+    """The flow's last task kept the month's download in the worker's state folder: the worker
+    loads both stores (its settings configure Postgres and BigQuery), and `waiting_for` does not
+    hold it yet (the other flow's store; tests/test_one_download.py runs both)."""
+    kept = execution.outputs("purge_download")["vars"]
+    assert kept["removed"] == [] and execution.metric("purge_download", "bytes_freed") == 0
+    assert (Path(kept["folder"]) / MIRROR_DATASETS[taxi].file_name(Month.parse(month))).is_file()
+    line = f"kept its download: not yet in {waiting_for} (no load recorded)"
+    assert line in execution.log_text("purge_download"), execution
+
+
 def assert_month_purged(execution, stack: Settings, taxi: str, month: str, parquet: bool = False) -> None:
     """The flow's last task removed the month's files from the worker's state folder (where the
     tasks downloaded them: TAXI_STATE_DIR reached them), and nothing of that month is left."""
@@ -345,7 +357,7 @@ def test_kestra_rejects_each_broken_copy_of_our_flows(kestra):
 
 
 @pytest.mark.parametrize("taxi", sorted(MIRROR_DATASETS))
-def test_postgres_taxi_loads_the_month_dagster_loads(kestra, stack, pg_dsn, taxi):
+def test_postgres_taxi_loads_the_month_dagster_loads(kestra, stack, source, pg_dsn, taxi):
     month = "2019-03"
     execution = run(kestra, "postgres_taxi", {"taxi": taxi, "month": month})
     assert execution.state == "SUCCESS", execution
@@ -354,12 +366,13 @@ def test_postgres_taxi_loads_the_month_dagster_loads(kestra, stack, pg_dsn, taxi
     assert (outputs["rows_loaded"], outputs["month"], outputs["taxi"]) == (2_000, month, taxi)
     assert execution.metric("load_postgres", "rows") == 2_000
     assert execution.metric("load_postgres", "duplicate_rows") == outputs["duplicate_rows"]
-    # The execution's download, in the worker's state folder, is gone (the reference's purge step)
-    assert_month_purged(execution, stack, taxi, month)
-    # ... and Dagster, on the same state folder, downloads it again and loads the same rows.
+    # The execution's download stays in the worker's state folder: BigQuery is configured too ...
+    assert_month_kept(execution, stack, taxi, month, waiting_for="bigquery")
+    # ... and Dagster, on the same state folder, loads that very copy: the same rows, one download.
     csv, postgres, _, _ = build_taxi_chain(MIRROR_DATASETS[taxi])
     dagster_side = replace(stack, postgres_dsn=pg_dsn)
     assert dg.materialize([csv, postgres], partition_key=month, resources=dagster_resources(dagster_side)).success
+    assert source.downloads[f"/{taxi}/{MIRROR_DATASETS[taxi].file_name(Month.parse(month))}"] == 1
     kestra_ids = _ids(stack.postgres_dsn, taxi, month)
     assert kestra_ids == _ids(pg_dsn, taxi, month) and sum(n for _, n in kestra_ids) == 2_000
 
@@ -373,7 +386,7 @@ def test_gcp_taxi_loads_the_bigquery_rows_dagster_loads(kestra, stack, taxi):
     assert execution.labels == {"project": "taxi-assets", "taxi": taxi, "month": month}
     assert execution.metric("upload_gcs", "rows") == 2_000 and execution.metric("upload_gcs", "bytes") > 0
     assert execution.outputs("load_bigquery")["vars"]["rows"] == execution.metric("load_bigquery", "rows") == 2_000
-    assert_month_purged(execution, stack, taxi, month, parquet=True)
+    assert_month_kept(execution, stack, taxi, month, waiting_for="postgres")
     # Dagster's chain into a bucket and dataset of its own, from the same state folder.
     dagster_side = replace(stack, gcp_bucket=stack.gcp_bucket + "-dg", gcp_dataset=stack.gcp_dataset + "_dg")
     ensure_bucket(dagster_side)
@@ -414,7 +427,7 @@ def test_scheduled_flows_on_a_schedule_tick_load_the_month_dagster_requests(kest
     child = subflow(kestra, gcp)
     assert child.labels["month"] == "2019-12" and child.metric("load_bigquery", "rows") == 2_000
     assert loaded_by(stack, ledger.BIGQUERY, "fhv", "2019-12") == f"kestra:{child.data['id']}"
-    assert_month_purged(child, stack, "fhv", "2019-12", parquet=True)
+    assert_month_kept(child, stack, "fhv", "2019-12", waiting_for="postgres")
 
 
 def test_scheduled_flows_run_by_hand_load_the_month_given(kestra, stack):
@@ -424,10 +437,14 @@ def test_scheduled_flows_run_by_hand_load_the_month_given(kestra, stack):
     assert execution.outputs("load_month")["outputs"] == {"rows_postgres": 2_000}
     assert subflow(kestra, execution).labels["month"] == "2019-05"
     assert sum(n for _, n in _ids(stack.postgres_dsn, "green", "2019-05")) == 2_000
+    assert_month_kept(subflow(kestra, execution), stack, "green", "2019-05", waiting_for="bigquery")
     gcp = run(kestra, "gcp_taxi_scheduled", {"taxi": "green", "month": "2019-05"})
     assert gcp.state == "SUCCESS", gcp
     assert gcp.outputs("load_month")["outputs"] == {"rows_bigquery": 2_000}
-    assert subflow(kestra, gcp).outputs("load_bigquery")["vars"]["rows"] == 2_000
+    child = subflow(kestra, gcp)
+    assert child.outputs("load_bigquery")["vars"]["rows"] == 2_000
+    # Both stores hold the one download now: the second flow's purge removed it.
+    assert_month_purged(child, stack, "green", "2019-05", parquet=True)
 
 
 def test_getting_started_runs_against_the_local_api(kestra):
@@ -449,6 +466,7 @@ def test_a_missing_month_fails_with_the_cli_line_and_keeps_the_previous_rows(kes
     month = "2020-06"
     assert run(kestra, "postgres_taxi", {"taxi": "green", "month": month}).state == "SUCCESS"
     before = _ids(stack.postgres_dsn, "green", month)
+    purge_download(stack, MIRROR_DATASETS["green"], Month.parse(month))  # kept for BigQuery: removed by hand
     source.missing.add("green_tripdata_2020-06")
     try:
         execution = run(kestra, "postgres_taxi", {"taxi": "green", "month": month})

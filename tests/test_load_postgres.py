@@ -413,7 +413,9 @@ def test_a_load_killed_after_spilling_digests_leaves_nothing_behind(
     (folder / (GREEN.file_name(JAN) + ".json")).write_text(big_month[1])
     # and what the load's extract adds: the row ids it computes for a download that lacks them
     ids = str(row_ids_path(folder / GREEN.file_name(JAN)).relative_to(state))
-    expected = sorted([*_files_under(state), ids, f"locks/green/{GREEN.file_name(JAN)}.lock"])
+    # and the load's ask of Postgres, which keeps the download until Postgres records the month
+    ask = f"asks/green/{GREEN.file_name(JAN)}.postgres"
+    expected = sorted([*_files_under(state), ids, ask, f"locks/green/{GREEN.file_name(JAN)}.lock"])
     env = {
         config.POSTGRES_DSN: pg_dsn,
         config.STATE_DIR: str(state),

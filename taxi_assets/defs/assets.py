@@ -2,6 +2,12 @@
 raw CSV -> Postgres table, and raw CSV -> GCS object (Parquet) -> BigQuery table.
 
 Assets are thin: they call the steps in `taxi_assets.steps` and describe the result.
+
+Each store's asset asks for the month first (`steps.extract.ask`, as the CLI's load steps do) and
+reads the download under `download_in_use`: a Kestra flow's purge-download on the same state
+folder keeps the download until this store's ledger holds it too. Dagster itself never purges:
+its local copy serves re-runs (offline ones too, the demo's), and the GCS check reads the month's
+local Parquet, in a step that may run after the BigQuery load.
 """
 
 import csv
@@ -31,7 +37,7 @@ from taxi_assets.monthfile import open_month_file
 from taxi_assets.months import Month
 from taxi_assets.redact import redact_url
 from taxi_assets.steps.bigquery import load_bigquery
-from taxi_assets.steps.extract import extract
+from taxi_assets.steps.extract import ask, download_in_use, extract
 from taxi_assets.steps.gcp_setup import ensure_dataset
 from taxi_assets.steps.gcs import ensure_bucket, upload_gcs
 from taxi_assets.steps.postgres import load_postgres
@@ -171,14 +177,16 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
     def trips_postgres(
         context: AssetExecutionContext, source: TaxiSourceResource, postgres: TaxiPostgresResource
     ) -> MaterializeResult:
-        month = Month.parse(context.partition_key)
-        info = extract(source.settings(), dataset, month)  # the verified local copy (re-fetched if gone)
-        with postgres.connect() as conn:
-            report = load_postgres(
-                conn, dataset, month, Path(info.path), expected_rows=info.data_lines, loaded_by=dagster_run(context)
-            )
-            cur = conn.execute(f'SELECT * FROM "{partition_name(dataset, month)}" LIMIT {PREVIEW_ROWS}')
-            preview = markdown_table([d.name for d in cur.description], cur.fetchall())
+        month, files = Month.parse(context.partition_key), source.settings()
+        with download_in_use(files, dataset, month):
+            info = extract(files, dataset, month)  # the verified local copy (re-fetched if gone)
+            ask(files, dataset, month, ledger.POSTGRES, by=dagster_run(context))
+            with postgres.connect() as conn:
+                report = load_postgres(
+                    conn, dataset, month, Path(info.path), expected_rows=info.data_lines, loaded_by=dagster_run(context)
+                )
+                cur = conn.execute(f'SELECT * FROM "{partition_name(dataset, month)}" LIMIT {PREVIEW_ROWS}')
+                preview = markdown_table([d.name for d in cur.description], cur.fetchall())
         return MaterializeResult(
             metadata={
                 "dagster/row_count": report.rows_loaded,
@@ -206,11 +214,13 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
     def trips_gcs(
         context: AssetExecutionContext, source: TaxiSourceResource, gcs: TaxiGcsResource
     ) -> MaterializeResult:
-        month = Month.parse(context.partition_key)
+        month, files = Month.parse(context.partition_key), source.settings()
         settings = gcs.settings()
-        info = extract(source.settings(), dataset, month)
-        ensure_bucket(settings)
-        report = upload_gcs(settings, dataset, month, Path(info.path))
+        with download_in_use(files, dataset, month):
+            info = extract(files, dataset, month)
+            ask(files, dataset, month, ledger.BIGQUERY, by=dagster_run(context))  # the chain's end
+            ensure_bucket(settings)
+            report = upload_gcs(settings, dataset, month, Path(info.path))
         return MaterializeResult(
             metadata={
                 "dagster/row_count": report.rows,
@@ -234,11 +244,13 @@ def build_taxi_chain(dataset: TaxiDataset) -> list[AssetsDefinition]:
     def trips_bigquery(
         context: AssetExecutionContext, source: TaxiSourceResource, bigquery: TaxiBigQueryResource
     ) -> MaterializeResult:
-        month = Month.parse(context.partition_key)
+        month, files = Month.parse(context.partition_key), source.settings()
         settings = bigquery.settings()
-        info = extract(source.settings(), dataset, month)
-        ensure_dataset(settings)
-        report = load_bigquery(settings, dataset, month, info, loaded_by=dagster_run(context))
+        with download_in_use(files, dataset, month):
+            info = extract(files, dataset, month)
+            ask(files, dataset, month, ledger.BIGQUERY, by=dagster_run(context))
+            ensure_dataset(settings)
+            report = load_bigquery(settings, dataset, month, info, loaded_by=dagster_run(context))
         return MaterializeResult(
             metadata={
                 "dagster/row_count": report.rows,

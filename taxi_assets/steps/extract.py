@@ -18,6 +18,16 @@ is gone (`remove_stale_temps`), so such litter lasts until the next run, never l
 file (the reverse of the order they were written), then leftover temp files of that month, so a
 crash part-way leaves at worst a file without its record, which the next extract replaces.
 
+One download per machine: every step that loads a month into a store records, once it has the
+download, that the month is asked of that store (`ask`: a small file under `asks/` in the state
+folder, where both orchestrators' steps see it). The purge-download step (`purge_download(..., when_loaded=True)`)
+removes the download only once every asked store holds this very file by its ledger (the record
+each load writes in its store, naming the file's sha256); otherwise it keeps it, saying in one
+line which stores it waits for. A month asked of any store is asked of every store the settings
+configure too (`configured_stores`): the Postgres and the cloud flows load the same months, one
+after the other, and the second must find the first's download. A download no load asked for
+is nobody's: the purge removes it as before. No timer: only the ledgers decide.
+
 Asking the source (the file's URL, its HEAD, retries, the one-line errors of a failed request) is
 `taxi_assets.source`'s, shared with the TLC sensor and `status`; this step downloads through it.
 """
@@ -32,21 +42,25 @@ import os
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import requests
 
+from taxi_assets import ledger
 from taxi_assets.config import Settings
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.errors import BadFileError, ConfigError, DownloadError
 from taxi_assets.files import (
     TEMP_INFIX,
     FileInfo,
+    ask_path,
+    asks_folder,
     local_path,
     no_space,
     parquet_path,
     record_path,
+    recorded_download,
     row_ids_path,
     temp_path,
     write_private,
@@ -88,6 +102,48 @@ def download_in_use(settings: Settings, dataset: TaxiDataset, month: Month):
     any step holds it, so two flows loading the same month at once (the Postgres and the cloud
     schedule tick together) never lose the file under each other; the last to finish purges."""
     return _month_lock(settings, dataset, month, exclusive=False)
+
+
+def ask(settings: Settings, dataset: TaxiDataset, month: Month, store: str, *, by: str | None = None) -> None:
+    """Record that a step loads the month into `store` (`ledger.STORES`): until that store's
+    ledger holds the download, purge-download keeps it. Called under `download_in_use`, once
+    extract has the download (no ask is left for a month that failed to download): no purge runs
+    between the two, nor until the step is done with the file. Idempotent."""
+    path = ask_path(settings, dataset, month, store)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    asked = {
+        "store": store,
+        "asked_by": by or ledger.loaded_by(),
+        "asked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    try:
+        write_private(tmp, json.dumps(asked))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def asked_stores(settings: Settings, dataset: TaxiDataset, month: Month) -> list[str]:
+    """The stores a step has asked the month of since its download (`ask`), in `ledger.STORES` order."""
+    return [s for s in ledger.STORES if ask_path(settings, dataset, month, s).is_file()]
+
+
+def configured_stores(settings: Settings) -> list[str]:
+    """The stores the settings name a server of: Postgres by `TAXI_POSTGRES_DSN`, BigQuery by
+    `GCP_PROJECT_ID` or `BIGQUERY_EMULATOR_HOST` (the compose stack sets them; Kestra's worker
+    has them). The embedded Postgres and emulators a bare machine starts on demand name none: there
+    the asks alone decide."""
+    stores = [ledger.POSTGRES] if settings.postgres_dsn else []
+    return stores + ([ledger.BIGQUERY] if settings.gcp_configured or settings.bigquery_emulator else [])
+
+
+def stores_to_hold(settings: Settings, dataset: TaxiDataset, month: Month) -> list[str]:
+    """The stores that must hold the month's download before it is purged: none when no load asked
+    for it, else the asked stores and every configured one."""
+    asked = asked_stores(settings, dataset, month)
+    wanted = set(asked) | set(configured_stores(settings)) if asked else set()
+    return [s for s in ledger.STORES if s in wanted]
 
 
 def _sha256(path: Path) -> str:
@@ -260,7 +316,8 @@ class PurgeReport:
     folder: str
     removed: list[str]  # file names, in the order they were removed
     bytes_freed: int
-    kept: list[str]  # temp files of a download still running
+    kept: list[str]  # temp files of a download still running; the download, when kept whole
+    waiting_for: list[str] = field(default_factory=list)  # asked stores not holding the download yet
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -308,12 +365,18 @@ def remove_stale_temps(folder: Path) -> list[str]:
     return removed
 
 
-def purge_download(settings: Settings, dataset: TaxiDataset, month: Month) -> PurgeReport:
-    """Remove one month's download, its record, its row ids, its Parquet and their leftover temp files; idempotent.
+def purge_download(settings: Settings, dataset: TaxiDataset, month: Month, *, when_loaded: bool = False) -> PurgeReport:
+    """Remove one month's download, its record, its row ids, its Parquet and their leftover temp
+    files, then the month's asks; idempotent.
 
-    Only entries of the taxi's download folder named after this month are touched, and only
-    files and symlinks (a symlink is removed, never what it points to). The record goes first,
-    so no moment leaves a record vouching for a missing file.
+    With `when_loaded` (the purge-download step), only once every store the month is asked of
+    holds this very download by its ledger (`stores_to_hold`, `ledger.not_holding`); else the
+    files stay and one line names the stores still missing. A download without its record is
+    trusted by no step: it goes regardless.
+
+    Only entries of the taxi's download folder named after this month are touched (and the
+    month's asks), and only files and symlinks (a symlink is removed, never what it points to).
+    The record goes first, so no moment leaves a record vouching for a missing file.
     """
     path = local_path(settings, dataset, month)
     folder = path.parent
@@ -324,7 +387,51 @@ def purge_download(settings: Settings, dataset: TaxiDataset, month: Month) -> Pu
         if not alone:
             log.warning("%s: kept its download: a step loading it is still running (the last one purges)", what)
             return PurgeReport(dataset.taxi, str(month), str(folder), [], 0, [path.name])
-        return _purge(path, what, dataset.taxi, str(month))
+        if when_loaded and (waiting := _stores_missing(settings, dataset, month, path)):
+            return PurgeReport(dataset.taxi, str(month), str(folder), [], 0, [path.name], waiting)
+        report = _purge(path, what, dataset.taxi, str(month))
+        _clear_asks(settings, dataset, month)
+        return report
+
+
+def _stores_missing(settings: Settings, dataset: TaxiDataset, month: Month, path: Path) -> list[str]:
+    """The stores the month is asked of that do not hold the download at `path` yet (logged in one
+    line); empty when it may go: all hold it, none was asked, or no record vouches for the file."""
+    stores = stores_to_hold(settings, dataset, month)
+    info, _ = recorded_download(path)
+    if not stores or info is None:
+        return []
+    missing = ledger.not_holding(settings, stores, dataset, month, info.sha256)
+    what, all_of = f"{dataset.name} {month}", " and ".join(stores) + (" hold" if len(stores) > 1 else " holds")
+    if not missing:
+        log.info("%s: %s this download (sha256 %s…): purging it", what, all_of, info.sha256[:12])
+        return []
+    log.warning(
+        "%s: kept its download: not yet in %s; purged once %s this very file (sha256 %s…)",
+        what,
+        "; ".join(f"{store} ({why})" for store, why in missing.items()),
+        all_of,
+        info.sha256[:12],
+    )
+    return list(missing)
+
+
+def _clear_asks(settings: Settings, dataset: TaxiDataset, month: Month) -> None:
+    """Remove the month's asks (and temps of asks whose writer died): the download they were for is gone."""
+    folder, prefix = asks_folder(settings, dataset), dataset.file_name(month) + "."
+    try:
+        names = [e.name for e in os.scandir(folder) if e.name.startswith(prefix) and e.is_file(follow_symlinks=False)]
+    except FileNotFoundError:
+        return
+    cleared = []
+    for name in sorted(names):
+        if TEMP_INFIX in name and _writer_running(name) is not None:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(folder / name)
+            cleared.append(name.removeprefix(prefix))
+    if cleared:
+        log.info("%s %s: cleared its asks (%s)", dataset.name, month, ", ".join(cleared))
 
 
 def _purge(path: Path, what: str, taxi: str, month: str) -> PurgeReport:
