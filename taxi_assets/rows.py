@@ -26,7 +26,7 @@ _hexlify = binascii.hexlify
 # An integer printed as a float (`264.0`), as a whole field: rewritten as `264` (group 1) by the
 # Postgres load here and by the Parquet conversion (`parquet.py`), so both store the same value.
 INTEGER_FLOAT_FIELD = r"(-?\d+)\.0+"
-_INTEGER_FLOAT = re.compile(rb"(?<![^,\n])" + INTEGER_FLOAT_FIELD.encode() + rb"(?![^,\n])")
+_INTEGER_FLOAT = re.compile(rb"(?<![^,\n])" + INTEGER_FLOAT_FIELD.encode() + rb"(?![^,\r\n])")
 
 
 @dataclass
@@ -159,37 +159,38 @@ def hex_ids(digests: bytes) -> pa.Array:
 
 
 def copy_rows(
-    blocks: Iterator[Block],
+    blocks: Iterator[tuple[bytes, int, bool]],
     *,
     normalize_integer_floats: bool,
     duplicates: DuplicateCounter | None = None,
     row_ids: RowIds | None = None,
 ) -> Iterator[tuple[pa.Array, bytes]]:
-    """`rows_with_ids` for a load: each block's rows as one Arrow binary array of COPY lines
-    (`unique_row_id,<fields>` and a line ending), with their 16-byte digests. The rows are joined
-    in C (Arrow), not line by line in Python, so the producer leaves the cores to the COPYs."""
-    for lines, quoted in blocks:
-        if not lines:
+    """`rows_with_ids` for a load, from `MonthFile.text_blocks`: each block's rows as one Arrow
+    binary array of COPY lines (`unique_row_id,<fields>` and a line ending), with their 16-byte
+    digests. The rows are joined in C (Arrow), never split or joined line by line in Python, so
+    the producer leaves the cores to the COPYs."""
+    for text, rows, quoted in blocks:
+        if not rows:
             continue
+        eol = b"\r\n" if text.endswith(b"\r\n") else b"\n"  # a stream keeps one kind: COPY insists
         if quoted:  # rare: parsed properly, their ids computed from the parsed fields
-            hashes, lines = quoted_rows(lines)
+            hashes, lines = quoted_rows(text[: -len(eol)].split(eol))
             if row_ids is not None:
-                row_ids.skip(len(lines))
-            raw = binascii.unhexlify(b"".join(hashes))
+                row_ids.skip(rows)
+            raw, text = binascii.unhexlify(b"".join(hashes)), eol.join(lines) + eol
         elif row_ids is not None:
-            raw = row_ids.take(lines)
+            raw = row_ids.take_checked(rows, text[: text.index(eol)])
         else:
-            raw = b"".join([_md5(line).digest() for line in lines])
-        text = b"\n".join(lines) + b"\n"
+            raw = b"".join([_md5(line).digest() for line in text[: -len(eol)].split(eol)])
         if normalize_integer_floats:  # after hashing: ids describe the row as published
             text = _INTEGER_FLOAT.sub(rb"\1", text)
         if duplicates is not None:
             duplicates.add(raw)
-        yield _id_comma_line(raw, text, len(lines)), raw
+        yield _id_comma_line(raw, text, rows), raw
 
 
 def _id_comma_line(digests: bytes, text: bytes, rows: int) -> pa.Array:
-    """`<hex id>,<line>\n` per row: the ids (32 hex digits and a comma each, a numpy matrix) and
+    """`<hex id>,<line>` per row: the ids (32 hex digits and a comma each, a numpy matrix) and
     the lines (`text`'s, each with its line ending, no copy) joined element-wise by Arrow."""
     import pyarrow as pa  # here: only a load joins rows this way
     import pyarrow.compute as pc

@@ -182,9 +182,25 @@ def _gz(tmp_path, text: str, name="y.csv.gz"):
     return path
 
 
-def _data(path, ds=YELLOW) -> list[bytes]:
+def _lines(path, ds) -> list[bytes]:
     _, blocks = data_lines(path, ds)
     return [line for lines, _ in blocks for line in lines]
+
+
+def _data(path, ds=YELLOW) -> list[bytes]:
+    """The file's data lines; the load's reader (lines kept whole, checked with numpy, not
+    split) gives the very same lines, or refuses the file with the very same error."""
+    try:
+        text = b"".join(block for block, _, _ in csvgz.CsvGzFile(path, ds).text_blocks())
+    except BadFileError as exc:
+        with pytest.raises(BadFileError) as same:
+            _lines(path, ds)
+        assert str(same.value) == str(exc)
+        raise
+    lines = _lines(path, ds)
+    eol = b"\r\n" if text.endswith(b"\r\n") else b"\n"
+    assert (text.split(eol)[:-1] if text else []) == lines
+    return lines
 
 
 @pytest.fixture(params=[None, 7], ids=["1MB-blocks", "7-byte-blocks"])

@@ -332,16 +332,20 @@ def test_a_file_with_no_rows_does_not_empty_the_month(pg_dsn, pg, tmp_path, load
     assert _month_rows(pg, GREEN, JAN) == loaded_month
 
 
-def test_quoted_fhv_rows_are_normalized_too(pg_dsn, pg, tmp_path):
+@pytest.mark.parametrize("eol", ["\n", "\r\n"], ids=["LF", "CRLF"])
+@pytest.mark.parametrize("last_eol", [True, False], ids=["last line ended", "last line unended"])
+def test_quoted_fhv_rows_are_normalized_too(pg_dsn, pg, tmp_path, eol, last_eol):
+    """A block with a quote is parsed and rewritten; COPY gets one line ending throughout (it
+    refuses a stream that changes), whatever the file's and however its last line ends."""
     path = tmp_path / FHV.file_name(JAN)
     header = (
         "dispatching_base_num,pickup_datetime,dropOff_datetime,PUlocationID,DOlocationID,SR_Flag,Affiliated_base_number"
     )
-    path.write_bytes(
-        gzip.compress(f'{header}\n"B00001",2019-01-01 00:15:00,2019-01-01 00:30:00,264.0,7,1.0,\n'.encode())
-    )
+    rows = ['"B00001",2019-01-01 00:15:00,2019-01-01 00:30:00,264.0,7,1.0,', "B00002,2019-01-01 01:15:00,,1.0,2,,B1"]
+    path.write_bytes(gzip.compress((eol.join([header, *rows]) + (eol if last_eol else "")).encode()))
     _load(pg_dsn, FHV, JAN, path)
-    assert pg.execute("SELECT pulocationid, sr_flag FROM fhv_tripdata").fetchone() == ("264", 1)
+    got = pg.execute("SELECT dispatching_base_num, pulocationid, sr_flag FROM fhv_tripdata ORDER BY 1").fetchall()
+    assert got == [("B00001", "264", 1), ("B00002", "1", None)]
 
 
 def test_blank_lines_at_the_end_of_the_file_are_no_rows(pg_dsn, pg, tmp_path):

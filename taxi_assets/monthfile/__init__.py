@@ -311,6 +311,16 @@ class MonthFile:
         still tells it (a Parquet's canonical line), to check ids against; else None."""
         return None
 
+    def text_blocks(self) -> Iterator[tuple[bytes, int, bool]]:
+        """The data rows as `read` gives them, a block at a time as one text: its lines, each
+        with its line ending (LF, or CRLF throughout a file that has them), their count and
+        whether one holds a quote. A format may give them without splitting the lines (a load
+        joins ids to them in bulk)."""
+        _, blocks = self.read()
+        for lines, quoted in blocks:
+            if lines:
+                yield b"\n".join(lines) + b"\n", len(lines), quoted
+
     def typed_batches(self) -> Iterator[pa.RecordBatch] | None:
         """The rows as Arrow batches of the feed's canonical types, in file order, where the file
         holds typed values (a Parquet): loaded as such, binary. None where its rows are text lines

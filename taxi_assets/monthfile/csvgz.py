@@ -20,6 +20,8 @@ try:  # ISA-L inflates gzip ~4x faster than zlib; same API
 except ImportError:  # pragma: no cover
     import zlib as _zlib
 
+import numpy as np
+
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.errors import BadFileError
 from taxi_assets.monthfile import Block, MonthFile, PickupMonths
@@ -82,7 +84,6 @@ def iter_lines(
 ) -> Iterator[tuple[list[bytes], bool]]:
     """The lines of a .csv.gz, without line endings (CRLF or LF), a list per ~1 MB block,
     each with whether the block holds a quote (then it needs a real CSV parser).
-
     Memory stays flat whatever the file. Blank lines at the end of the file (an editor's or a
     tool's trailing newline) are dropped: they are no rows. With `amounts`, every block (the
     header's too) is checked by it before it is yielded. Raises BadFileError, naming the
@@ -90,8 +91,25 @@ def iter_lines(
     what came before: a consumer must not commit early) and for a blank line before a row.
     """
     name = name or path.name
+    for block in _inflated(path, name):
+        yield _checked(block, name, amounts)
+
+
+def iter_text(path: Path, name: str | None = None) -> Iterator[tuple[bytes, int, bool]]:
+    """`iter_lines` without splitting: each block as its lines, line endings kept (LF or CRLF,
+    one kind per file: COPY takes either), their count and whether one holds a quote; checked as
+    `iter_lines` checks them (the same errors). What a load needs: it joins ids to lines in bulk,
+    never line by line."""
+    name = name or path.name
+    for block in _inflated(path, name):
+        yield _text(block, name)
+
+
+def _inflated(path: Path, name: str) -> Iterator[bytes]:
+    """The file's whole lines, inflated a chunk at a time, as blocks that end with a line ending
+    (the last line given one); blank lines are held back and refused unless the file ends there."""
     inflater = _zlib.decompressobj(wbits=31)  # gzip framing
-    carry = b""
+    carry, eol = b"", b"\n"  # the line ending the file uses (its last line is given one too)
     blank_before = False  # blank lines were held back: fine at the end of the file, not before a row
     try:
         with open(path, "rb") as raw:
@@ -108,7 +126,8 @@ def iter_lines(
                     if block:
                         if blank_before:
                             raise BadFileError(_blank_line(name))
-                        yield _checked(block, name, amounts)
+                        eol = b"\r\n" if block.endswith(b"\r\n") else b"\n"
+                        yield block
                     blank_before = blank_tail
     except _zlib.error as exc:
         raise BadFileError(f"{name} is not valid gzip: {exc}") from None
@@ -117,7 +136,22 @@ def iter_lines(
     if carry.strip():  # a last line without a line ending
         if blank_before:
             raise BadFileError(_blank_line(name))
-        yield _checked(carry.rstrip(b"\r") + b"\n", name, amounts)
+        yield carry.rstrip(b"\r") + eol
+
+
+def _text(block: bytes, name: str) -> tuple[bytes, int, bool]:
+    """A block (whole lines) with its line count and whether one holds a quote, refused as
+    `_split` refuses it, found with numpy over the line endings instead of a split (`_split`
+    itself words any refusal)."""
+    raw = np.frombuffer(block, np.uint8)
+    ends = np.flatnonzero(raw == ord("\n"))
+    if block.endswith(b"\r\n"):  # every line ends CRLF, none is empty
+        suspect = bool((raw[ends - 1] != ord("\r")).any() or (np.diff(ends) <= 2).any()) or block.startswith(b"\r\n")
+    else:  # no line is empty or a lone CR
+        suspect = bool((np.diff(ends) <= 1).any()) or block.startswith((b"\n", b"\r\n")) or b"\n\r\n" in block
+    if suspect:
+        _split(block, name)  # raises
+    return block, len(ends), b'"' in block
 
 
 def _checked(block: bytes, name: str, amounts: FiniteAmounts | None) -> tuple[list[bytes], bool]:
@@ -185,6 +219,15 @@ class CsvGzFile(MonthFile):
     ) -> tuple[list[str], Iterator[Block]]:
         header, blocks = data_lines(self.path, self.dataset, self.name, check_amounts=check_amounts)
         return header, blocks if pickups is None else pickups.watch(blocks)
+
+    def text_blocks(self) -> Iterator[tuple[bytes, int, bool]]:
+        blocks = iter_text(self.path, self.name)
+        text, lines, quoted = next(blocks, (b"", 0, False))
+        if not lines:
+            raise BadFileError(f"{self.name} is empty")
+        cut = text.index(b"\n") + 1
+        _header(text[:cut].rstrip(b"\r\n"), self.dataset, self.name)
+        return itertools.chain([(text[cut:], lines - 1, quoted)] if lines > 1 else [], blocks)
 
     def place(self, row: int) -> str:
         return f"line {row + 1:,} of {self.name}"  # the header is line 1

@@ -465,8 +465,8 @@ def _text_halves(
     their id."""
     from taxi_assets import pgbinary  # Arrow: the rows are joined in C
 
-    _, blocks = month_file.read()
     normalize = bool(month_file.dataset.integer_float_columns)
+    blocks = month_file.text_blocks()
     for rows, digests in copy_rows(blocks, normalize_integer_floats=normalize, duplicates=duplicates, row_ids=ids):
         second = _second_half(digests)
         yield [pgbinary.payload(rows.filter(~second)), pgbinary.payload(rows.filter(second))], len(rows)
