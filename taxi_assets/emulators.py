@@ -35,6 +35,62 @@ from taxi_assets.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+# The emulators' own memory settings. fake-gcs-server (Go) holds an object whole while it writes
+# it, in a buffer that doubles as it fills: 1.5x the power of two above the object's size at its
+# peak (1.5 GiB for an object just under 1 GiB, 3 GiB just over). Past GOMEMLIMIT its collector
+# frees each smaller buffer at once and gives the memory back to the system, instead of letting
+# the heap double first and keeping it after. A soft limit: a larger object still goes in.
+# Values set in the environment win.
+GO_MEMORY = {"GOMEMLIMIT": "256MiB", "GOGC": "50"}
+# bqemulator's DuckDB: its default is 80% of the machine's memory, which a 20 M-row load filled
+# to 9 GB; within this limit it writes what it loads to its file (and spills) instead.
+DUCKDB_MEMORY_LIMIT = "1GB"
+
+# bqemulator's own CLI, with the DuckDB memory limit set on its connection as it opens (bqemulator
+# has no setting for it): `python -c _BQEMULATOR --duckdb-memory-limit 1GB start ...`. With a
+# database file (--data-dir), each job ends by giving back the blocks DuckDB cached (they are in
+# the file): the limit, then back, so an idle emulator holds ~300 MB, not the limit, while the
+# next step (an upload into fake-gcs-server) runs.
+_BQEMULATOR = """\
+import sys
+import duckdb
+from bqemulator.api.routes import jobs
+from bqemulator.cli import main
+from bqemulator.storage.engine import DuckDBEngine
+assert sys.argv[1] == "--duckdb-memory-limit", sys.argv
+limit = sys.argv.pop(2)
+del sys.argv[1]
+sys.argv[0] = "bqemulator"
+session_pragmas = DuckDBEngine._apply_session_pragmas
+def _apply_session_pragmas(self):
+    session_pragmas(self)
+    self.connection.execute("SET memory_limit = " + repr(limit))
+DuckDBEngine._apply_session_pragmas = _apply_session_pragmas
+def _then_release(job):
+    async def run(*args, **kwargs):
+        try:
+            return await job(*args, **kwargs)
+        finally:
+            engine = next(a for a in (*args, *kwargs.values()) if hasattr(a, "engine")).engine
+            async with engine.write_lock():
+                try:
+                    engine.execute("SET memory_limit = '1MB'")
+                except duckdb.Error:
+                    pass  # a reader holds blocks: they stay cached
+                finally:
+                    engine.execute("SET memory_limit = " + repr(limit))
+    return run
+if "--data-dir" in sys.argv:
+    jobs.execute_load_job = _then_release(jobs.execute_load_job)
+    jobs.execute_query_job = _then_release(jobs.execute_query_job)
+sys.exit(main())
+"""
+
+
+def go_env(env: dict[str, str]) -> dict[str, str]:
+    """`env` with fake-gcs-server's memory settings (`GO_MEMORY`), unless `env` sets them."""
+    return {**GO_MEMORY, **env}
+
 
 def fake_gcs_command(root: Path, port: int, host: str = "127.0.0.1", address: str | None = None) -> list[str]:
     """fsouza/fake-gcs-server (the binary its Docker image runs), objects as files under `root`.
@@ -54,7 +110,8 @@ def fake_gcs_command(root: Path, port: int, host: str = "127.0.0.1", address: st
 def bqemulator_command(
     port: int, grpc_port: int, project: str, data_dir: Path | None = None, host: str = "127.0.0.1"
 ) -> list[str]:
-    """bqemulator's REST API on `port`; in memory unless `data_dir`.
+    """bqemulator's REST API on `port`; in memory unless `data_dir`; its DuckDB within
+    DUCKDB_MEMORY_LIMIT.
 
     Run it with BQEMU_GCS_LOCAL_ROOT set to fake-gcs-server's root, so `gs://` loads work.
     """
@@ -63,7 +120,8 @@ def bqemulator_command(
     import_extension("spatial")  # bqemulator loads it at start; from its wheel, no download
     persistence = ["--persistent", "--data-dir", str(data_dir)] if data_dir else []
     return [
-        str(Path(sys.executable).parent / "bqemulator"), "start", "--rest-host", host, "--rest-port", str(port),
+        sys.executable, "-c", _BQEMULATOR, "--duckdb-memory-limit", DUCKDB_MEMORY_LIMIT,
+        "start", "--rest-host", host, "--rest-port", str(port),
         "--grpc-host", host, "--grpc-port", str(grpc_port), "--project", project, *persistence,
         "--log-level", "warning",
     ]  # fmt: skip
@@ -125,7 +183,7 @@ def with_local_cloud(settings: Settings, *, bigquery: bool = True) -> Settings:
         gcs_root.mkdir(parents=True, exist_ok=True)
         port = emulated_port(EMULATED_GCS_PORT)
         storage = f"http://127.0.0.1:{port}"
-        _start(fake_gcs_command(gcs_root, port), root / "gcs.log", dict(os.environ),
+        _start(fake_gcs_command(gcs_root, port), root / "gcs.log", go_env(dict(os.environ)),
                f"{storage}/storage/v1/b", "GCS emulator (fake-gcs-server)")  # fmt: skip
     warehouse = settings.bigquery_emulator
     if bigquery and not warehouse:
@@ -230,6 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.emulator == "gcs":
         port = args.port or 4443
         command = fake_gcs_command(args.data, port, host=args.host, address=args.address or f"localhost:{port}")
+        os.environ.update(go_env(dict(os.environ)))
     else:
         port = args.port or 9050
         command = bqemulator_command(port, port + 10, args.project, args.data, host=args.host)

@@ -2,7 +2,9 @@
 
 The object is `gs://{bucket}/{taxi}/{taxi}_tripdata_{YYYY-MM}.parquet`, uploaded resumably in
 32 MB chunks (memory bounded), verified by crc32c against the local file, and not uploaded
-again when the bucket already holds the same bytes.
+again when the bucket already holds the same bytes. An emulator (fake-gcs-server) gets it as
+one streamed request instead (`_emulator_upload`): it keeps a resumable upload's chunks in
+memory, about 8 GB for a 1 GB object, and writes a streamed one to its files.
 
 After a verified upload a record `{taxi}_tripdata_{YYYY-MM}.parquet.json` beside the download
 says what went where: the download's sha256 (from extract's record, not hashed again), the
@@ -30,12 +32,14 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import google_crc32c
 import pyarrow as pa
+import requests
 from google.api_core import exceptions as gexc
 
 from taxi_assets.config import Settings
@@ -299,19 +303,77 @@ class _Growing(io.RawIOBase):
         super().close()
 
 
+# How long the emulator may take to answer the last piece of a streamed upload: it writes the
+# whole object to its files before it answers.
+EMULATOR_ANSWER = 600.0
+
+
+def _pieces(stream) -> Iterator[bytes]:
+    """The stream in CHUNK-sized reads, to its end: a request body sent as it is read."""
+    while piece := stream.read(CHUNK):
+        yield piece
+
+
+def _emulator_upload(settings: Settings, bucket, name: str, uri: str, stream, sha256: str | None):
+    """Put `stream` into the emulator's bucket as object `name` (metadata naming download
+    `sha256`), in one streamed request (uploadType=media; chunked transfer, CHUNK at a time);
+    returns the object as it then is.
+
+    fake-gcs-server keeps every chunk of a resumable upload in memory until the last one, then
+    checksums, copies and reads the whole object back: about 8 GB for a 1 GB object. A simple
+    upload it streams into its filesystem backend, which holds the object once while writing it
+    (in a buffer that doubles: 1.5x the power of two above its size at the peak).
+    The metadata goes as `x-goog-meta-*` headers (fake-gcs-server keeps them with the object in the
+    same write); an emulator that drops them gets it in a PATCH after. A stream that fails (the
+    conversion failed) breaks the request off before its end: the emulator makes no object.
+    """
+    endpoint = settings.storage_emulator.rstrip("/")
+    headers = {"Content-Type": PARQUET_TYPE, **({f"x-goog-meta-{DOWNLOAD_SHA256}": sha256} if sha256 else {})}
+    try:
+        with requests.Session() as session:
+            answer = session.post(
+                f"{endpoint}/upload/storage/v1/b/{settings.gcp_bucket}/o",
+                params={"uploadType": "media", "name": name},
+                data=_pieces(stream),
+                headers=headers,
+                timeout=(30, EMULATOR_ANSWER),
+            )
+    except requests.RequestException as exc:
+        raise LoadError(f"the GCS emulator at {endpoint} did not take {uri} ({type(exc).__name__})") from None
+    if answer.status_code == 404:
+        raise _missing_bucket(settings)
+    if not answer.ok:
+        said = " ".join(answer.text.split())[:200]
+        raise LoadError(f"the GCS emulator at {endpoint} refused {uri}: HTTP {answer.status_code} {said}")
+    with _storage_errors(settings, uri):
+        blob = bucket.get_blob(name)
+    if blob is None:
+        raise LoadError(f"{uri} is not in the emulator's bucket after its upload")
+    if sha256 and converted_from(blob) != sha256:  # the emulator dropped the metadata headers
+        with _storage_errors(settings, uri):
+            blob = _name_download(bucket, name, uri, blob, sha256)
+    return blob
+
+
 def _convert_and_upload(
     csv_gz: Path, parquet: Path, dataset: TaxiDataset, month: Month, blob, settings, uri
-) -> tuple[int, str]:
+) -> tuple[int, str, object]:
     """Convert and upload at once: the upload (resumable, 32 MB chunks) follows the Parquet as it
     is written, so the network (or the emulator) works while the conversion does. A failed
-    conversion abandons the upload before its last chunk: no object is made. Returns the rows
-    and the local file's crc32c (computed on the way, unless the upload had to re-read)."""
+    conversion abandons the upload before its last chunk: no object is made. Returns the rows,
+    the local file's crc32c (computed on the way, unless the upload had to re-read) and the
+    object as uploaded. An emulator gets one streamed request instead (`_emulator_upload`)."""
     done, failed = threading.Event(), threading.Event()
     stream = _Growing(parquet, done, failed)
+    uploaded = [blob]
 
     def upload() -> None:
         with stream, _storage_errors(settings, uri):
-            blob.upload_from_file(stream, content_type=PARQUET_TYPE, checksum="crc32c")
+            if settings.storage_emulator:
+                sha256 = converted_from(blob)
+                uploaded[0] = _emulator_upload(settings, blob.bucket, blob.name, uri, stream, sha256)
+            else:
+                blob.upload_from_file(stream, content_type=PARQUET_TYPE, checksum="crc32c")
 
     with ThreadPoolExecutor(max_workers=1) as background:
         sending = background.submit(upload)
@@ -324,7 +386,7 @@ def _convert_and_upload(
             raise
         done.set()
         sending.result()
-    return rows, stream.crc32c() or crc32c_b64(parquet)
+    return rows, stream.crc32c() or crc32c_b64(parquet), uploaded[0]
 
 
 def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: Path) -> UploadReport:
@@ -369,7 +431,7 @@ def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: P
         parquet.unlink(missing_ok=True)  # an older conversion's: the stream must never read it
         blob, uploaded = bucket.blob(name, chunk_size=CHUNK), True
         blob.metadata = {DOWNLOAD_SHA256: sha256} if sha256 else None
-        rows, local_crc = _convert_and_upload(csv_gz, parquet, dataset, month, blob, settings, uri)
+        rows, local_crc, blob = _convert_and_upload(csv_gz, parquet, dataset, month, blob, settings, uri)
         size = parquet.stat().st_size  # the blob's crc32c and size: from the upload's last response
     else:  # an object is there: convert, then send only if its bytes differ
         rows = write_parquet(csv_gz, parquet, dataset, month)
@@ -383,10 +445,14 @@ def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: P
                     blob = _name_download(bucket, name, uri, blob, sha256)
         else:
             with _storage_errors(settings, uri):
-                blob = bucket.blob(name, chunk_size=CHUNK)  # chunked: a resumable upload
-                blob.metadata = {DOWNLOAD_SHA256: sha256} if sha256 else None
-                # the blob's crc32c and size come from the upload's last response, as when streaming
-                blob.upload_from_filename(str(parquet), content_type=PARQUET_TYPE, checksum="crc32c")
+                if settings.storage_emulator:  # one streamed request: see _emulator_upload
+                    with open(parquet, "rb") as local:
+                        blob = _emulator_upload(settings, bucket, name, uri, local, sha256)
+                else:
+                    blob = bucket.blob(name, chunk_size=CHUNK)  # chunked: a resumable upload
+                    blob.metadata = {DOWNLOAD_SHA256: sha256} if sha256 else None
+                    # the blob's crc32c and size come from the upload's last response, as when streaming
+                    blob.upload_from_filename(str(parquet), content_type=PARQUET_TYPE, checksum="crc32c")
     if blob.crc32c != local_crc or blob.size != size:
         raise LoadError(f"{uri} does not match the local file after upload (crc32c {blob.crc32c} vs {local_crc})")
     if sha256:
