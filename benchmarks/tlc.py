@@ -1,7 +1,7 @@
-"""The TLC's own Parquet at real scale: load-postgres against its COPY floor, and every step's memory (issue 11).
+"""The TLC's own Parquet at real scale: load-postgres against its COPY floor and its peers, every step's memory (issues 11, 20).
 
     .venv/bin/python benchmarks/tlc.py                    # fhvhv 2024-01 at 20 M rows; writes benchmarks/RESULTS-tlc.txt
-    .venv/bin/python benchmarks/tlc.py --rows 2000000     # a quicker look (prints only, unless --write)
+    .venv/bin/python benchmarks/tlc.py --rows 3000000 --skip-cloud --write   # issue 20's scale: RESULTS-tlc-3m.txt
 
 Targets: a Parquet month loads into Postgres at <= 1.3 x the COPY floor of the same rows as CSV,
 streaming by row group; every step's peak RSS <= 400 MB for an fhvhv month at real scale
@@ -23,8 +23,14 @@ launcher (chain.py's `run_step`: the step's own wall time and peak RSS, not this
   truncated, the month's table dropped, CHECKPOINT); medians are compared. (t) is reported as
   the command's wall time (interpreter start, imports, extract's check of the cached month,
   the load) and as the load's own time (its `seconds` output);
+- the peers, alternating with (f) and (t), each loading the same Parquet into the same Postgres
+  in a process of its own: (d) DuckDB 1.5.5's postgres extension (`CREATE TABLE pg.t AS SELECT *
+  FROM read_parquet(file)`) and (a) ADBC's PostgreSQL driver (`adbc_ingest` of the file's
+  batches), installed by this script into benchmarks/.cache/peers (`PEERS`); targets: (t) <=
+  1.0 x (d) at peak RSS <= 400 MB, and extract's verification and ids (its row-id file removed:
+  no download) <= 0.5 x (t);
 - where the time goes: the producer side of the load (Parquet decode, cast to the canonical
-  schema, CSV rendering, row ids and halves) timed pass by pass in one process of its own, and
+  schema, binary COPY rows, row ids and halves) timed pass by pass in one process of its own, and
   `zcat` of the floor file alone;
 - load-postgres once more, the month loaded (a re-run replacing it), with the memory sampler on;
 - upload-gcs (conversion to typed Parquet while uploading to fake-gcs-server), the conversion

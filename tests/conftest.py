@@ -17,10 +17,10 @@ from dataclasses import replace
 
 import psycopg
 import pytest
-from helpers import free_port, wait_http
+from helpers import free_port, running_bqemulator, wait_http
 
 from taxi_assets.config import Settings
-from taxi_assets.emulators import bqemulator_command, fake_gcs_command
+from taxi_assets.emulators import fake_gcs_command
 from taxi_assets.samples.mirror_server import SampleServer
 
 SAMPLE_ROWS = 2_000  # rows in each generated month served by the local release server
@@ -124,20 +124,8 @@ def fake_gcs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def bq_emulator(fake_gcs, tmp_path_factory):
     """bqemulator (DuckDB-backed BigQuery REST API), reading gs:// from fake-gcs-server's files."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("bqemu") / "log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            bqemulator_command(port, free_port(), "taxi-assets-local"),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "BQEMU_GCS_LOCAL_ROOT": str(fake_gcs[1])},
-        )
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/bigquery/v2/projects/taxi-assets-local/datasets", proc, f"bqemulator (log: {log})", timeout=60)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with running_bqemulator(fake_gcs[1], tmp_path_factory.mktemp("bqemu") / "log") as url:
+        yield url
 
 
 @pytest.fixture

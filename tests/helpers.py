@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import socket
@@ -159,3 +160,28 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subpro
         cwd=ROOT,
         env={**os.environ, **(env or {})},
     )
+
+
+@contextlib.contextmanager
+def running_bqemulator(gcs_root: Path, log: Path, data_dir: Path | None = None):
+    """A bqemulator of its own (in memory, or with a database file in `data_dir` as the embedded
+    default runs it) reading gs:// from fake-gcs-server's files under `gcs_root`; its URL."""
+    from taxi_assets.emulators import bqemulator_command
+
+    port = free_port()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            bqemulator_command(port, free_port(), "taxi-assets-local", data_dir),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "BQEMU_GCS_LOCAL_ROOT": str(gcs_root)},
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(
+            f"{url}/bigquery/v2/projects/taxi-assets-local/datasets", proc, f"bqemulator (log: {log})", timeout=60
+        )
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -17,10 +17,10 @@ from pathlib import Path
 import google_crc32c
 import pytest
 from google.cloud import bigquery
-from helpers import free_port, wait_http
+from helpers import free_port, running_bqemulator, wait_http
 
 from taxi_assets.datasets import GREEN
-from taxi_assets.emulators import DUCKDB_MEMORY_LIMIT, bqemulator_command, fake_gcs_command, go_env
+from taxi_assets.emulators import DUCKDB_MEMORY_LIMIT, fake_gcs_command, go_env
 from taxi_assets.files import parquet_path
 from taxi_assets.gcp import bigquery_client, storage_client
 from taxi_assets.months import Month
@@ -119,19 +119,8 @@ def test_a_missing_bucket_is_one_clear_line_for_a_streamed_upload(gcs_settings):
 def own_bqemulator(fake_gcs, tmp_path):
     """A bqemulator of this test's own with a database file, as the embedded default runs it
     (`with_local_cloud`), reading gs:// from the session's fake-gcs-server."""
-    port, log = free_port(), tmp_path / "bqemulator.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            bqemulator_command(port, free_port(), "taxi-assets-local", tmp_path / "bigquery"),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "BQEMU_GCS_LOCAL_ROOT": str(fake_gcs[1])},
-        )
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/bigquery/v2/projects/taxi-assets-local/datasets", proc, f"bqemulator (log: {log})", timeout=60)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with running_bqemulator(fake_gcs[1], tmp_path / "bqemulator.log", tmp_path / "bigquery") as url:
+        yield url
 
 
 def _duckdb(settings, sql: str) -> list:
