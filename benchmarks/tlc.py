@@ -15,7 +15,7 @@ launcher (chain.py's `run_step`: the step's own wall time and peak RSS, not this
 - extract, first run (download from the local server, verification, row ids), then a re-run
   (the cached month: sha256 of the file, row-id file check, HEAD to the server);
 - (f) the floor: the very lines load-postgres sends to COPY (`unique_row_id,<canonical line>`,
-  built once with `MonthFile.read` + `rows.rows_with_ids` + extract's row ids, gzipped into
+  built once with `MonthFile.text_blocks` + `rows.copy_rows` + extract's row ids, gzipped into
   the cache), `zcat file | psql -c "\\copy ..."` into a plain unpartitioned table of the same
   columns (`filename` a default), as benchmarks/run.py's (f);
 - (t) `load-postgres` on the extracted download, into the real (partitioned, swapped) table;
@@ -106,16 +106,17 @@ import gzip, json, sys
 from pathlib import Path
 from taxi_assets.datasets import TLC_FHVHV as dataset
 from taxi_assets.monthfile import open_month_file
-from taxi_assets.rows import rows_with_ids
+from taxi_assets.pgbinary import payload
+from taxi_assets.rows import copy_rows
 download, dest = Path(sys.argv[1]), Path(sys.argv[2])
 month_file = open_month_file(download, dataset)
 ids = month_file.recorded_row_ids()
 assert ids is not None, "no row ids beside the download: run extract first"
-_, blocks = month_file.read()
 rows = 0
 with gzip.open(dest, "wb", compresslevel=6) as out:
-    for block in rows_with_ids(blocks, normalize_integer_floats=bool(dataset.integer_float_columns), row_ids=ids):
-        out.write(b"\n".join(block) + b"\n")
+    normalize = bool(dataset.integer_float_columns)
+    for block, _ in copy_rows(month_file.text_blocks(), normalize_integer_floats=normalize, row_ids=ids):
+        out.write(payload(block))
         rows += len(block)
 ids.close()
 print(json.dumps({"rows": rows}))

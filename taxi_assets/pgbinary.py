@@ -30,10 +30,11 @@ def _length(width: int) -> np.ndarray:
     return np.frombuffer(np.array([width], ">i4").tobytes(), np.uint8)
 
 
-def _binary(values: np.ndarray | bytes, rows: int, width: int) -> pa.Array:
-    """`rows` values of `width` bytes each, laid end to end, as a binary array (no copy)."""
+def fixed_width(values: np.ndarray | bytes, rows: int, width: int, as_text: bool = False) -> pa.Array:
+    """`rows` values of `width` bytes each, laid end to end, as a binary (or string) array, no copy."""
     offsets = np.arange(0, width * rows + 1, width, dtype=np.int32)
-    return pa.Array.from_buffers(pa.binary(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(values)])
+    kind = pa.string() if as_text else pa.binary()
+    return pa.Array.from_buffers(kind, rows, [None, pa.py_buffer(offsets), pa.py_buffer(values)])
 
 
 def _network_order(values: pa.Array, pg_type: str) -> np.ndarray:
@@ -58,14 +59,14 @@ def _fixed(columns: Sequence[pa.Array], pg_types: Sequence[str]) -> list[pa.Arra
             fields[:, at : at + 4] = _length(width - 4)
             fields[:, at + 4 : at + width] = _network_order(column, pg_type)
             at += width
-        return [_binary(fields, rows, sum(widths))]
+        return [fixed_width(fields, rows, sum(widths))]
     pieces = []
     for column, pg_type, width in zip(columns, pg_types, widths, strict=True):
         fields = np.empty((rows, width), np.uint8)
         fields[:, :4] = _length(width - 4)
         fields[:, 4:] = _network_order(column, pg_type)
         if not column.null_count:
-            pieces.append(_binary(fields, rows, width))
+            pieces.append(fixed_width(fields, rows, width))
             continue
         valid = column.is_valid().to_numpy(zero_copy_only=False)
         fields[~valid, :4] = _NULL
@@ -82,13 +83,13 @@ def _fixed(columns: Sequence[pa.Array], pg_types: Sequence[str]) -> list[pa.Arra
 def _text(column: pa.Array) -> list[pa.Array]:
     """A text column as two pieces: each value's length (-1: NULL), then its bytes."""
     lengths = pc.binary_length(column).fill_null(-1).to_numpy().astype(">i4")
-    return [_binary(lengths, len(column), 4), column.fill_null("").cast(pa.binary())]
+    return [fixed_width(lengths, len(column), 4), column.fill_null("").cast(pa.binary())]
 
 
 def encode(columns: Sequence[pa.Array], pg_types: Sequence[str]) -> pa.Array:
     """Each row of `columns` (of the Postgres types `pg_types`) as one binary COPY row."""
     rows = len(columns[0])
-    pieces = [_binary(np.full(rows, len(columns), ">i2"), rows, 2)]
+    pieces = [fixed_width(np.full(rows, len(columns), ">i2"), rows, 2)]
     run: list[int] = []  # the fixed-width columns met since the last text column
     for i, pg_type in enumerate([*pg_types, "text"]):  # a final text sentinel ends the last run
         if pg_type != "text":

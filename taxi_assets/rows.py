@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
-from taxi_assets.monthfile import ROW_ID_BYTES, Block, RowIds, quoted_rows
+from taxi_assets.monthfile import ROW_ID_BYTES, RowIds, quoted_rows
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -117,45 +117,12 @@ def _repeats(digests: np.ndarray) -> int:
     return len(candidates) - len(np.unique(candidates, axis=0))
 
 
-def rows_with_ids(
-    blocks: Iterator[Block],
-    *,
-    normalize_integer_floats: bool,
-    duplicates: DuplicateCounter | None = None,
-    row_ids: RowIds | None = None,
-) -> Iterator[list[bytes]]:
-    """Each block's rows as CSV `unique_row_id,<fields>` (no line ending); the row ids come from
-    `row_ids` when given (else each line is hashed) and go to `duplicates` too.
-
-    The hot loop of every load: the rest is C.
-    """
-    for lines, quoted in blocks:
-        if quoted:  # rare: parsed properly, their ids computed from the parsed fields
-            hashes, lines = quoted_rows(lines)
-            if row_ids is not None:
-                row_ids.skip(len(lines))
-            raw = None
-        elif row_ids is not None:
-            raw = row_ids.take(lines)
-            hexed = _hexlify(raw)
-            hashes = [hexed[i : i + 32] for i in range(0, len(hexed), 32)]
-        else:
-            hashes, raw = [_hexlify(_md5(line).digest()) for line in lines], None
-        if normalize_integer_floats:  # after hashing: ids describe the row as published
-            lines = _INTEGER_FLOAT.sub(rb"\1", b"\n".join(lines)).split(b"\n")
-        if duplicates is not None:
-            duplicates.add(raw if raw is not None else binascii.unhexlify(b"".join(hashes)))
-        yield list(map(b",".join, zip(hashes, lines, strict=True)))
-
-
 def hex_ids(digests: bytes) -> pa.Array:
     """Concatenated 16-byte digests as an Arrow column of 32-character hex ids, built straight
     into Arrow's string layout (fixed-width offsets): the typed loads' `unique_row_id`."""
-    import pyarrow as pa  # here: a CSV load never needs Arrow
+    from taxi_assets.pgbinary import fixed_width  # Arrow: here, a CSV load never needs the column
 
-    rows = len(digests) // ROW_ID_BYTES
-    offsets = np.arange(0, 32 * rows + 1, 32, dtype=np.int32)
-    return pa.Array.from_buffers(pa.string(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(_hexlify(digests))])
+    return fixed_width(_hexlify(digests), len(digests) // ROW_ID_BYTES, 32, as_text=True)
 
 
 def copy_rows(
@@ -165,10 +132,11 @@ def copy_rows(
     duplicates: DuplicateCounter | None = None,
     row_ids: RowIds | None = None,
 ) -> Iterator[tuple[pa.Array, bytes]]:
-    """`rows_with_ids` for a load, from `MonthFile.text_blocks`: each block's rows as one Arrow
-    binary array of COPY lines (`unique_row_id,<fields>` and a line ending), with their 16-byte
-    digests. The rows are joined in C (Arrow), never split or joined line by line in Python, so
-    the producer leaves the cores to the COPYs."""
+    """The rows of `MonthFile.text_blocks` as a load sends them: each block as one Arrow binary
+    array of COPY lines (`unique_row_id,<fields>` and its line ending), with their 16-byte
+    digests. The ids come from `row_ids` when given (else each line is hashed) and go to
+    `duplicates` too. The rows are joined in C (Arrow), never split or joined line by line in
+    Python, so the producer leaves the cores to the COPYs."""
     for text, rows, quoted in blocks:
         if not rows:
             continue
@@ -190,22 +158,17 @@ def copy_rows(
 
 
 def _id_comma_line(digests: bytes, text: bytes, rows: int) -> pa.Array:
-    """`<hex id>,<line>` per row: the ids (32 hex digits and a comma each, a numpy matrix) and
-    the lines (`text`'s, each with its line ending, no copy) joined element-wise by Arrow."""
+    """`<hex id>,<line>` per row: the ids and the lines (`text`'s, each with its line ending, no
+    copy) joined element-wise by Arrow."""
     import pyarrow as pa  # here: only a load joins rows this way
     import pyarrow.compute as pc
 
-    ids = np.empty((rows, 33), np.uint8)
-    ids[:, :32] = np.frombuffer(_hexlify(digests), np.uint8).reshape(rows, 32)
-    ids[:, 32] = ord(",")
+    from taxi_assets.pgbinary import fixed_width
+
     ends = np.flatnonzero(np.frombuffer(text, np.uint8) == ord("\n"))
     if len(ends) != rows:  # a line ending inside a line: never from a split block
         raise ValueError(f"{len(ends)} line endings for {rows} rows")
     starts = np.zeros(rows + 1, np.int32)
     starts[1:] = ends + 1
-    fixed = np.arange(0, 33 * rows + 1, 33, dtype=np.int32)
-    return pc.binary_join_element_wise(
-        pa.Array.from_buffers(pa.binary(), rows, [None, pa.py_buffer(fixed), pa.py_buffer(ids)]),
-        pa.Array.from_buffers(pa.binary(), rows, [None, pa.py_buffer(starts), pa.py_buffer(text)]),
-        b"",
-    )
+    lines = pa.Array.from_buffers(pa.binary(), rows, [None, pa.py_buffer(starts), pa.py_buffer(text)])
+    return pc.binary_join_element_wise(fixed_width(_hexlify(digests), rows, 32), lines, b",")

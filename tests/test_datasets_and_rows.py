@@ -16,7 +16,8 @@ from taxi_assets.errors import BadFileError
 from taxi_assets.monthfile import RowIds, csvgz, row_id, write_row_ids
 from taxi_assets.monthfile.csvgz import data_lines
 from taxi_assets.months import Month, mirror_months
-from taxi_assets.rows import DuplicateCounter, rows_with_ids
+from taxi_assets.pgbinary import payload
+from taxi_assets.rows import DuplicateCounter, copy_rows
 from taxi_assets.samples.mirror_data import header
 
 # Published headers, verbatim (../shared/reference/data.md).
@@ -67,14 +68,14 @@ def test_generated_fhv_2019_files_use_the_2019_header_casing():
     assert ",".join(header(FHV, Month(2020, 5))) == FHV_2020_HEADER
 
 
-def _copy_payload(blocks, **options) -> bytes:
+def _copy_payload(path, ds, **options) -> bytes:
     """What load-postgres sends to COPY: the rows with their ids, a line each."""
-    return b"".join(b"\n".join(rows) + b"\n" for rows in rows_with_ids(blocks, **options))
+    rows = copy_rows(csvgz.CsvGzFile(path, ds).text_blocks(), **options)
+    return b"".join(bytes(payload(block)) for block, _ in rows)
 
 
 def _ids(path, ds):
-    _, blocks = data_lines(path, ds)
-    payload = _copy_payload(blocks, normalize_integer_floats=False, duplicates=DuplicateCounter())
+    payload = _copy_payload(path, ds, normalize_integer_floats=False, duplicates=DuplicateCounter())
     return [line.split(b",", 1)[0].decode() for line in payload.splitlines()]
 
 
@@ -126,8 +127,7 @@ def test_integer_floats_are_normalized_but_hashed_as_published(tmp_path):
     path = tmp_path / "fhv_tripdata_2020-01.csv.gz"
     line = "B00001,2020-01-01 00:15:00,2020-01-01 00:30:00,264.0,7,1.0,B00001"
     path.write_bytes(gzip.compress(f"{FHV_2020_HEADER}\n{line}\n".encode()))
-    _, blocks = data_lines(path, FHV)
-    payload = _copy_payload(blocks, normalize_integer_floats=True, duplicates=DuplicateCounter())
+    payload = _copy_payload(path, FHV, normalize_integer_floats=True, duplicates=DuplicateCounter())
     assert (
         payload.decode()
         == f"{hashlib.md5(line.encode()).hexdigest()},B00001,2020-01-01 00:15:00,2020-01-01 00:30:00,264,7,1,B00001\n"
@@ -307,8 +307,7 @@ def test_an_lf_row_among_crlf_rows_is_refused(tmp_path):
 
 
 def _payloads(path, **kwargs) -> bytes:
-    _, blocks = data_lines(path, YELLOW)
-    return _copy_payload(blocks, normalize_integer_floats=False, **kwargs)
+    return _copy_payload(path, YELLOW, normalize_integer_floats=False, **kwargs)
 
 
 def _row_id_file(path, target, sha256="ab" * 32) -> int:

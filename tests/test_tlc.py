@@ -25,7 +25,8 @@ from taxi_assets.gcp import bigquery_client
 from taxi_assets.monthfile import month_of, open_month_file
 from taxi_assets.monthfile import tlcparquet as tlc
 from taxi_assets.months import Month
-from taxi_assets.rows import rows_with_ids
+from taxi_assets.pgbinary import payload
+from taxi_assets.rows import copy_rows
 from taxi_assets.samples.tlc import TlcServer, tlc_era_schema, write_tlc_month
 from taxi_assets.source import newest_published, remote_file
 from taxi_assets.steps.bigquery import load_bigquery
@@ -134,9 +135,8 @@ def _rows_unlike_a_text_copy(conn: psycopg.Connection, ds, path: Path, partition
         month_file.recorded_row_ids() as ids,
         conn.cursor().copy(f"COPY as_text ({columns}) FROM STDIN (FORMAT csv)") as copy,
     ):
-        _, blocks = month_file.read()
-        for block in rows_with_ids(blocks, normalize_integer_floats=False, row_ids=ids):
-            copy.write(b"\n".join(block) + b"\n")
+        for rows, _ in copy_rows(month_file.text_blocks(), normalize_integer_floats=False, row_ids=ids):
+            copy.write(payload(rows))
     loaded, as_text = f'SELECT {columns} FROM "{partition}"', f"SELECT {columns} FROM as_text"
     return tuple(
         conn.execute(f"SELECT count(*) FROM ({a} EXCEPT ALL {b}) d").fetchone()[0]

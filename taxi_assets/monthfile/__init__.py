@@ -321,11 +321,11 @@ class MonthFile:
             if lines:
                 yield b"\n".join(lines) + b"\n", len(lines), quoted
 
-    def typed_batches(self) -> Iterator[pa.RecordBatch] | None:
+    def typed_batches(self) -> Iterator[pa.RecordBatch]:
         """The rows as Arrow batches of the feed's canonical types, in file order, where the file
-        holds typed values (a Parquet): loaded as such, binary. None where its rows are text lines
-        (a CSV's), which the load sends as they are."""
-        return None
+        holds typed values (`typed`: a Parquet), loaded as such, binary. A file of text lines (a
+        CSV's) has none: the load sends its lines as they are."""
+        raise NotImplementedError(f"{self.name} holds text lines, not typed values")
 
     # The same for every format.
 

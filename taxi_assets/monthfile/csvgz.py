@@ -84,6 +84,7 @@ def iter_lines(
 ) -> Iterator[tuple[list[bytes], bool]]:
     """The lines of a .csv.gz, without line endings (CRLF or LF), a list per ~1 MB block,
     each with whether the block holds a quote (then it needs a real CSV parser).
+
     Memory stays flat whatever the file. Blank lines at the end of the file (an editor's or a
     tool's trailing newline) are dropped: they are no rows. With `amounts`, every block (the
     header's too) is checked by it before it is yielded. Raises BadFileError, naming the

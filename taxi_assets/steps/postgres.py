@@ -42,7 +42,7 @@ from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.errors import BadFileError, ConfigError, LoadError
 from taxi_assets.monthfile import ROW_ID_BYTES, MonthFile, RowIds, open_month_file
 from taxi_assets.months import Month
-from taxi_assets.rows import DuplicateCounter, copy_rows, hex_ids, rows_with_ids
+from taxi_assets.rows import DuplicateCounter, copy_rows, hex_ids
 from taxi_assets.stores import partition_name
 from taxi_assets.threads import wind_down
 
@@ -140,7 +140,6 @@ def _month_stats(conn: psycopg.Connection, dataset: TaxiDataset, month: Month, t
 
 
 _SPLIT_AT = "8"  # ids 0-7… go to the month's first half, 8-f… to its second
-_SPLIT = ord(_SPLIT_AT)
 _BOUNDS = (("MINVALUE", _SPLIT_AT), (_SPLIT_AT, "MAXVALUE"))
 
 
@@ -424,62 +423,56 @@ def _stream(copies: list[psycopg.Copy], payloads: Iterator[tuple[list[bytes], in
     return rows
 
 
-def _rows(month_file: MonthFile, ids: RowIds | None, duplicates: DuplicateCounter | None):
-    """The file's rows as COPY lines, in blocks (`rows_with_ids`): the load's, and `_copy_error`'s again."""
-    _, blocks = month_file.read()
-    return rows_with_ids(
-        blocks,
-        normalize_integer_floats=bool(month_file.dataset.integer_float_columns),
-        duplicates=duplicates,
-        row_ids=ids,
-    )
-
-
 def _second_half(digests: bytes) -> np.ndarray:
-    """Which rows go to the month's second half: those whose id's first hex digit is 8-f."""
-    return np.frombuffer(digests, np.uint8)[::ROW_ID_BYTES] >= 0x80
+    """Which rows go to the month's second half: those whose id's first hex digit is
+    `_SPLIT_AT` or more (the first digest byte's high nibble)."""
+    return np.frombuffer(digests, np.uint8)[::ROW_ID_BYTES] >= int(_SPLIT_AT, 16) << 4
 
 
-def _binary_halves(
-    month_file: MonthFile, batches: Iterator[pa.RecordBatch], ids: RowIds, duplicates: DuplicateCounter
-) -> Iterator[tuple[list[bytes | memoryview], int]]:
-    """A typed file's rows as two binary COPY payloads per batch (`pgbinary`), split as `_text_halves`
-    splits lines; each session's stream starts with the format's header."""
-    from taxi_assets import pgbinary  # Arrow: only where a typed file is loaded
+def _row_ids(month_file: MonthFile) -> RowIds | None:
+    """The ids a load sends, computed by extract. Missing: a CSV's lines are hashed on the way
+    (None); a typed file's ids are made first (hashing them needs the very text rendering the
+    binary load skips)."""
+    return month_file.row_ids() if month_file.typed else month_file.recorded_row_ids()
 
+
+def _copy_rows(
+    month_file: MonthFile, ids: RowIds | None, duplicates: DuplicateCounter | None
+) -> Iterator[tuple[pa.Array, bytes]]:
+    """The month's rows as COPY rows, a block at a time (an Arrow binary array), with their
+    16-byte digests: a typed file's batches in the binary format (`pgbinary`), else the file's
+    lines as CSV (`copy_rows`). The load's, and `_copy_error`'s again."""
+    from taxi_assets import pgbinary  # Arrow: the rows are built in C
+
+    if not month_file.typed:
+        normalize = bool(month_file.dataset.integer_float_columns)
+        yield from copy_rows(
+            month_file.text_blocks(), normalize_integer_floats=normalize, duplicates=duplicates, row_ids=ids
+        )
+        return
     pg_types = [ROW_ID_COLUMN.pg_type, *(c.pg_type for c in month_file.dataset.columns)]
-    yield [pgbinary.HEADER, pgbinary.HEADER], 0
-    for batch in batches:
+    for batch in month_file.typed_batches():
         if not batch.num_rows:
             continue
         digests = ids.take_checked(batch.num_rows, month_file.first_line(batch))
-        duplicates.add(digests)
-        rows = pgbinary.encode([hex_ids(digests), *batch.columns], pg_types)
-        second = _second_half(digests)
-        yield [pgbinary.payload(rows.filter(~second)), pgbinary.payload(rows.filter(second))], batch.num_rows
-
-
-def _text_halves(
-    month_file: MonthFile, ids: RowIds | None, duplicates: DuplicateCounter
-) -> Iterator[tuple[list[memoryview], int]]:
-    """A file's lines as two CSV COPY payloads per block (`copy_rows`), by the first hex digit of
-    their id."""
-    from taxi_assets import pgbinary  # Arrow: the rows are joined in C
-
-    normalize = bool(month_file.dataset.integer_float_columns)
-    blocks = month_file.text_blocks()
-    for rows, digests in copy_rows(blocks, normalize_integer_floats=normalize, duplicates=duplicates, row_ids=ids):
-        second = _second_half(digests)
-        yield [pgbinary.payload(rows.filter(~second)), pgbinary.payload(rows.filter(second))], len(rows)
+        if duplicates is not None:
+            duplicates.add(digests)
+        yield pgbinary.encode([hex_ids(digests), *batch.columns], pg_types), digests
 
 
 def _payloads(month_file: MonthFile, ids: RowIds | None, duplicates: DuplicateCounter):
-    """The COPY format and the month's rows as its payloads, two per block (one per half):
-    binary from a typed file's batches, else the file's lines as CSV."""
-    batches = month_file.typed_batches()
-    if batches is None:
-        return "csv", _text_halves(month_file, ids, duplicates)
-    return "binary", _binary_halves(month_file, batches, ids, duplicates)
+    """The COPY format and the month's rows as its payloads, two per block (one per half, by the
+    first hex digit of their id); a binary stream starts with the format's header."""
+    from taxi_assets import pgbinary
+
+    def halves() -> Iterator[tuple[list[bytes | memoryview], int]]:
+        if month_file.typed:
+            yield [pgbinary.HEADER, pgbinary.HEADER], 0
+        for rows, digests in _copy_rows(month_file, ids, duplicates):
+            second = _second_half(digests)
+            yield [pgbinary.payload(rows.filter(~second)), pgbinary.payload(rows.filter(second))], len(rows)
+
+    return ("binary" if month_file.typed else "csv"), halves()
 
 
 _COPY_CONTEXT = re.compile(r"COPY \S+_loading_(\d+), line (\d+)(?:, column (\w+))?")
@@ -498,24 +491,18 @@ def _copy_error(exc: psycopg.Error, month_file: MonthFile) -> str | None:
     name, dataset = month_file.name, month_file.dataset
     where, ids = f"row {nth:,} of {name}'s half {half}", None  # if the file cannot be read again
     try:
-        batches = month_file.typed_batches()
-        if batches is None:
-            ids = month_file.recorded_row_ids()
-            blocks = ((block, [row[0] >= _SPLIT for row in block]) for block in _rows(month_file, ids, None))
-        else:
-            ids = month_file.row_ids()
-            blocks = ((None, _second_half(ids.read(b.num_rows)).tolist()) for b in batches if b.num_rows)
+        ids = _row_ids(month_file)
         seen, before = 0, 0
-        for block, second in blocks:
-            mine = [i for i, in_second in enumerate(second) if in_second == bool(half)]
+        for rows, digests in _copy_rows(month_file, ids, None):
+            mine = np.flatnonzero(_second_half(digests) == bool(half))
             if seen + len(mine) >= nth:
-                index = mine[nth - seen - 1]
+                index = int(mine[nth - seen - 1])
                 where = month_file.place(before + index + 1)  # 1-based, among the data rows
-                if column is None and block is not None:  # e.g. extra data: say how many fields the row has
-                    fields = block[index].count(b",")  # the row id's comma counts the id out
+                if column is None and not month_file.typed:  # e.g. extra data: say how many fields the row has
+                    fields = rows[index].as_py().rstrip(b"\r\n").count(b",")  # the id's comma counts the id out
                     where += f" ({fields} fields, the header has {len(dataset.columns)})"
                 break
-            seen, before = seen + len(mine), before + len(second)
+            seen, before = seen + len(mine), before + len(rows)
     except Exception:  # the COPY's own error matters more than where it was
         log.debug("could not place the COPY error in %s", name, exc_info=True)
     finally:
@@ -549,9 +536,7 @@ def load_postgres(
     columns = sql.SQL(", ").join(_ident(c) for c in (ROW_ID_COLUMN.sql_name, *dataset.sql_names))
     duplicates = DuplicateCounter(spill_dir=path.parent)  # beside the download: under the state folder
     month_file = open_month_file(path, dataset)
-    # Computed by extract. Missing: a CSV's lines are hashed on the way; a typed file's ids are
-    # made first (hashing them needs the very text rendering the binary load skips).
-    ids = month_file.row_ids() if month_file.typed else month_file.recorded_row_ids()
+    ids = _row_ids(month_file)
     recorded = ledger.file_of(path, dataset, month)
     other, committed, swapped = None, False, False  # the second session; its half committed; swap done
     swap_failed: BaseException | None = None
