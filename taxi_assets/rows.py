@@ -126,7 +126,7 @@ def hex_ids(digests: bytes) -> pa.Array:
 
 
 def copy_rows(
-    blocks: Iterator[tuple[bytes, int, bool]],
+    blocks: Iterator[tuple[bytes, np.ndarray, bool]],
     *,
     normalize_integer_floats: bool,
     duplicates: DuplicateCounter | None = None,
@@ -137,8 +137,8 @@ def copy_rows(
     digests. The ids come from `row_ids` when given (else each line is hashed) and go to
     `duplicates` too. The rows are joined in C (Arrow), never split or joined line by line in
     Python, so the producer leaves the cores to the COPYs."""
-    for text, rows, quoted in blocks:
-        if not rows:
+    for text, ends, quoted in blocks:
+        if not (rows := len(ends)):
             continue
         eol = b"\r\n" if text.endswith(b"\r\n") else b"\n"  # a stream keeps one kind: COPY insists
         if quoted:  # rare: parsed properly, their ids computed from the parsed fields
@@ -150,22 +150,25 @@ def copy_rows(
             raw = row_ids.take_checked(rows, text[: text.index(eol)])
         else:
             raw = b"".join([_md5(line).digest() for line in text[: -len(eol)].split(eol)])
+        if quoted or normalize_integer_floats:  # the text changed: its line ends moved
+            ends = None
         if normalize_integer_floats:  # after hashing: ids describe the row as published
             text = _INTEGER_FLOAT.sub(rb"\1", text)
         if duplicates is not None:
             duplicates.add(raw)
-        yield _id_comma_line(raw, text, rows), raw
+        yield _id_comma_line(raw, text, rows, ends), raw
 
 
-def _id_comma_line(digests: bytes, text: bytes, rows: int) -> pa.Array:
+def _id_comma_line(digests: bytes, text: bytes, rows: int, ends: np.ndarray | None) -> pa.Array:
     """`<hex id>,<line>` per row: the ids and the lines (`text`'s, each with its line ending, no
-    copy) joined element-wise by Arrow."""
+    copy) joined element-wise by Arrow. `ends`: each line's LF, if the reader found them."""
     import pyarrow as pa  # here: only a load joins rows this way
     import pyarrow.compute as pc
 
     from taxi_assets.pgbinary import fixed_width
 
-    ends = np.flatnonzero(np.frombuffer(text, np.uint8) == ord("\n"))
+    if ends is None:
+        ends = np.flatnonzero(np.frombuffer(text, np.uint8) == ord("\n"))
     if len(ends) != rows:  # a line ending inside a line: never from a split block
         raise ValueError(f"{len(ends)} line endings for {rows} rows")
     starts = np.zeros(rows + 1, np.int32)

@@ -43,6 +43,7 @@ from taxi_assets.files import recorded_download, row_ids_path, temp_path
 from taxi_assets.months import Month
 
 if TYPE_CHECKING:
+    import numpy as np
     import pyarrow as pa
 
 __all__ = [
@@ -311,15 +312,18 @@ class MonthFile:
         still tells it (a Parquet's canonical line), to check ids against; else None."""
         return None
 
-    def text_blocks(self) -> Iterator[tuple[bytes, int, bool]]:
+    def text_blocks(self) -> Iterator[tuple[bytes, np.ndarray, bool]]:
         """The data rows as `read` gives them, a block at a time as one text: its lines, each
-        with its line ending (LF, or CRLF throughout a file that has them), their count and
-        whether one holds a quote. A format may give them without splitting the lines (a load
-        joins ids to them in bulk)."""
+        with its line ending (LF, or CRLF throughout a file that has them), the offset of each
+        line's LF (numpy) and whether one holds a quote. A format may give them without
+        splitting the lines (a load joins ids to them in bulk)."""
+        import numpy as np
+
         _, blocks = self.read()
         for lines, quoted in blocks:
             if lines:
-                yield b"\n".join(lines) + b"\n", len(lines), quoted
+                ends = np.cumsum(np.fromiter(map(len, lines), np.intp, len(lines)) + 1) - 1
+                yield b"\n".join(lines) + b"\n", ends, quoted
 
     def typed_batches(self) -> Iterator[pa.RecordBatch]:
         """The rows as Arrow batches of the feed's canonical types, in file order, where the file

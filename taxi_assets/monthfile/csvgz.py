@@ -96,9 +96,9 @@ def iter_lines(
         yield _checked(block, name, amounts)
 
 
-def iter_text(path: Path, name: str | None = None) -> Iterator[tuple[bytes, int, bool]]:
+def iter_text(path: Path, name: str | None = None) -> Iterator[tuple[bytes, np.ndarray, bool]]:
     """`iter_lines` without splitting: each block as its lines, line endings kept (LF or CRLF,
-    one kind per file: COPY takes either), their count and whether one holds a quote; checked as
+    one kind per file: COPY takes either), where each line's LF is and whether one holds a quote; checked as
     `iter_lines` checks them (the same errors). What a load needs: it joins ids to lines in bulk,
     never line by line."""
     name = name or path.name
@@ -140,8 +140,8 @@ def _inflated(path: Path, name: str) -> Iterator[bytes]:
         yield carry.rstrip(b"\r") + eol
 
 
-def _text(block: bytes, name: str) -> tuple[bytes, int, bool]:
-    """A block (whole lines) with its line count and whether one holds a quote, refused as
+def _text(block: bytes, name: str) -> tuple[bytes, np.ndarray, bool]:
+    """A block (whole lines) with the offset of each line's LF and whether one holds a quote, refused as
     `_split` refuses it, found with numpy over the line endings instead of a split (`_split`
     itself words any refusal)."""
     raw = np.frombuffer(block, np.uint8)
@@ -152,7 +152,7 @@ def _text(block: bytes, name: str) -> tuple[bytes, int, bool]:
         suspect = bool((np.diff(ends) <= 1).any()) or block.startswith((b"\n", b"\r\n")) or b"\n\r\n" in block
     if suspect:
         _split(block, name)  # raises
-    return block, len(ends), b'"' in block
+    return block, ends, b'"' in block
 
 
 def _checked(block: bytes, name: str, amounts: FiniteAmounts | None) -> tuple[list[bytes], bool]:
@@ -166,10 +166,15 @@ def _blank_line(name: str) -> str:
     return f"{name} has a blank line before a row; a month file never does (blank lines at its end are ignored)"
 
 
+_LINE_END_BYTES = (ord("\r"), ord("\n"))
+
+
 def _hold_back_blank_tail(block: bytes) -> tuple[bytes, bool]:
     """Split whole lines into those up to the last non-blank one (with its line ending) and
     whether blank lines (CRLF or LF) followed it. Only the file's end may have those."""
-    end = len(block.rstrip(b"\r\n"))
+    end = len(block)
+    while end and block[end - 1] in _LINE_END_BYTES:  # not rstrip: that copies the whole block
+        end -= 1
     if not end:
         return b"", True
     keep = block.index(b"\n", end) + 1
@@ -221,14 +226,14 @@ class CsvGzFile(MonthFile):
         header, blocks = data_lines(self.path, self.dataset, self.name, check_amounts=check_amounts)
         return header, blocks if pickups is None else pickups.watch(blocks)
 
-    def text_blocks(self) -> Iterator[tuple[bytes, int, bool]]:
+    def text_blocks(self) -> Iterator[tuple[bytes, np.ndarray, bool]]:
         blocks = iter_text(self.path, self.name)
-        text, lines, quoted = next(blocks, (b"", 0, False))
-        if not lines:
+        text, ends, quoted = next(blocks, (b"", np.empty(0, np.intp), False))
+        if not len(ends):
             raise BadFileError(f"{self.name} is empty")
-        cut = text.index(b"\n") + 1
+        cut = int(ends[0]) + 1
         _header(text[:cut].rstrip(b"\r\n"), self.dataset, self.name)
-        return itertools.chain([(text[cut:], lines - 1, quoted)] if lines > 1 else [], blocks)
+        return itertools.chain([(text[cut:], ends[1:] - cut, quoted)] if len(ends) > 1 else [], blocks)
 
     def place(self, row: int) -> str:
         return f"line {row + 1:,} of {self.name}"  # the header is line 1
