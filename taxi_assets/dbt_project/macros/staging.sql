@@ -65,11 +65,12 @@ where {{ month_rows(taxi) }}
 {%- endif %}
 {%- endmacro %}
 
-{#- Each feed's columns in the one shape: `feed_select(taxi)` is the month's staging (stg_<taxi>_tripdata),
-    `feed_select(taxi, all_months=true)` every loaded month's (the view fct_trips). -#}
-{% macro feed_select(taxi, all_months=false) -%}
+{#- Each feed in the one shape: its service type, the expression of each staging column it has
+    (the others are NULL) and its columns after the shape (`extra`, as staging_select takes them).
+    The one place that says which published column is which (revenue_reconciles reads it too). -#}
+{% macro feed(taxi) -%}
   {%- if taxi == 'green' -%}
-  {{ staging_select('green', 'Green', {
+  {{ return({'service_type': 'Green', 'exprs': {
     'vendor_id': 'vendorid', 'rate_code_id': 'ratecodeid',
     'pickup_location_id': 'pulocationid', 'dropoff_location_id': 'dolocationid',
     'pickup_datetime': 'lpep_pickup_datetime', 'dropoff_datetime': 'lpep_dropoff_datetime',
@@ -79,9 +80,9 @@ where {{ month_rows(taxi) }}
     'tolls_amount': 'tolls_amount', 'ehail_fee': 'ehail_fee',
     'improvement_surcharge': 'improvement_surcharge', 'congestion_surcharge': 'congestion_surcharge',
     'total_amount': 'total_amount',
-}, all_months=all_months) }}
+  }, 'extra': []}) }}
   {%- elif taxi == 'yellow' -%}
-  {{ staging_select('yellow', 'Yellow', {
+  {{ return({'service_type': 'Yellow', 'exprs': {
     'vendor_id': 'vendorid', 'rate_code_id': 'ratecodeid',
     'pickup_location_id': 'pulocationid', 'dropoff_location_id': 'dolocationid',
     'pickup_datetime': 'tpep_pickup_datetime', 'dropoff_datetime': 'tpep_dropoff_datetime',
@@ -92,27 +93,36 @@ where {{ month_rows(taxi) }}
     'improvement_surcharge': 'improvement_surcharge', 'congestion_surcharge': 'congestion_surcharge',
     'airport_fee': ('airport_fee' if var('source') == 'tlc' else 'null'),
     'total_amount': 'total_amount',
-}, all_months=all_months) }}
+  }, 'extra': []}) }}
   {%- elif taxi == 'fhv' -%}
-  {{ staging_select('fhv', 'FHV', {
+  {{ return({'service_type': 'FHV', 'exprs': {
     'dispatching_base_num': 'dispatching_base_num',
     'pickup_location_id': 'pulocationid', 'dropoff_location_id': 'dolocationid',
     'pickup_datetime': 'pickup_datetime', 'dropoff_datetime': 'dropoff_datetime',
-}, all_months=all_months) }}
+  }, 'extra': []}) }}
   {%- elif taxi == 'fhvhv' -%}
-  {{ staging_select('fhvhv', 'FHVHV', {
+  {{ return({'service_type': 'FHVHV', 'exprs': {
     'dispatching_base_num': 'dispatching_base_num',
     'pickup_location_id': 'pulocationid', 'dropoff_location_id': 'dolocationid',
     'pickup_datetime': 'pickup_datetime', 'dropoff_datetime': 'dropoff_datetime',
     'trip_distance': 'trip_miles', 'fare_amount': 'base_passenger_fare', 'tip_amount': 'tips',
     'tolls_amount': 'tolls', 'congestion_surcharge': 'congestion_surcharge', 'airport_fee': 'airport_fee',
-}, extra=[
+  }, 'extra': [
     ('hvfhs_license_num', 'text', 'hvfhs_license_num'),
     ('trip_seconds', 'int', 'trip_time'),
     ('black_car_fund', 'money', 'bcf'),
     ('sales_tax', 'money', 'sales_tax'),
     ('driver_pay', 'money', 'driver_pay'),
     ('cbd_congestion_fee', 'money', 'cbd_congestion_fee'),
-], all_months=all_months) }}
+  ]}) }}
+  {%- else -%}
+  {{ exceptions.raise_compiler_error("no feed named " ~ taxi) }}
   {%- endif -%}
+{%- endmacro %}
+
+{#- `feed_select(taxi)` is the month's staging (stg_<taxi>_tripdata), `feed_select(taxi,
+    all_months=true)` every loaded month's (the view fct_trips). -#}
+{% macro feed_select(taxi, all_months=false) -%}
+  {%- set f = feed(taxi) -%}
+  {{ staging_select(taxi, f['service_type'], f['exprs'], extra=f['extra'], all_months=all_months) }}
 {%- endmacro %}

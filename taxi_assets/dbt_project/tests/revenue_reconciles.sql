@@ -3,7 +3,8 @@
     and sum (to the cent). Returns the feeds that differ. -#}
 {{ config(tags=['monthly']) }}
 with loaded as (
-  {%- for taxi, service_type, pickup in [('green', 'Green', 'lpep_pickup_datetime'), ('yellow', 'Yellow', 'tpep_pickup_datetime')] %}
+  {%- for taxi in ['green', 'yellow'] %}
+  {%- set service_type, pickup = feed(taxi)['service_type'], feed(taxi)['exprs']['pickup_datetime'] %}
   {%- set table = source(var('source'), taxi) %}
   {%- if (not execute) or adapter.get_relation(table.database, table.schema, table.identifier) is not none %}
   select
