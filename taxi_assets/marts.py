@@ -271,12 +271,12 @@ class MartsReport:
 
 
 @contextmanager
-def _private_folder(settings: Settings) -> Iterator[Path]:
+def private_folder(settings: Settings, prefix: str = "run-") -> Iterator[Path]:
     """A folder of this run's own (0700) under the state folder: the profile, dbt's target and
-    logs. Removed afterwards (it holds the profile's secrets)."""
+    logs. Removed afterwards (it holds the profile's secrets). The CLI's and Dagster's runs alike."""
     root = settings.state_dir / "dbt"
     root.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="run-", dir=root))
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
     try:
         yield folder
     finally:
@@ -552,7 +552,7 @@ def build_marts(
     needed = {*DIM_TABLES, *MARTS[source]}
     first = refresh_dims or not needed <= _tables(settings, store, schema)
     with (
-        _private_folder(settings) as work,
+        private_folder(settings) as work,
         first_build_lock(settings, store, schema, first),
         _session_options(store),
     ):
@@ -595,7 +595,7 @@ def compile_marts(settings: Settings, store: str, source: str, month: Month) -> 
     compiled SQL, kept under the state folder (dbt/compiled-<store>-<source>)."""
     _check(store, source)
     out = settings.state_dir / "dbt" / f"compiled-{store}-{source}"
-    with _private_folder(settings) as work:
+    with private_folder(settings) as work:
         profiles_dir = write_profiles(settings, store, work / "profiles")
         result = run_dbt(
             ["compile", "--target", store, "--vars", json.dumps(dbt_vars(source, month))], profiles_dir, work

@@ -215,14 +215,6 @@ def store_settings(store: str, postgres: TaxiPostgresResource, bigquery: TaxiBig
     return postgres.settings() if store == marts.POSTGRES else bigquery.settings()
 
 
-def run_folder(settings: Settings) -> Path:
-    """A private folder (0700) of a run's own under the state folder: its profile, dbt's target
-    and logs. The caller removes it (it holds the profile's secrets)."""
-    root = settings.state_dir / "dbt"
-    root.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix="dagster-", dir=root))
-
-
 def dbt_for_run(dbt: DbtCliResource, profiles_dir: Path, store: str) -> DbtCliResource:
     """The configured dbt resource with this run's profile (written per run: it holds secrets,
     and the embedded Postgres's port is known once it runs) and the store's target."""
@@ -282,15 +274,12 @@ def build_marts_defs(source: str, store: str) -> dg.Definitions:
     )
     def dims(context: AssetExecutionContext, dbt: DbtCliResource, postgres: TaxiPostgresResource, bigquery: TaxiBigQueryResource):  # fmt: skip
         settings = store_settings(store, postgres, bigquery)
-        work = run_folder(settings)
-        try:
+        with marts.private_folder(settings, prefix="dagster-") as work:
             run = dbt_for_run(dbt, marts.write_profiles(settings, store, work / "profiles"), store)
             emulator = marts.on_emulator(settings, store)
             variables = json.dumps(marts.dbt_vars(source, Month.parse(PLACEHOLDER_MONTH), bigquery_emulator=emulator))
             args = ["build", "--vars", variables, "--indirect-selection", "cautious"]
             yield from run.cli(args, context=context, target_path=work / "target").stream()
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
 
     translator = TaxiMartsTranslator(source, store, marts_condition(dg.AssetSelection.assets(*dims.keys)))
 
@@ -314,8 +303,7 @@ def build_marts_defs(source: str, store: str) -> dg.Definitions:
             f"{source} {month} in {store}, from " + ", ".join(f"{t} ({n:,} rows)" for t, n in feeds.items())
         )
         variables = json.dumps(marts.dbt_vars(source, month, bigquery_emulator=marts.on_emulator(settings, store)))
-        work = run_folder(settings)
-        try:
+        with marts.private_folder(settings, prefix="dagster-") as work:
             run = dbt_for_run(dbt, marts.write_profiles(settings, store, work / "profiles"), store)
             first = not marts.dims_present(settings, store, source)
             with marts.first_build_lock(settings, store, marts.marts_schema(settings, store, source), first):
@@ -326,8 +314,6 @@ def build_marts_defs(source: str, store: str) -> dg.Definitions:
                     built = run.cli(args, manifest=manifest, dagster_dbt_translator=plain, target_path=work / "dims")
                     yield from (e for e in built.stream() if isinstance(e, dg.AssetMaterialization))
             yield from run.cli(["build", "--vars", variables], context=context, target_path=work / "target").stream()
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
 
     sensor = dg.AutomationConditionSensorDefinition(
         f"{name}_automation",
