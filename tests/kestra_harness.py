@@ -29,6 +29,7 @@ import psycopg
 import pytest
 from helpers import ROOT, free_port
 
+from taxi_assets.config import Settings
 from taxi_assets.logs import LOG_FORMAT
 from taxi_assets.samples.mirror_server import SampleServer
 
@@ -95,6 +96,25 @@ def database_with_password(admin_dsn: str, prefix: str, password: str):
         with psycopg.connect(admin_dsn, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
             conn.execute(f"DROP ROLE IF EXISTS {name}")
+
+
+def stack_settings(
+    tmp_path_factory, name: str, postgres_dsn: str, emulators: tuple[str, str] | None = None, **source: str
+) -> Settings:
+    """The settings Kestra's worker has, as the compose stack gives them: `source` (`source_url`
+    or `tlc_url`), the taxi-data Postgres, a state folder of its own and, with `emulators`
+    (fake-gcs-server's and bqemulator's endpoints), a bucket and a dataset of its own."""
+    suffix = uuid.uuid4().hex[:8]
+    cloud = {}
+    if emulators is not None:
+        cloud = {
+            "gcp_bucket": f"{name}-{suffix}",
+            "gcp_dataset": f"{name.replace('-', '_')}_{suffix}",
+            "storage_emulator": emulators[0],
+            "bigquery_emulator": emulators[1],
+        }
+    state_dir = tmp_path_factory.mktemp(f"{name}-state")
+    return Settings(state_dir=state_dir, postgres_dsn=postgres_dsn, http_backoff=0.01, **source, **cloud)
 
 
 def secret_env(secrets: dict[str, str]) -> dict[str, str]:

@@ -37,6 +37,7 @@ from kestra_harness import (
     database_with_password,
     flows_without_marts,
     secret_env,
+    stack_settings,
 )
 
 from taxi_assets import config, ledger
@@ -98,17 +99,7 @@ def products_api(tmp_path_factory):
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, source, kestra_db, fake_gcs, bq_emulator, products_api) -> Settings:
     """The settings Kestra's worker has, as the compose stack gives them (here on the emulators)."""
-    suffix = uuid.uuid4().hex[:8]
-    return Settings(
-        source_url=source.url,
-        state_dir=tmp_path_factory.mktemp("kestra-state"),
-        postgres_dsn=kestra_db,
-        http_backoff=0.01,
-        gcp_bucket=f"kestra-{suffix}",
-        gcp_dataset=f"kestra_{suffix}",
-        storage_emulator=fake_gcs[0],
-        bigquery_emulator=bq_emulator,
-    )
+    return stack_settings(tmp_path_factory, "kestra", kestra_db, (fake_gcs[0], bq_emulator), source_url=source.url)
 
 
 @pytest.fixture(scope="module")

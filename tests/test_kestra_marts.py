@@ -26,6 +26,7 @@ from kestra_harness import (
     build,
     database_with_password,
     secret_env,
+    stack_settings,
 )
 
 from taxi_assets import config
@@ -47,9 +48,7 @@ def source(tmp_path_factory):
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, source, pg_admin_dsn) -> Settings:
     with database_with_password(pg_admin_dsn, "kestra_marts", PASSWORD) as dsn:
-        yield Settings(
-            source_url=source.url, state_dir=tmp_path_factory.mktemp("marts-state"), postgres_dsn=dsn, http_backoff=0.01
-        )
+        yield stack_settings(tmp_path_factory, "marts", dsn, source_url=source.url)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,16 @@ import dagster as dg
 import psycopg
 import pytest
 from helpers import dagster_resources, unconfigured_env
-from kestra_harness import FLOWS_DIR, NAMESPACE, Kestra, build, database_with_password, flows_without_marts, secret_env
+from kestra_harness import (
+    FLOWS_DIR,
+    NAMESPACE,
+    Kestra,
+    build,
+    database_with_password,
+    flows_without_marts,
+    secret_env,
+    stack_settings,
+)
 from psycopg import sql
 
 from taxi_assets import checks, config, ledger
@@ -74,17 +83,7 @@ def kestra_db(pg_admin_dsn):
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, tlc, kestra_db, fake_gcs, bq_emulator) -> Settings:
     """The settings Kestra's worker has, as the compose stack gives them (here on the emulators)."""
-    suffix = uuid.uuid4().hex[:8]
-    return Settings(
-        tlc_url=tlc.url,
-        state_dir=tmp_path_factory.mktemp("kestra-tlc-state"),
-        postgres_dsn=kestra_db,
-        http_backoff=0.01,
-        gcp_bucket=f"kestra-tlc-{suffix}",
-        gcp_dataset=f"kestra_tlc_{suffix}",
-        storage_emulator=fake_gcs[0],
-        bigquery_emulator=bq_emulator,
-    )
+    return stack_settings(tmp_path_factory, "kestra-tlc", kestra_db, (fake_gcs[0], bq_emulator), tlc_url=tlc.url)
 
 
 def worker_env(stack: Settings) -> dict[str, str]:

@@ -22,7 +22,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from helpers import dagster_resources, run_cli, settings_env, unconfigured_env
-from kestra_harness import GappyServer, Kestra, build, database_with_password, flows_without_marts, secret_env
+from kestra_harness import (
+    GappyServer,
+    Kestra,
+    build,
+    database_with_password,
+    flows_without_marts,
+    secret_env,
+    stack_settings,
+)
 
 from taxi_assets import config, ledger
 from taxi_assets.config import Settings
@@ -188,17 +196,9 @@ def kestra_source(tmp_path_factory):
 @pytest.fixture(scope="module")
 def kestra_stack(tmp_path_factory, kestra_source, pg_admin_dsn, fake_gcs, bq_emulator):
     """The stack's worker settings (Postgres, both emulators), on databases of their own."""
-    suffix = uuid.uuid4().hex[:8]
     with database_with_password(pg_admin_dsn, "kestra_dl", PASSWORD) as dsn:
-        yield Settings(
-            source_url=kestra_source.url,
-            state_dir=tmp_path_factory.mktemp("kestra-dl-state"),
-            postgres_dsn=dsn,
-            http_backoff=0.01,
-            gcp_bucket=f"kestra-dl-{suffix}",
-            gcp_dataset=f"kestra_dl_{suffix}",
-            storage_emulator=fake_gcs[0],
-            bigquery_emulator=bq_emulator,
+        yield stack_settings(
+            tmp_path_factory, "kestra-dl", dsn, (fake_gcs[0], bq_emulator), source_url=kestra_source.url
         )
 
 
