@@ -25,6 +25,10 @@ HTTP_TIMEOUT = "TAXI_HTTP_TIMEOUT"
 HTTP_BACKOFF = "TAXI_HTTP_BACKOFF"
 BIGQUERY_TIMEOUT = "TAXI_BIGQUERY_TIMEOUT"
 KEEP_DOWNLOADS = "TAXI_KEEP_DOWNLOADS"  # 1: purge-download keeps the file, even once every asked store holds it
+# The stores this machine loads (comma-separated); unset: those its settings name a server of.
+# purge-download keeps a month's download until each of them (and each store asked) holds it.
+STORES = "TAXI_STORES"
+STORE_NAMES = ("postgres", "bigquery")  # the stores, in the order the ledgers are read (`ledger.STORES`)
 PRODUCTS_URL = "TAXI_PRODUCTS_URL"  # the getting-started pipeline's REST API
 LOCK_WAIT = "TAXI_LOCK_WAIT"  # seconds load-postgres waits for readers of its month, then gives up
 GCP_PROJECT_ID = "GCP_PROJECT_ID"
@@ -53,6 +57,16 @@ def _int(name: str, default: int, env) -> int:
 def emulated_port(name: str, env=None) -> int:
     """The port an embedded emulator listens on (`EMULATED_GCS_PORT` or `EMULATED_BIGQUERY_PORT`)."""
     return _int(name, DEFAULT_EMULATED_PORTS[name], os.environ if env is None else env)
+
+
+def _stores(env) -> tuple[str, ...] | None:
+    """`TAXI_STORES` as store names in `STORE_NAMES` order; None when unset or empty."""
+    names = [n.strip().lower() for n in env.get(STORES, "").split(",") if n.strip()]
+    if unknown := [n for n in names if n not in STORE_NAMES]:
+        raise ConfigError(
+            f"{STORES} names {', '.join(unknown)}: the stores are {' and '.join(STORE_NAMES)} (comma-separated)"
+        )
+    return tuple(s for s in STORE_NAMES if s in names) or None
 
 
 def _float(name: str, default: float, env) -> float:
@@ -86,6 +100,7 @@ class Settings:
     http_backoff: float = 1.0  # seconds before the first retry; doubles each time
     bigquery_timeout: float = 1800.0  # seconds a BigQuery job may run (steps/bigquery.py)
     keep_downloads: bool = False
+    stores: tuple[str, ...] | None = None  # TAXI_STORES; None: the stores the settings name a server of
     gcp_project: str = "taxi-assets-local"
     gcp_configured: bool = False  # GCP_PROJECT_ID was set: use Google Cloud, not local emulators
     gcp_location: str = "US"
@@ -117,6 +132,7 @@ class Settings:
             http_backoff=_float(HTTP_BACKOFF, 1.0, env),
             bigquery_timeout=_float(BIGQUERY_TIMEOUT, 1800.0, env),
             keep_downloads=env.get(KEEP_DOWNLOADS, "").strip().lower() in ("1", "true", "yes"),
+            stores=_stores(env),
             gcp_project=env.get(GCP_PROJECT_ID) or cls.gcp_project,
             gcp_configured=bool(env.get(GCP_PROJECT_ID)),
             gcp_location=env.get(GCP_LOCATION) or cls.gcp_location,

@@ -28,13 +28,14 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from taxi_assets.config import STORE_NAMES
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.months import Month
 from taxi_assets.redact import redact_url
 
 TABLE = "taxi_loads"
-POSTGRES, BIGQUERY = "postgres", "bigquery"
-STORES = (POSTGRES, BIGQUERY)
+STORES = STORE_NAMES
+POSTGRES, BIGQUERY = STORES
 # Who loads: "cli" unless the orchestrator says (Dagster passes its run id; Kestra's flows set
 # TAXI_LOADED_BY to "kestra:{{ execution.id }}").
 LOADED_BY = "TAXI_LOADED_BY"

@@ -116,6 +116,27 @@ def test_without_bigquery_configured_postgres_alone_decides(settings, release, c
     assert _downloads(release) == 2  # once before the first purge, once after: both purges were right
 
 
+def test_taxi_stores_names_the_stores_a_machine_loads(cloud_settings, release):
+    """BigQuery configured, but the machine only loads Postgres (TAXI_STORES=postgres): the
+    Postgres load alone lets the download go; without the setting it waits for BigQuery."""
+    settings = _on(cloud_settings, release)
+    assert _step(settings, "load-postgres", **{config.STORES: "postgres"})[0]["rows_loaded"] == ROWS
+    assert _step(settings, "purge-download")[0]["removed"] == [] and _on_disk(settings)
+    purged, stderr = _step(settings, "purge-download", **{config.STORES: "postgres"})
+    assert FILE in purged["removed"] and not _on_disk(settings)
+    assert "postgres holds this download" in stderr
+
+
+def test_taxi_stores_is_read_in_any_case_and_order_and_a_stray_name_fails_in_one_line(settings):
+    assert Settings.from_env({config.STORES: " BigQuery , postgres"}).stores == ("postgres", "bigquery")
+    assert Settings.from_env({config.STORES: ""}).stores is None
+    env = settings_env(settings) | {config.STORES: "postgres,bigqeury"}
+    result = run_cli("purge-download", "--taxi", "green", "--month", str(JAN), env=env)
+    assert result.returncode != 0 and result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert "TAXI_STORES names bigqeury: the stores are postgres and bigquery (comma-separated)" in line
+
+
 def test_a_store_holding_another_file_of_the_month_keeps_the_new_download(settings, release, caplog):
     """The source re-published the month: Postgres holds the old file, so the new download stays
     until Postgres is loaded from it."""

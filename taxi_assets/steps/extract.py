@@ -130,10 +130,12 @@ def asked_stores(settings: Settings, dataset: TaxiDataset, month: Month) -> list
 
 
 def configured_stores(settings: Settings) -> list[str]:
-    """The stores the settings name a server of: Postgres by `TAXI_POSTGRES_DSN`, BigQuery by
-    `GCP_PROJECT_ID` or `BIGQUERY_EMULATOR_HOST` (the compose stack sets them; Kestra's worker
-    has them). The embedded Postgres and emulators a bare machine starts on demand name none: there
-    the asks alone decide."""
+    """The stores this machine loads: `TAXI_STORES` when set, else those the settings name a server
+    of: Postgres by `TAXI_POSTGRES_DSN`, BigQuery by `GCP_PROJECT_ID` or `BIGQUERY_EMULATOR_HOST`
+    (the compose stack sets them; Kestra's worker has them). The embedded Postgres and emulators a
+    bare machine starts on demand name none: there the asks alone decide."""
+    if settings.stores is not None:  # a machine that reaches BigQuery but only ever loads Postgres
+        return list(settings.stores)
     stores = [ledger.POSTGRES] if settings.postgres_dsn else []
     return stores + ([ledger.BIGQUERY] if settings.gcp_configured or settings.bigquery_emulator else [])
 
