@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,15 @@ from taxi_assets.steps.gcs import ensure_bucket, upload_gcs, upload_record_path
 from taxi_assets.stores import crc32c_b64, object_name
 
 JAN = Month(2019, 1)
+
+
+@pytest.fixture(params=["resumable", "streamed"])
+def upload_kind(request, monkeypatch) -> str:
+    """Both ways an object is sent, each to the real fake-gcs-server: the resumable upload, CHUNK at
+    a time, that Google Cloud gets (no real GCS here: the emulator takes it too), and the one
+    streamed request an emulator gets (`gcs._emulator_upload`)."""
+    monkeypatch.setattr(gcs, "_upload", partial(gcs._upload, resumable=request.param == "resumable"))
+    return request.param
 
 
 def test_parquet_carries_the_postgres_row_ids_and_types(tmp_path):
@@ -149,7 +159,7 @@ def test_a_rerun_of_an_unchanged_month_neither_converts_nor_uploads(gcs_settings
 
 
 @pytest.mark.parametrize("change", ["overwritten", "deleted"])
-def test_an_object_changed_in_the_bucket_is_converted_and_uploaded_again(gcs_settings, caplog, change):
+def test_an_object_changed_in_the_bucket_is_converted_and_uploaded_again(gcs_settings, caplog, change, upload_kind):
     path, blob, record_path = _uploaded(gcs_settings, caplog)
     stored = storage_client(gcs_settings).bucket(gcs_settings.gcp_bucket).blob(object_name(GREEN, JAN))
     if change == "overwritten":
@@ -304,7 +314,9 @@ def test_a_block_with_a_large_amount_takes_the_general_path(tmp_path):
 # The first upload follows the conversion as it writes (issue 10).
 
 
-def test_a_first_upload_streams_the_parquet_chunk_by_chunk_as_it_is_written(gcs_settings, monkeypatch, tmp_path):
+def test_a_first_upload_streams_the_parquet_chunk_by_chunk_as_it_is_written(
+    gcs_settings, monkeypatch, tmp_path, upload_kind
+):
     monkeypatch.setattr(gcs, "CHUNK", 256 * 1024)  # the smallest chunk GCS allows: many of them
     monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 2_000)  # the file grows in many steps
     ensure_bucket(gcs_settings)
@@ -318,7 +330,7 @@ def test_a_first_upload_streams_the_parquet_chunk_by_chunk_as_it_is_written(gcs_
     assert blob.download_as_bytes() == local
 
 
-def test_a_conversion_failing_mid_way_leaves_no_object(gcs_settings, monkeypatch, tmp_path):
+def test_a_conversion_failing_mid_way_leaves_no_object(gcs_settings, monkeypatch, tmp_path, upload_kind):
     chunk_read = threading.Event()
     read = gcs._Growing.read
 

@@ -355,25 +355,45 @@ def _emulator_upload(settings: Settings, bucket, name: str, uri: str, stream, sh
     return blob
 
 
+def _upload(
+    settings: Settings, bucket, name: str, uri: str, stream, sha256: str | None, *, resumable: bool | None = None
+):
+    """Put `stream` into the bucket as object `name` (metadata naming download `sha256`); return
+    the object as uploaded (its crc32c and size from the upload's last answer). Google Cloud gets
+    a resumable upload, CHUNK at a time (memory bounded); an emulator one streamed request
+    (`_emulator_upload`). `resumable` overrides that choice (the tests send both to the emulator)."""
+    if resumable is None:
+        resumable = not settings.storage_emulator
+    if not resumable:
+        return _emulator_upload(settings, bucket, name, uri, stream, sha256)
+    blob = bucket.blob(name, chunk_size=CHUNK)
+    blob.metadata = {DOWNLOAD_SHA256: sha256} if sha256 else None
+    blob.upload_from_file(stream, content_type=PARQUET_TYPE, checksum="crc32c")
+    return blob
+
+
 def _convert_and_upload(
-    csv_gz: Path, parquet: Path, dataset: TaxiDataset, month: Month, blob, settings, uri
+    csv_gz: Path,
+    parquet: Path,
+    dataset: TaxiDataset,
+    month: Month,
+    bucket,
+    name: str,
+    sha256: str | None,
+    settings,
+    uri,
 ) -> tuple[int, str, object]:
-    """Convert and upload at once: the upload (resumable, 32 MB chunks) follows the Parquet as it
-    is written, so the network (or the emulator) works while the conversion does. A failed
-    conversion abandons the upload before its last chunk: no object is made. Returns the rows,
-    the local file's crc32c (computed on the way, unless the upload had to re-read) and the
-    object as uploaded. An emulator gets one streamed request instead (`_emulator_upload`)."""
+    """Convert and upload at once: the upload (`_upload`) follows the Parquet as it is written, so
+    the network (or the emulator) works while the conversion does. A failed conversion abandons
+    the upload before its end: no object is made. Returns the rows, the local file's crc32c
+    (computed on the way, unless the upload had to re-read) and the object as uploaded."""
     done, failed = threading.Event(), threading.Event()
     stream = _Growing(parquet, done, failed)
-    uploaded = [blob]
+    uploaded = []
 
     def upload() -> None:
         with stream, _storage_errors(settings, uri):
-            if settings.storage_emulator:
-                sha256 = converted_from(blob)
-                uploaded[0] = _emulator_upload(settings, blob.bucket, blob.name, uri, stream, sha256)
-            else:
-                blob.upload_from_file(stream, content_type=PARQUET_TYPE, checksum="crc32c")
+            uploaded.append(_upload(settings, bucket, name, uri, stream, sha256))
 
     with ThreadPoolExecutor(max_workers=1) as background:
         sending = background.submit(upload)
@@ -429,9 +449,10 @@ def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: P
         blob = bucket.get_blob(name)
     if blob is None:  # the usual first run: upload while converting
         parquet.unlink(missing_ok=True)  # an older conversion's: the stream must never read it
-        blob, uploaded = bucket.blob(name, chunk_size=CHUNK), True
-        blob.metadata = {DOWNLOAD_SHA256: sha256} if sha256 else None
-        rows, local_crc, blob = _convert_and_upload(csv_gz, parquet, dataset, month, blob, settings, uri)
+        uploaded = True
+        rows, local_crc, blob = _convert_and_upload(
+            csv_gz, parquet, dataset, month, bucket, name, sha256, settings, uri
+        )
         size = parquet.stat().st_size  # the blob's crc32c and size: from the upload's last response
     else:  # an object is there: convert, then send only if its bytes differ
         rows = write_parquet(csv_gz, parquet, dataset, month)
@@ -444,15 +465,8 @@ def upload_gcs(settings: Settings, dataset: TaxiDataset, month: Month, csv_gz: P
                 with _storage_errors(settings, uri):
                     blob = _name_download(bucket, name, uri, blob, sha256)
         else:
-            with _storage_errors(settings, uri):
-                if settings.storage_emulator:  # one streamed request: see _emulator_upload
-                    with open(parquet, "rb") as local:
-                        blob = _emulator_upload(settings, bucket, name, uri, local, sha256)
-                else:
-                    blob = bucket.blob(name, chunk_size=CHUNK)  # chunked: a resumable upload
-                    blob.metadata = {DOWNLOAD_SHA256: sha256} if sha256 else None
-                    # the blob's crc32c and size come from the upload's last response, as when streaming
-                    blob.upload_from_filename(str(parquet), content_type=PARQUET_TYPE, checksum="crc32c")
+            with _storage_errors(settings, uri), open(parquet, "rb") as local:
+                blob = _upload(settings, bucket, name, uri, local, sha256)
     if blob.crc32c != local_crc or blob.size != size:
         raise LoadError(f"{uri} does not match the local file after upload (crc32c {blob.crc32c} vs {local_crc})")
     if sha256:
