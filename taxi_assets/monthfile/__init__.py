@@ -32,8 +32,8 @@ import io
 import os
 import re
 import tempfile
-from collections import Counter
-from collections.abc import Iterator
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -53,7 +53,9 @@ __all__ = [
     "MonthFile",
     "PickupMonths",
     "RowIds",
+    "TextLines",
     "block_digests",
+    "hashed_ahead",
     "month_of",
     "open_month_file",
     "quoted_rows",
@@ -94,10 +96,59 @@ def quoted_rows(lines: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     return ids, out
 
 
-def block_digests(lines: list[bytes], quoted: bool) -> bytes:
+class TextLines(Sequence[bytes]):
+    """A block's lines kept as the one text they came in (`text`, bytes-like; line `i` is
+    `text[starts[i]:ends[i]]`, without its line ending): counted and hashed whole (`digests`,
+    once), without a bytes object per line; a line becomes one only when it is asked for.
+    Compared as the list of its lines."""
+
+    def __init__(self, text: bytes | memoryview, starts: np.ndarray, ends: np.ndarray):
+        self.text, self.starts, self.ends = text, starts, ends
+        self._digests: bytes | None = None
+
+    @classmethod
+    def of(cls, text: bytes | memoryview, lfs: np.ndarray, *, crlf: bool = False) -> TextLines:
+        """The lines of `text`, each ended by an LF at its offset in `lfs` (a CR before it, `crlf`)."""
+        import numpy as np
+
+        starts = np.empty(len(lfs), np.int64)
+        starts[:1] = 0
+        starts[1:] = lfs[:-1] + 1
+        return cls(text, starts, lfs - 1 if crlf else lfs)
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            if index.step in (None, 1):  # the same text, fewer lines (their digests made again)
+                return TextLines(self.text, self.starts[index], self.ends[index])
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = range(len(self))[index]  # negative indices; IndexError past the end
+        return bytes(memoryview(self.text)[int(self.starts[index]) : int(self.ends[index])])
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, TextLines | list):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # a sequence compared by content
+
+    def digests(self) -> bytes:
+        """Each line's md5, concatenated (`md5lines`: compiled, the GIL released)."""
+        if self._digests is None:
+            from taxi_assets.md5lines import digests  # numba: only where lines are hashed
+
+            self._digests = digests(self.text, self.starts, self.ends)
+        return self._digests
+
+
+def block_digests(lines: list[bytes] | TextLines, quoted: bool) -> bytes:
     """The row ids of one block of lines, as concatenated 16-byte digests."""
     if quoted:
-        return binascii.unhexlify(b"".join(quoted_rows(lines)[0]))
+        return binascii.unhexlify(b"".join(quoted_rows(list(lines))[0]))
+    if isinstance(lines, TextLines):
+        return lines.digests()
     return b"".join([_md5(line).digest() for line in lines])
 
 
@@ -110,15 +161,47 @@ def row_ids_key(sha256: str, rendering: str | None) -> str:
     return hashlib.sha256(f"{sha256}:{rendering}".encode()).hexdigest()
 
 
-def write_row_ids(blocks: Iterator[tuple[list[bytes], bool]], out: BinaryIO, key: str) -> int:
+def write_row_ids(blocks: Iterator[Block], out: BinaryIO, key: str) -> int:
     """Write a row-id file keyed by `key` (`row_ids_key`) from a file's data blocks (as
     `MonthFile.read` yields them); return the row count."""
     out.write(bytes.fromhex(key))
     rows = 0
-    for lines, quoted in blocks:
+    for lines, quoted in hashed_ahead(blocks):
         out.write(block_digests(lines, quoted))
         rows += len(lines)
     return rows
+
+
+HASH_AHEAD = 4  # blocks hashed ahead of the reader: a few MB
+
+
+def hashed_ahead(blocks: Iterator[Block]) -> Iterator[Block]:
+    """`blocks`, in order, each `TextLines` block's digests computed in a thread of its own while
+    the caller reads (inflates, checks) the blocks after it: md5lines releases the GIL, so the
+    hashing takes the other core instead of adding to the reading's time."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    def hashed(entry: tuple[Block, Future | None]) -> Block:
+        block, hashing = entry
+        if hashing is not None:
+            hashing.result()
+        return block
+
+    with ThreadPoolExecutor(1, thread_name_prefix="taxi-hash") as pool:
+        pending: deque[tuple[Block, Future | None]] = deque()
+        try:
+            for block in blocks:
+                lines, quoted = block
+                hashing = pool.submit(lines.digests) if isinstance(lines, TextLines) and not quoted else None
+                pending.append((block, hashing))
+                while pending and (len(pending) > HASH_AHEAD or pending[0][1] is None):
+                    yield hashed(pending.popleft())
+            while pending:
+                yield hashed(pending.popleft())
+        finally:
+            for _, hashing in pending:  # the caller stopped early: nothing more is hashed
+                if hashing is not None:
+                    hashing.cancel()
 
 
 class RowIds:
@@ -258,8 +341,9 @@ class PickupMonths:
 # The reader.
 
 # A block of rows: their lines (no line endings) and whether one holds a quote (then it needs a
-# real CSV parser). A Parquet's lines are canonical (never quoted for a parser: hashed as they are).
-Block = tuple[list[bytes], bool]
+# real CSV parser). A Parquet's lines are canonical (never quoted for a parser: hashed as they are),
+# kept as the one text Arrow rendered (`TextLines`).
+Block = tuple[list[bytes] | TextLines, bool]
 
 
 class MonthFile:

@@ -11,7 +11,7 @@ import contextlib
 import csv
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.errors import BadFileError
-from taxi_assets.monthfile import Block, MonthFile, PickupMonths
+from taxi_assets.monthfile import Block, MonthFile, PickupMonths, TextLines
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -63,7 +63,7 @@ class FiniteAmounts:
         self._columns = [(i, c.name) for i, c in enumerate(dataset.columns) if c.bq_type == "NUMERIC"]
         self._name, self._lines = name, 0  # lines before the block: the header is line 1
 
-    def check(self, block: bytes, lines: list[bytes], quoted: bool) -> None:
+    def check(self, block: bytes, lines: Sequence[bytes], quoted: bool) -> None:
         if self._columns and any(letter in block for letter in _NON_FINITE_LETTERS):
             for number, line in enumerate(lines, self._lines + 1):
                 if quoted:
@@ -79,11 +79,10 @@ class FiniteAmounts:
         self._lines += len(lines)
 
 
-def iter_lines(
-    path: Path, name: str | None = None, amounts: FiniteAmounts | None = None
-) -> Iterator[tuple[list[bytes], bool]]:
-    """The lines of a .csv.gz, without line endings (CRLF or LF), a list per ~1 MB block,
-    each with whether the block holds a quote (then it needs a real CSV parser).
+def iter_lines(path: Path, name: str | None = None, amounts: FiniteAmounts | None = None) -> Iterator[Block]:
+    """The lines of a .csv.gz, without line endings (CRLF or LF), a block of ~600 KB at a time
+    (`TextLines`; a list of lines where one holds a quote: then it needs a real CSV parser),
+    each with whether it does.
 
     Memory stays flat whatever the file. Blank lines at the end of the file (an editor's or a
     tool's trailing newline) are dropped: they are no rows. With `amounts`, every block (the
@@ -155,8 +154,11 @@ def _text(block: bytes, name: str) -> tuple[bytes, np.ndarray, bool]:
     return block, ends, b'"' in block
 
 
-def _checked(block: bytes, name: str, amounts: FiniteAmounts | None) -> tuple[list[bytes], bool]:
-    lines, quoted = _split(block, name)
+def _checked(block: bytes, name: str, amounts: FiniteAmounts | None) -> Block:
+    """A block's lines, checked: a quoted block's split (they are parsed), the others kept as the
+    block (`TextLines`: hashed whole, never split)."""
+    block, lfs, quoted = _text(block, name)
+    lines = _split(block, name)[0] if quoted else TextLines.of(block, lfs, crlf=block.endswith(b"\r\n"))
     if amounts is not None:
         amounts.check(block, lines, quoted)
     return lines, quoted
@@ -203,7 +205,7 @@ def _split(block: bytes, name: str) -> tuple[list[bytes], bool]:
 
 def data_lines(
     path: Path, dataset: TaxiDataset, name: str | None = None, *, check_amounts: bool = False
-) -> tuple[list[str], Iterator[tuple[list[bytes], bool]]]:
+) -> tuple[list[str], Iterator[Block]]:
     """Check the file's header against `dataset`; return it and the data blocks after it (with
     `check_amounts`, checked by `FiniteAmounts` as they are read). Errors name the file `name`
     (default: the path's; a temp file passes its published name)."""

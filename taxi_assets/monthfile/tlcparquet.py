@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -37,7 +38,7 @@ import pyarrow.parquet as pq
 
 from taxi_assets.datasets import Column, TaxiDataset
 from taxi_assets.errors import BadFileError
-from taxi_assets.monthfile import Block, MonthFile, PickupMonths, month_of
+from taxi_assets.monthfile import Block, MonthFile, PickupMonths, TextLines, month_of
 from taxi_assets.months import Month
 
 # Rows cast and rendered at a time: ~4 MB of fhvhv lines, memory flat whatever the month.
@@ -190,30 +191,36 @@ def _batches(file: pq.ParquetFile, plan: list[int | None], dataset: TaxiDataset,
 _CSV = pacsv.WriteOptions(include_header=False, batch_size=BATCH_ROWS)
 
 
-def csv_lines(batch: pa.RecordBatch, name: str) -> list[bytes]:
+def csv_lines(batch: pa.RecordBatch, name: str) -> TextLines:
     """The canonical text of each row (see the module's docstring), without line endings."""
     sink = pa.BufferOutputStream()
     pacsv.write_csv(batch, sink, _CSV)
-    text = sink.getvalue().to_pybytes()
-    lines = text[:-1].split(b"\n") if text else []
-    if len(lines) != batch.num_rows:  # a line break inside a text field: no line per row
+    text = sink.getvalue()
+    ends = np.flatnonzero(np.frombuffer(text, np.uint8) == ord("\n"))
+    if len(ends) != batch.num_rows:  # a line break inside a text field: no line per row
         raise BadFileError(f"{name}: a text field holds a line break; its rows cannot be loaded line by line")
+    return TextLines.of(text, ends)
+
+
+def _hashed_lines(batch: pa.RecordBatch, name: str) -> TextLines:
+    lines = csv_lines(batch, name)
+    lines.digests()
     return lines
 
 
-RENDER_THREADS = 2  # Arrow renders without the GIL: these threads and the hashing thread share the cores
+RENDER_THREADS = 2  # Arrow renders and md5lines hashes without the GIL: a thread per core
 _RENDER_AHEAD = 2 * RENDER_THREADS  # batches rendered ahead of the consumer: memory stays a few MB
 
 
-def rendered_lines(batches: Iterator[pa.RecordBatch], name: str) -> Iterator[list[bytes]]:
-    """`csv_lines` of each non-empty batch, in order, rendered a few batches ahead in threads of
-    their own while the caller hashes (or sends) the lines before them."""
+def rendered_lines(batches: Iterator[pa.RecordBatch], name: str) -> Iterator[TextLines]:
+    """`csv_lines` of each non-empty batch, in order, rendered and hashed (`TextLines.digests`) a
+    few batches ahead in threads of their own while the caller reads the batches after them."""
     with ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="taxi-render") as pool:
         pending: deque[Future] = deque()
         try:
             for batch in batches:
                 if batch.num_rows:
-                    pending.append(pool.submit(csv_lines, batch, name))
+                    pending.append(pool.submit(_hashed_lines, batch, name))
                 if len(pending) > _RENDER_AHEAD:
                     yield pending.popleft().result()
             while pending:
