@@ -276,7 +276,7 @@ def ensure_bigquery(client, settings) -> None:
     client.create_table(bigquery.Table(bigquery_table(settings), schema=schema), exists_ok=True)
 
 
-def _bq_literal(value) -> str:
+def bigquery_literal(value) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, datetime):
@@ -290,14 +290,14 @@ def _bq_literal(value) -> str:
 def bigquery_insert_sql(settings, entry: LoadRecord) -> str:
     """The INSERT of `entry`, as a statement of the load's own script (literals: the emulator
     takes no parameters inside a multi-statement transaction)."""
-    values = [f"DATE '{entry.month}-01'" if c == "month" else _bq_literal(getattr(entry, c)) for c in COLUMNS]
+    values = [f"DATE '{entry.month}-01'" if c == "month" else bigquery_literal(getattr(entry, c)) for c in COLUMNS]
     return f"INSERT INTO `{bigquery_table(settings)}` ({', '.join(COLUMNS)}) VALUES ({', '.join(values)})"
 
 
 def bigquery_retract_sql(settings, dataset: TaxiDataset, month: Month) -> str:
     return (
-        f"DELETE FROM `{bigquery_table(settings)}` WHERE source = {_bq_literal(dataset.source.name)}"
-        f" AND taxi = {_bq_literal(dataset.taxi)} AND month = DATE '{month}-01'"
+        f"DELETE FROM `{bigquery_table(settings)}` WHERE source = {bigquery_literal(dataset.source.name)}"
+        f" AND taxi = {bigquery_literal(dataset.taxi)} AND month = DATE '{month}-01'"
     )
 
 
@@ -325,7 +325,7 @@ def bigquery_records(client, settings, dataset: TaxiDataset | None = None) -> li
 
     where = ""
     if dataset is not None:
-        where = f" WHERE source = {_bq_literal(dataset.source.name)} AND taxi = {_bq_literal(dataset.taxi)}"
+        where = f" WHERE source = {bigquery_literal(dataset.source.name)} AND taxi = {bigquery_literal(dataset.taxi)}"
     try:
         query = f"SELECT {', '.join(COLUMNS)} FROM `{bigquery_table(settings)}`{where}"
         retry = DEFAULT_RETRY.with_deadline(READ_DEADLINE)

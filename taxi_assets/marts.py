@@ -580,6 +580,9 @@ def build_marts(
         if node.kind == "model" and node.rows is None and node.name in report.rows:
             node.rows = report.rows[node.name]
     _log_nodes(nodes, what)
+    from taxi_assets import marts_ledger
+
+    marts_ledger.write(settings, store, schema, marts_ledger.build(source, month, report.rows))
     report.seconds = round(time.monotonic() - started, 2)
     log.info(
         "%s: built in %.1f s: %s",

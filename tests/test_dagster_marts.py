@@ -10,10 +10,12 @@ import pytest
 from dagster_dbt import DbtCliResource
 from helpers import dagster_resources
 
+from taxi_assets import marts_ledger
 from taxi_assets.components.taxi_marts import build_marts_defs, default_dbt_resource, marts_key
 from taxi_assets.datasets import GREEN, YELLOW
 from taxi_assets.definitions import defs
 from taxi_assets.defs.assets import build_taxi_chain
+from taxi_assets.months import Month
 
 # Dagster's own, silenced where the code location loads (taxi_assets.definitions.DAGSTER_INTERNAL_BETA)
 # and here again: pytest resets the warning filters for each test.
@@ -120,6 +122,42 @@ def test_a_load_landing_requests_its_month_s_marts_which_build_with_their_checks
             ).fetchall()
         assert sorted(rows) == [("Green", 2_000), ("Yellow", 2_000)]
 
+        # Recorded in the store's marts ledger as Dagster's build, which its sensor does not report.
+        built = marts_ledger.builds(settings, store, marts_schema)[Month(2019, 1)]
+        assert built.built_by == f"dagster:{result.run_id}" and built.rows["fct_trips"] == 4_000
+
         # Built: not requested again (neither for the dims the run built).
         third = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
         assert third.total_requested == 0
+
+
+def test_marts_built_by_kestra_or_the_cli_are_reported_as_materializations(settings):
+    """The stores are the one memory: a month's marts that Kestra or the CLI built (the store's
+    marts ledger says so) show in Dagster's catalog as materializations of that month."""
+    schema, keys = "marts_mirror", {_key("postgres", "mirror", node) for node in MONTHLY["mirror"]}
+    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")  # a build's dbt makes it
+
+    def built(month: Month, by: str, trips: int) -> None:
+        rows = {"fct_trips": trips, "fct_monthly_zone_revenue": 3}
+        marts_ledger.write(settings, "postgres", schema, marts_ledger.build("mirror", month, rows, by=by))
+
+    sensor = next(s for s in build_marts_defs("mirror", "postgres").sensors if s.name.endswith("_from_the_ledger"))
+    resources = {k: v for k, v in dagster_resources(settings).items() if k in ("postgres", "bigquery")}
+
+    def tick(cursor=None):
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+            return sensor.evaluate_tick(context)
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        built(Month(2019, 2), "kestra:a", 10)
+        built(Month(2019, 3), "dagster:run", 20)  # Dagster's own build: already in its catalog
+        first = tick()
+        assert {(e.asset_key, e.partition) for e in first.asset_events} == {(k, "2019-02") for k in keys}
+        trips = next(e for e in first.asset_events if e.asset_key.path[-1] == "fct_trips")
+        assert trips.metadata["built_by"].value == "kestra:a" and trips.metadata["dagster/row_count"].value == 10
+        assert not tick(first.cursor).asset_events  # reported once
+        built(Month(2019, 2), "cli", 11)  # built again: its newest build
+        again = tick(first.cursor)
+        assert {e.partition for e in again.asset_events} == {"2019-02"} and len(again.asset_events) == len(keys)
+        assert {e.metadata["built_by"].value for e in again.asset_events} == {"cli"}

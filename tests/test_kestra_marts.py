@@ -29,8 +29,9 @@ from kestra_harness import (
     stack_settings,
 )
 
-from taxi_assets import config
+from taxi_assets import config, marts_ledger
 from taxi_assets.config import Settings
+from taxi_assets.months import Month
 
 FLOW = "taxi_marts"
 PASSWORD = "kestra-marts-" + uuid.uuid4().hex  # a DSN password no log may show
@@ -80,6 +81,10 @@ def revenue_rows(stack: Settings, month: str) -> int:
         return conn.execute(query, [f"{month}-01"]).fetchone()[0]
 
 
+def built_rows(execution: Execution) -> dict[str, int]:
+    return execution.outputs("marts_postgres")["vars"]["rows"]
+
+
 def load(kestra: Kestra, taxi: str, month: str) -> Execution:
     execution = kestra.run("postgres_taxi", {"taxi": taxi, "month": month})
     assert_no_secret_in_logs(execution, kestra)
@@ -124,6 +129,9 @@ def test_a_postgres_load_starts_the_marts_build_of_its_month(kestra, stack):
     assert rebuilt.state == "SUCCESS" and rebuilt.data["id"] != marts.data["id"], rebuilt
     assert rebuilt.outputs("marts_postgres")["vars"]["feeds"] == {"green": 2_000, "yellow": 2_000}
     assert len(kestra.triggered(loaded, FLOW)) == 1  # and the first load still started one only
+    # The store's marts ledger records Kestra's newest build, where Dagster's sensor reads it.
+    recorded = marts_ledger.builds(stack, "postgres", "marts_mirror")[Month.parse(month)]
+    assert recorded.built_by == f"kestra:{rebuilt.data['id']}" and recorded.rows == built_rows(rebuilt)
 
 
 def test_a_failed_load_starts_no_build(kestra, source):

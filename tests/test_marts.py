@@ -17,7 +17,7 @@ import pytest
 import yaml
 from helpers import run_cli, settings_env
 
-from taxi_assets import database
+from taxi_assets import database, marts_ledger
 from taxi_assets.datasets import FHV, GREEN, YELLOW, TaxiDataset
 from taxi_assets.marts import (
     BIGQUERY,
@@ -166,6 +166,9 @@ def test_cli_builds_a_month_and_fails_in_one_line(settings):
     assert outputs["feeds"] == {"green": 2_000, "yellow": 2_000} and outputs["warned"] == ["out_of_month_pickups"]
     assert "model fct_trips success" in done.stderr and "test revenue_reconciles passed" in done.stderr
     assert "rows" in done.stderr and "dbt" not in done.stdout.replace("::", "")
+    # The build in the store's marts ledger, where Dagster's sensor finds it (test_dagster_marts).
+    built = marts_ledger.builds(settings, POSTGRES, "marts_mirror")
+    assert list(built) == [FEB] and built[FEB].built_by == "cli" and built[FEB].rows == outputs["rows"]
 
     missing = run_cli("marts", "--month", "2019-05", env=env)
     assert missing.returncode == 1 and missing.stdout == ""
@@ -212,6 +215,10 @@ def test_bigquery_marts_equal_postgres_to_the_cent(tmp_path, cloud_settings):
         bq = build_marts(settings, BIGQUERY, "mirror", month)
         pg = build_marts(settings, POSTGRES, "mirror", month)
         assert bq.rows == pg.rows and bq.schema == f"{settings.gcp_dataset}_marts_mirror"
+    # Both stores' marts ledgers record the same builds: the months, their rows, who built them.
+    in_bq, in_pg = (marts_ledger.builds(settings, s, marts_schema(settings, s, "mirror")) for s in (BIGQUERY, POSTGRES))
+    assert list(in_bq) == list(in_pg) == [FEB, MAR]
+    assert [(b.rows, b.built_by) for b in in_bq.values()] == [(b.rows, b.built_by) for b in in_pg.values()]
     columns = (
         "pickup_location_id, revenue_month, service_type, pickup_zone, revenue_monthly_fare, revenue_monthly_extra,"
         " revenue_monthly_mta_tax, revenue_monthly_tip_amount, revenue_monthly_tolls_amount,"

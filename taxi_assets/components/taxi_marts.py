@@ -37,7 +37,7 @@ from dagster import AssetExecutionContext
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from pydantic import Field, model_validator
 
-from taxi_assets import marts
+from taxi_assets import ledger, marts, marts_ledger
 from taxi_assets.config import POSTGRES_DSN, Settings
 from taxi_assets.datasets import DATASETS_BY_SOURCE, SOURCES, dataset
 from taxi_assets.defs.assets import bigquery_key, one_line_failures, postgres_key
@@ -314,6 +314,11 @@ def build_marts_defs(source: str, store: str) -> dg.Definitions:
                     built = run.cli(args, manifest=manifest, dagster_dbt_translator=plain, target_path=work / "dims")
                     yield from (e for e in built.stream() if isinstance(e, dg.AssetMaterialization))
             yield from run.cli(["build", "--vars", variables], context=context, target_path=work / "target").stream()
+        # The build in the store's marts ledger, as the CLI's and Kestra's are (`marts_ledger`).
+        built = marts_ledger.build(
+            source, month, marts.month_rows(settings, store, source, month), by=ledger.loaded_by_dagster(context.run_id)
+        )
+        marts_ledger.write(settings, store, marts.marts_schema(settings, store, source), built)
 
     sensor = dg.AutomationConditionSensorDefinition(
         f"{name}_automation",
@@ -332,7 +337,70 @@ def build_marts_defs(source: str, store: str) -> dg.Definitions:
         description=f"Build one month of the {source} marts in {store} (`dagster job backfill` for many).",
         tags={"source": source, "store": store},
     )
-    return dg.Definitions(assets=[dims, monthly], sensors=[sensor], jobs=[job])
+    reported = build_marts_ledger_sensor(source, store, monthly.keys)
+    return dg.Definitions(assets=[dims, monthly], sensors=[sensor, reported], jobs=[job])
+
+
+def build_marts_ledger_sensor(source: str, store: str, keys: set[dg.AssetKey]) -> dg.SensorDefinition:
+    """Dagster's catalog shows every build of the marts: each month's newest build in the store's
+    marts ledger that a Dagster run did not make (Kestra's, the CLI's) becomes a runless
+    materialization of the month's marts (`keys`), with who built it and each mart's rows. As the
+    loads' sensor (`loads_from_the_ledgers`): the cursor holds a fingerprint of each month's build
+    reported, so a sensor stopped for a while misses none and a month built twice shows its newest."""
+    partitions = marts_partitions(source)
+
+    @dg.sensor(
+        name=f"marts_{source}_{store}_from_the_ledger",
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING
+        if os.environ.get(POSTGRES_DSN)
+        else dg.DefaultSensorStatus.STOPPED,
+        description=f"Reports the {source} marts Kestra and the CLI built in {store} as materializations.",
+    )
+    def builds_from_the_ledger(
+        context: dg.SensorEvaluationContext, postgres: TaxiPostgresResource, bigquery: TaxiBigQueryResource
+    ):
+        settings = (
+            postgres.settings()
+            if store == marts.POSTGRES
+            else ledger.bigquery_available(bigquery.settings(start=False))
+        )
+        if settings is None:
+            return dg.SkipReason(
+                "BigQuery is not configured and its emulator is not running: its marts ledger is not read"
+            )
+        reported = set(json.loads(context.cursor)) if context.cursor else set()
+        events, seen = [], set()
+        for month, entry in marts_ledger.builds(settings, store, marts.marts_schema(settings, store, source)).items():
+            seen.add(
+                mark := hashlib.sha256(f"{month}|{entry.built_at.isoformat()}|{entry.built_by}".encode()).hexdigest()[
+                    :12
+                ]
+            )
+            if mark in reported or entry.orchestrator == ledger.DAGSTER or not partitions.has_partition_key(str(month)):
+                continue
+            events += [
+                dg.AssetMaterialization(
+                    asset_key=key,
+                    partition=str(month),
+                    description=f"built by {entry.built_by} (reported from the {store} marts ledger)",
+                    metadata={
+                        "dagster/row_count": entry.rows.get(key.path[-1], 0),
+                        "built_by": entry.built_by,
+                        "orchestrator": entry.orchestrator,
+                        "run_id": entry.run_id,
+                        "built_at": entry.built_at.isoformat(),
+                        "code_version": entry.code_version,
+                    },
+                )
+                for key in sorted(keys, key=lambda k: k.to_user_string())
+            ]
+        cursor = json.dumps(sorted(seen))
+        if not events:
+            return dg.SensorResult(skip_reason=dg.SkipReason("no new builds"), cursor=cursor)
+        return dg.SensorResult(asset_events=events, cursor=cursor)
+
+    return builds_from_the_ledger
 
 
 def marts_job_name(source: str, store: str) -> str:
