@@ -18,7 +18,7 @@ from pathlib import Path
 from psycopg import sql
 
 from taxi_assets import ledger
-from taxi_assets.config import Settings
+from taxi_assets.config import CHECKED_STORES, GCS_STORE, Settings
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.months import Month
 from taxi_assets.stores import crc32c_b64, object_name, partition_name, table_id
@@ -26,8 +26,7 @@ from taxi_assets.stores import crc32c_b64, object_name, partition_name, table_id
 log = logging.getLogger(__name__)
 
 ERROR, WARN = "ERROR", "WARN"
-GCS = "gcs"
-STORES = (ledger.POSTGRES, GCS, ledger.BIGQUERY)
+GCS, STORES = GCS_STORE, CHECKED_STORES
 
 ROWS_MATCH_FILE = "rows_match_file"
 ROW_IDS_PRESENT = "row_ids_present"

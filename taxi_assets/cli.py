@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from taxi_assets.config import Settings
+from taxi_assets.config import CHECKED_STORES, STORE_NAMES, Settings
 from taxi_assets.datasets import ALL_DATASETS, MIRROR, SOURCES, TaxiDataset, dataset
 from taxi_assets.errors import ConfigError, TaxiError
 from taxi_assets.logs import print_error, setup_logging
@@ -477,14 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true", help="full records as JSON instead of the grid")
             p.add_argument("--offline", action="store_true", help="do not ask the source (no HEAD requests)")
         if name == "check":
-            from taxi_assets.checks import STORES
-
-            p.add_argument("--store", required=True, choices=STORES, help="the store whose month is checked")
+            p.add_argument("--store", required=True, choices=CHECKED_STORES, help="the store whose month is checked")
         if name == "marts":
-            from taxi_assets.marts import STORES as MART_STORES
-
             p.add_argument("--month", required=True, type=_month, help="the loaded files' month, YYYY-MM")
-            p.add_argument("--store", choices=MART_STORES, default=MART_STORES[0], help="default: postgres")
+            p.add_argument("--store", choices=STORE_NAMES, default=STORE_NAMES[0], help="default: postgres")
             p.add_argument("--source", choices=list(SOURCES), default=MIRROR.name, help="whose tables (default mirror)")
             p.add_argument("--refresh-dims", action="store_true", help="rebuild the seeds and dim_zones too")
         if name == "demo":

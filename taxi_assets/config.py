@@ -29,6 +29,8 @@ KEEP_DOWNLOADS = "TAXI_KEEP_DOWNLOADS"  # 1: purge-download keeps the file, even
 # purge-download keeps a month's download until each of them (and each store asked) holds it.
 STORES = "TAXI_STORES"
 STORE_NAMES = ("postgres", "bigquery")  # the stores, in the order the ledgers are read (`ledger.STORES`)
+GCS_STORE = "gcs"  # the bucket: checked (`checks`), though no rows are loaded into it
+CHECKED_STORES = (STORE_NAMES[0], GCS_STORE, STORE_NAMES[1])  # `checks.STORES`, the order checks run in
 PRODUCTS_URL = "TAXI_PRODUCTS_URL"  # the getting-started pipeline's REST API
 LOCK_WAIT = "TAXI_LOCK_WAIT"  # seconds load-postgres waits for readers of its month, then gives up
 GCP_PROJECT_ID = "GCP_PROJECT_ID"

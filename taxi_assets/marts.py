@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from taxi_assets.config import Settings
+from taxi_assets.config import STORE_NAMES, Settings
 from taxi_assets.datasets import DATASETS_BY_SOURCE, FILENAME_COLUMN, ROW_ID_COLUMN, SOURCES, TaxiDataset
 from taxi_assets.errors import ConfigError, TaxiError
 from taxi_assets.months import Month
@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 PROJECT_DIR = Path(__file__).resolve().parent / "dbt_project"
 PROJECT_NAME = "taxi_marts"  # `name:` in dbt_project.yml
 PROFILE = "taxi_assets"  # `profile:` in dbt_project.yml
-POSTGRES, BIGQUERY = "postgres", "bigquery"  # the stores, also the profile's target names
-STORES = (POSTGRES, BIGQUERY)
+STORES = STORE_NAMES  # also the profile's target names
+POSTGRES, BIGQUERY = STORES
 SOURCES_YAML = PROJECT_DIR / "models" / "staging" / "sources.yml"
 MONTHLY = "tag:monthly"  # the models (and their tests) rebuilt per month
 DIMS = "tag:dims"  # the seeds and dim_zones, built once

@@ -127,7 +127,7 @@ def test_dg_list_defs_lists_the_marts_of_each_source_in_each_store(listed):
     """Per source x store (one document of taxi_assets/defs/marts/defs.yaml): its dbt models and
     seeds as `marts/<store>/<source>/<node>`, group `marts_<source>_<store>`, kinds {dbt, <store>},
     downstream of that store's load assets of the source; dbt's tests as their checks; an
-    automation sensor; one dbt resource."""
+    automation sensor and a sensor reporting the builds of its marts ledger; one dbt resource."""
     assets = {a["asset_key"]: a for a in listed["assets"] if a["asset_key"].startswith("marts/")}
     check_keys = {c["key"] for c in listed["asset_checks"]}
     expected_keys = set()
@@ -144,6 +144,7 @@ def test_dg_list_defs_lists_the_marts_of_each_source_in_each_store(listed):
             assert f"{prefix}/fct_trips:unique_fct_trips_trip_id" in check_keys
             assert f"{prefix}/fct_monthly_zone_revenue:revenue_reconciles" in check_keys
             assert any(s["name"] == f"marts_{source}_{store}_automation" for s in listed["sensors"])
+            assert any(s["name"] == f"marts_{source}_{store}_from_the_ledger" for s in listed["sensors"])
             assert any(j["name"] == f"marts_{source}_{store}_job" for j in listed["jobs"])
     assert set(assets) == expected_keys
     assert {r["name"]: r["type"] for r in listed["resources"]}["dbt"] == "dagster_dbt.core.resource.DbtCliResource"
