@@ -63,11 +63,11 @@ class LoadRecord:
 
     @property
     def orchestrator(self) -> str:
-        return self.loaded_by.split(":", 1)[0]
+        return orchestrator_of(self.loaded_by)
 
     @property
     def run_id(self) -> str:
-        return self.loaded_by.partition(":")[2]
+        return run_id_of(self.loaded_by)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "loaded_at": self.loaded_at.isoformat()}
@@ -87,6 +87,16 @@ def code_version() -> str:
 
 
 DAGSTER, KESTRA = "dagster", "kestra"
+
+
+def orchestrator_of(by: str) -> str:
+    """The orchestrator in a record's `loaded_by` or `built_by` ("dagster:<run id>": dagster; "cli")."""
+    return by.split(":", 1)[0]
+
+
+def run_id_of(by: str) -> str:
+    """The run or execution id in a record's `loaded_by` or `built_by` ("" for the CLI)."""
+    return by.partition(":")[2]
 
 
 def loaded_by() -> str:

@@ -37,11 +37,11 @@ class MartsBuild:
 
     @property
     def orchestrator(self) -> str:
-        return self.built_by.split(":", 1)[0]
+        return ledger.orchestrator_of(self.built_by)
 
     @property
     def run_id(self) -> str:
-        return self.built_by.partition(":")[2]
+        return ledger.run_id_of(self.built_by)
 
 
 def build(source: str, month: Month, rows: dict[str, int], *, by: str | None = None) -> MartsBuild:
