@@ -171,10 +171,10 @@ def _scratch():  # pragma: no cover (compiled)
 
 @numba.njit(nogil=True, cache=True)
 def _digests(data, starts, ends):  # pragma: no cover (compiled)
-    out = np.empty(len(starts) * 16, np.uint8)
+    out = np.empty(len(starts) * DIGEST_BYTES, np.uint8)
     scratch = _scratch()
     for row in range(len(starts)):
-        _md5(data, starts[row], ends[row] - starts[row], out, 16 * row, scratch)
+        _md5(data, starts[row], ends[row] - starts[row], out, DIGEST_BYTES * row, scratch)
     return out
 
 
@@ -185,7 +185,8 @@ def digests(text, starts: np.ndarray, ends: np.ndarray) -> bytes:
         return b""
     data = np.frombuffer(text, np.uint8)
     data.flags.writeable = False  # one compiled (and cached) signature, whatever the buffer
-    return _digests(data, np.asarray(starts, np.int64), np.asarray(ends, np.int64)).tobytes()
+    bounds = (np.ascontiguousarray(b, np.int64) for b in (starts, ends))
+    return _digests(data, *bounds).tobytes()
 
 
 def warm() -> None:
