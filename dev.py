@@ -421,6 +421,9 @@ def main() -> int:
                 print(" ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the cause said
                 return 2
             ensure_chromium()
+        # The row ids' md5 loop (taxi_assets/md5lines.py) compiled and cached once, before the
+        # workers and their subprocesses would each compile it (~10 s apiece) on a fresh clone.
+        subprocess.run([PYTHON, "-c", "from taxi_assets.md5lines import warm; warm()"], cwd=ROOT, check=True)
         args = [PYTHON, "-m", "pytest", *rest]
     else:
         args = [PYTHON, str(ROOT / "benchmarks" / "run.py"), *rest]
