@@ -164,17 +164,22 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> None:
     from taxi_assets import ledger
-    from taxi_assets.status import collect, read_holdings, render
+    from taxi_assets.status import collect, read_holdings, read_marts, render, render_marts
 
     datasets = [d for d in ALL_DATASETS if (args.source in (None, d.source.name)) and (args.taxi in (None, d.taxi))]
     if not datasets:
         raise ConfigError(f"no {args.source or ''} feed {args.taxi}: see --help for the feeds")
     holdings, unavailable = read_holdings(settings, list(ledger.STORES))
     feeds = collect(settings, datasets, holdings, ask_source=not args.offline)
+    marts = read_marts(settings, list(holdings), sorted({d.source.name for d in datasets}))
     if args.json:
-        print(json.dumps({"feeds": [f.as_dict() for f in feeds], "unavailable": unavailable}, indent=1))
+        built = {
+            source: {store: {str(m): b.as_dict() for m, b in builds.items()} for store, builds in by_store.items()}
+            for source, by_store in marts.items()
+        }
+        print(json.dumps({"feeds": [f.as_dict() for f in feeds], "marts": built, "unavailable": unavailable}, indent=1))
     else:
-        print(render(feeds, list(holdings), unavailable))
+        print("\n".join(filter(None, [render(feeds, list(holdings), unavailable), render_marts(marts, holdings)])))
 
 
 def cmd_purge_download(args: argparse.Namespace, settings: Settings) -> None:

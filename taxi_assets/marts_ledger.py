@@ -11,7 +11,7 @@ component's sensor reports the builds Dagster did not make as materializations o
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime, timezone
 
 from taxi_assets import ledger
@@ -42,6 +42,9 @@ class MartsBuild:
     @property
     def run_id(self) -> str:
         return ledger.run_id_of(self.built_by)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "built_at": self.built_at.isoformat()}
 
 
 def build(source: str, month: Month, rows: dict[str, int], *, by: str | None = None) -> MartsBuild:

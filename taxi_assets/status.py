@@ -169,6 +169,44 @@ def render(feeds: list[FeedStatus], stores: list[str], unavailable: dict[str, st
     return "\n".join(lines)
 
 
+def read_marts(settings: Settings, stores: list[str], sources: list[str]) -> dict[str, dict[str, dict]]:
+    """Per source and readable store, each month's newest marts build (`marts_ledger.builds`)."""
+    from taxi_assets import marts_ledger
+    from taxi_assets.marts import marts_schema
+
+    found: dict[str, dict[str, dict]] = {}
+    for source in sources:
+        for store in stores:
+            where = ledger.bigquery_available(settings) if store == ledger.BIGQUERY else settings
+            try:
+                found.setdefault(source, {})[store] = marts_ledger.builds(
+                    where, store, marts_schema(where, store, source)
+                )
+            except Exception:  # a store that does not answer is reported by `read_holdings`
+                log.debug("reading the %s marts ledger of %s failed", store, source, exc_info=True)
+    return found
+
+
+def render_marts(marts: dict[str, dict[str, dict]], holdings: dict[str, dict]) -> str:
+    """Per source and store: the months whose marts are built, the newest build, and the months
+    loaded there whose marts are not built."""
+    lines = []
+    for source, by_store in marts.items():
+        for store, builds in by_store.items():
+            loaded = sorted({k[2] for k in holdings.get(store, {}) if k[0] == source})
+            if not builds and not loaded:
+                continue
+            line = f"{source} marts in {store}: {ranges(sorted(builds))}"
+            if builds:
+                month, newest = max(builds.items(), key=lambda item: item[1].built_at)
+                when = newest.built_at.strftime("%Y-%m-%d %H:%M")
+                line += f"; newest build {month} by {newest.built_by} at {when} UTC"
+            if unbuilt := [m for m in loaded if m not in builds]:
+                line += f"; loaded, marts not built: {ranges(unbuilt)}"
+            lines.append(line)
+    return "\n".join(lines)
+
+
 def read_holdings(settings: Settings, stores: list[str]) -> tuple[dict[str, dict], dict[str, str]]:
     """Per store that could be read, its ledger's current records; the others, and why not."""
     holdings, unavailable = {}, {}

@@ -218,6 +218,7 @@ def test_status_offline_reads_only_the_ledgers(settings):
     assert any(line.startswith("  2019-01") and "cli" in line for line in lines), result.stdout
     assert "  missing in postgres (up to 2021-07): 2019-02..2021-07" in lines
     assert any(line.startswith("bigquery: not read (") for line in lines), result.stdout
+    assert "mirror marts in postgres: none; loaded, marts not built: 2019-01" in lines  # the marts ledger
 
 
 def test_months_loaded_before_the_ledger_are_taken_in_from_their_partition_comments(settings, pg):

@@ -169,6 +169,18 @@ def test_cli_builds_a_month_and_fails_in_one_line(settings):
     # The build in the store's marts ledger, where Dagster's sensor finds it (test_dagster_marts).
     built = marts_ledger.builds(settings, POSTGRES, "marts_mirror")
     assert list(built) == [FEB] and built[FEB].built_by == "cli" and built[FEB].rows == outputs["rows"]
+    status = run_cli("status", "--source", "mirror", "--offline", env=env)
+    assert status.returncode == 0, status.stderr
+    assert any(
+        line.startswith("mirror marts in postgres: 2019-02; newest build 2019-02 by cli at ")
+        for line in status.stdout.splitlines()
+    )
+    assert (
+        json.loads(run_cli("status", "--offline", "--json", env=env).stdout)["marts"]["mirror"]["postgres"]["2019-02"][
+            "rows"
+        ]
+        == outputs["rows"]
+    )
 
     missing = run_cli("marts", "--month", "2019-05", env=env)
     assert missing.returncode == 1 and missing.stdout == ""
