@@ -171,15 +171,18 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> None:
         raise ConfigError(f"no {args.source or ''} feed {args.taxi}: see --help for the feeds")
     holdings, unavailable = read_holdings(settings, list(ledger.STORES))
     feeds = collect(settings, datasets, holdings, ask_source=not args.offline)
-    marts = read_marts(settings, list(holdings), sorted({d.source.name for d in datasets}))
+    marts, unread = read_marts(settings, list(holdings), sorted({d.source.name for d in datasets}))
     if args.json:
         built = {
             source: {store: {str(m): b.as_dict() for m, b in builds.items()} for store, builds in by_store.items()}
             for source, by_store in marts.items()
         }
+        unavailable |= {f"marts ledger {where}": why for where, why in unread.items()}
         print(json.dumps({"feeds": [f.as_dict() for f in feeds], "marts": built, "unavailable": unavailable}, indent=1))
     else:
-        print("\n".join(filter(None, [render(feeds, list(holdings), unavailable), render_marts(marts, holdings)])))
+        print(
+            "\n".join(filter(None, [render(feeds, list(holdings), unavailable), render_marts(marts, holdings, unread)]))
+        )
 
 
 def cmd_purge_download(args: argparse.Namespace, settings: Settings) -> None:

@@ -169,27 +169,33 @@ def render(feeds: list[FeedStatus], stores: list[str], unavailable: dict[str, st
     return "\n".join(lines)
 
 
-def read_marts(settings: Settings, stores: list[str], sources: list[str]) -> dict[str, dict[str, dict]]:
-    """Per source and readable store, each month's newest marts build (`marts_ledger.builds`)."""
+def read_marts(
+    settings: Settings, stores: list[str], sources: list[str]
+) -> tuple[dict[str, dict[str, dict]], dict[str, str]]:
+    """Per source and store (of those whose loads ledger was read), each month's newest marts
+    build (`marts_ledger.builds`); and the marts ledgers that could not be read, and why."""
     from taxi_assets import marts_ledger
     from taxi_assets.marts import marts_schema
 
     found: dict[str, dict[str, dict]] = {}
+    unread: dict[str, str] = {}
     for source in sources:
         for store in stores:
             where = ledger.bigquery_available(settings) if store == ledger.BIGQUERY else settings
+            schema = marts_schema(where, store, source)
             try:
-                found.setdefault(source, {})[store] = marts_ledger.builds(
-                    where, store, marts_schema(where, store, source)
+                found.setdefault(source, {})[store] = marts_ledger.builds(where, store, schema)
+            except Exception as exc:  # the loads were read: this one ledger is reported as not read
+                log.debug("reading the marts ledger %s in %s failed", schema, store, exc_info=True)
+                unread[f"{store} {schema}"] = (
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 )
-            except Exception:  # a store that does not answer is reported by `read_holdings`
-                log.debug("reading the %s marts ledger of %s failed", store, source, exc_info=True)
-    return found
+    return found, unread
 
 
-def render_marts(marts: dict[str, dict[str, dict]], holdings: dict[str, dict]) -> str:
+def render_marts(marts: dict[str, dict[str, dict]], holdings: dict[str, dict], unread: dict[str, str]) -> str:
     """Per source and store: the months whose marts are built, the newest build, and the months
-    loaded there whose marts are not built."""
+    loaded there whose marts are not built; then the marts ledgers not read."""
     lines = []
     for source, by_store in marts.items():
         for store, builds in by_store.items():
@@ -204,6 +210,7 @@ def render_marts(marts: dict[str, dict[str, dict]], holdings: dict[str, dict]) -
             if unbuilt := [m for m in loaded if m not in builds]:
                 line += f"; loaded, marts not built: {ranges(unbuilt)}"
             lines.append(line)
+    lines += [f"marts ledger {where}: not read ({why})" for where, why in unread.items()]
     return "\n".join(lines)
 
 

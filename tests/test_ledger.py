@@ -220,6 +220,13 @@ def test_status_offline_reads_only_the_ledgers(settings):
     assert any(line.startswith("bigquery: not read (") for line in lines), result.stdout
     assert "mirror marts in postgres: none; loaded, marts not built: 2019-01" in lines  # the marts ledger
 
+    # A marts ledger that cannot be read is said so, in one line, not left out.
+    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA marts_mirror; CREATE TABLE marts_mirror.taxi_marts_builds (id int)")
+    lines = run_cli("status", "--source", "mirror", "--taxi", "green", "--offline", env=env).stdout.splitlines()
+    [unread] = [line for line in lines if line.startswith("marts ledger postgres marts_mirror: not read (")]
+    assert "source" in unread and "does not exist" in unread, unread
+
 
 def test_months_loaded_before_the_ledger_are_taken_in_from_their_partition_comments(settings, pg):
     """Earlier versions recorded a month's file only as its partition's comment: the ledger,
