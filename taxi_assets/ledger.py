@@ -161,12 +161,37 @@ def record(
     )
 
 
+def stored_month(value) -> str:
+    """A ledger's `month` as read back (a date from Postgres or BigQuery) as YYYY-MM."""
+    return f"{value.year:04d}-{value.month:02d}" if isinstance(value, date) else str(value)[:7]
+
+
 def _from_row(row) -> LoadRecord:
     values = dict(zip(COLUMNS, row, strict=True))
-    month = values["month"]
-    values["month"] = f"{month.year:04d}-{month.month:02d}" if isinstance(month, date) else str(month)[:7]
+    values["month"] = stored_month(values["month"])
     values["loaded_at"] = values["loaded_at"].astimezone(timezone.utc)  # Postgres: the session's zone
     return LoadRecord(**values)
+
+
+def create_postgres_table(conn: psycopg.Connection, table: sql.Composable, columns, types: dict) -> None:
+    """A ledger table (an identity key, then `columns`, each NOT NULL of its `types` type or
+    text), unless it exists; the caller holds the lock that makes its creation one at a time."""
+    defs = sql.SQL(", ").join(
+        sql.SQL("{} {} NOT NULL").format(sql.Identifier(c), sql.SQL(types.get(c, "text"))) for c in columns
+    )
+    conn.execute(
+        sql.SQL("CREATE TABLE IF NOT EXISTS {t} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, {c})").format(
+            t=table, c=defs
+        )
+    )
+
+
+def create_bigquery_table(client, name: str, columns, types: dict) -> None:
+    """A ledger table in BigQuery (`columns`, each REQUIRED of its `types` type or STRING), unless it exists."""
+    from google.cloud import bigquery
+
+    schema = [bigquery.SchemaField(c, types.get(c, "STRING"), mode="REQUIRED") for c in columns]
+    client.create_table(bigquery.Table(name, schema=schema), exists_ok=True)
 
 
 # --- Postgres ---------------------------------------------------------------------------------
@@ -178,14 +203,7 @@ def ensure_postgres(conn: psycopg.Connection) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('taxi_assets'), hashtext(%s))", (TABLE,))
     if conn.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()[0] is not None:
         return
-    columns = sql.SQL(", ").join(
-        sql.SQL("{} {} NOT NULL").format(sql.Identifier(c), sql.SQL(_PG_TYPES.get(c, "text"))) for c in COLUMNS
-    )
-    conn.execute(
-        sql.SQL("CREATE TABLE {t} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, {c})").format(
-            t=sql.Identifier(TABLE), c=columns
-        )
-    )
+    create_postgres_table(conn, sql.Identifier(TABLE), COLUMNS, _PG_TYPES)
     conn.execute(
         sql.SQL("CREATE INDEX {i} ON {t} (source, taxi, month, id)").format(
             i=sql.Identifier(f"{TABLE}_month"), t=sql.Identifier(TABLE)
@@ -280,10 +298,7 @@ def bigquery_table(settings) -> str:
 
 
 def ensure_bigquery(client, settings) -> None:
-    from google.cloud import bigquery
-
-    schema = [bigquery.SchemaField(c, _BQ_TYPES.get(c, "STRING"), mode="REQUIRED") for c in COLUMNS]
-    client.create_table(bigquery.Table(bigquery_table(settings), schema=schema), exists_ok=True)
+    create_bigquery_table(client, bigquery_table(settings), COLUMNS, _BQ_TYPES)
 
 
 def bigquery_literal(value) -> str:

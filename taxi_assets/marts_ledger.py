@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 
 from taxi_assets import ledger
 from taxi_assets.config import Settings
@@ -72,8 +72,7 @@ def _values(entry: MartsBuild) -> dict:
 
 def _from_row(row) -> MartsBuild:
     values = dict(zip(COLUMNS, row, strict=True))
-    month = values["month"]
-    values["month"] = f"{month.year:04d}-{month.month:02d}" if isinstance(month, date) else str(month)[:7]
+    values["month"] = ledger.stored_month(values["month"])
     values["rows"] = json.loads(values["rows"])
     values["built_at"] = values["built_at"].astimezone(timezone.utc)
     return MartsBuild(**values)
@@ -87,15 +86,10 @@ def write(settings: Settings, store: str, schema: str, entry: MartsBuild) -> Non
         from taxi_assets import database
 
         table = sql.Identifier(schema, TABLE)
-        columns = sql.SQL(", ").join(
-            sql.SQL("{} {} NOT NULL").format(sql.Identifier(c), sql.SQL(_PG_TYPES.get(c, "text"))) for c in COLUMNS
-        )
         with database.connect(settings) as conn:
-            conn.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {t} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, {c})"
-                ).format(t=table, c=columns)
-            )
+            # Two months built at once (a backfill) both create it: IF NOT EXISTS alone races.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('taxi_assets'), hashtext(%s))", (f"{schema}.{TABLE}",))
+            ledger.create_postgres_table(conn, table, COLUMNS, _PG_TYPES)
             conn.execute(
                 sql.SQL("INSERT INTO {t} ({c}) VALUES ({v})").format(
                     t=table,
@@ -105,13 +99,10 @@ def write(settings: Settings, store: str, schema: str, entry: MartsBuild) -> Non
                 _values(entry),
             )
         return
-    from google.cloud import bigquery
-
     from taxi_assets.gcp import bigquery_client
 
     client, name = bigquery_client(settings), _bigquery_table(settings, schema)
-    fields = [bigquery.SchemaField(c, _BQ_TYPES.get(c, "STRING"), mode="REQUIRED") for c in COLUMNS]
-    client.create_table(bigquery.Table(name, schema=fields), exists_ok=True)
+    ledger.create_bigquery_table(client, name, COLUMNS, _BQ_TYPES)
     values = _values(entry)
     literals = [f"DATE '{values[c]}'" if c == "month" else ledger.bigquery_literal(values[c]) for c in COLUMNS]
     query = f"INSERT INTO `{name}` ({', '.join(COLUMNS)}) VALUES ({', '.join(literals)})"
