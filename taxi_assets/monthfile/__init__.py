@@ -32,7 +32,7 @@ import io
 import os
 import re
 import tempfile
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -179,29 +179,16 @@ def hashed_ahead(blocks: Iterator[Block]) -> Iterator[Block]:
     """`blocks`, in order, each `TextLines` block's digests computed in a thread of its own while
     the caller reads (inflates, checks) the blocks after it: md5lines releases the GIL, so the
     hashing takes the other core instead of adding to the reading's time."""
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from taxi_assets.threads import in_order_ahead
 
-    def hashed(entry: tuple[Block, Future | None]) -> Block:
-        block, hashing = entry
-        if hashing is not None:
-            hashing.result()
-        return block
+    return in_order_ahead(blocks, _hashed, 1, HASH_AHEAD, "taxi-hash")
 
-    with ThreadPoolExecutor(1, thread_name_prefix="taxi-hash") as pool:
-        pending: deque[tuple[Block, Future | None]] = deque()
-        try:
-            for block in blocks:
-                lines, quoted = block
-                hashing = pool.submit(lines.digests) if isinstance(lines, TextLines) and not quoted else None
-                pending.append((block, hashing))
-                while pending and (len(pending) > HASH_AHEAD or pending[0][1] is None):
-                    yield hashed(pending.popleft())
-            while pending:
-                yield hashed(pending.popleft())
-        finally:
-            for _, hashing in pending:  # the caller stopped early: nothing more is hashed
-                if hashing is not None:
-                    hashing.cancel()
+
+def _hashed(block: Block) -> Block:
+    lines, quoted = block
+    if isinstance(lines, TextLines) and not quoted:
+        lines.digests()
+    return block
 
 
 class RowIds:

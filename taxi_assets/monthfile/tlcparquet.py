@@ -24,10 +24,9 @@ so Postgres and BigQuery get the same ids.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +39,7 @@ from taxi_assets.datasets import Column, TaxiDataset
 from taxi_assets.errors import BadFileError
 from taxi_assets.monthfile import Block, MonthFile, PickupMonths, TextLines, month_of
 from taxi_assets.months import Month
+from taxi_assets.threads import in_order_ahead
 
 # Rows cast and rendered at a time: ~4 MB of fhvhv lines, memory flat whatever the month.
 BATCH_ROWS = 16_384
@@ -214,25 +214,17 @@ def _hashed_lines(batch: pa.RecordBatch, name: str) -> TextLines:
 # 16,384 at the same speed (what is in flight, and what the threads' allocators keep).
 RENDER_ROWS = 8_192
 RENDER_THREADS = 2  # Arrow renders and md5lines hashes without the GIL: a thread per core
-_RENDER_AHEAD = 2 * RENDER_THREADS  # batches rendered ahead of the consumer: memory stays a few MB
+_RENDER_AHEAD = 2 * RENDER_THREADS  # slices rendered ahead of the consumer: memory stays a few MB
 
 
 def rendered_lines(batches: Iterator[pa.RecordBatch], name: str) -> Iterator[TextLines]:
-    """`csv_lines` of each non-empty batch, in order, rendered and hashed (`TextLines.digests`) a
-    few batches ahead in threads of their own while the caller reads the batches after them."""
-    with ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="taxi-render") as pool:
-        pending: deque[Future] = deque()
-        try:
-            for batch in batches:
-                for start in range(0, batch.num_rows, RENDER_ROWS):
-                    pending.append(pool.submit(_hashed_lines, batch.slice(start, RENDER_ROWS), name))
-                    if len(pending) > _RENDER_AHEAD:
-                        yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:  # the caller stopped early: nothing more is rendered
-                future.cancel()
+    """`csv_lines` of each batch, `RENDER_ROWS` at a time, in order, rendered and hashed
+    (`TextLines.digests`) a few slices ahead in threads of their own while the caller reads the
+    batches after them."""
+    slices = (b.slice(start, RENDER_ROWS) for b in batches for start in range(0, b.num_rows, RENDER_ROWS))
+    return in_order_ahead(
+        slices, functools.partial(_hashed_lines, name=name), RENDER_THREADS, _RENDER_AHEAD, "taxi-render"
+    )
 
 
 def tally_pickups(batches: Iterator[pa.RecordBatch], index: int, pickups: PickupMonths) -> Iterator[pa.RecordBatch]:
