@@ -179,9 +179,9 @@ def read_marts(
 
     found: dict[str, dict[str, dict]] = {}
     unread: dict[str, str] = {}
-    for source in sources:
-        for store in stores:
-            where = ledger.bigquery_available(settings) if store == ledger.BIGQUERY else settings
+    for store in stores:
+        where = ledger.bigquery_available(settings) if store == ledger.BIGQUERY else settings
+        for source in sources:
             schema = marts_schema(where, store, source)
             try:
                 found.setdefault(source, {})[store] = marts_ledger.builds(where, store, schema)
