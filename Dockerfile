@@ -22,10 +22,10 @@ COPY pyproject.toml README.md ./
 COPY taxi_assets ./taxi_assets
 RUN pip install --no-deps --no-build-isolation . \
  && pip check
-# The row ids' md5 loop (taxi_assets/md5lines.py) compiled once, here, into a cache the containers'
-# user may write: their first extract does not wait ~10 s for numba.
+# The compiled loops (taxi_assets/md5lines.py, pgbinary.py) built once, here, into a cache the containers'
+# user may write: their first extract or load does not wait for numba.
 ENV NUMBA_CACHE_DIR=/app/numba-cache
-RUN python -c "from taxi_assets.md5lines import warm; warm()" \
+RUN python -c "from taxi_assets import md5lines, pgbinary; md5lines.warm(); pgbinary.warm()" \
  && chown -R 1000:1000 ${NUMBA_CACHE_DIR}
 
 COPY workspace.yaml ./

@@ -421,9 +421,13 @@ def main() -> int:
                 print(" ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the cause said
                 return 2
             ensure_chromium()
-        # The row ids' md5 loop (taxi_assets/md5lines.py) compiled and cached once, before the
+        # The compiled loops (taxi_assets/md5lines.py, pgbinary.py) compiled and cached once, before the
         # workers and their subprocesses would each compile it (~10 s apiece) on a fresh clone.
-        subprocess.run([PYTHON, "-c", "from taxi_assets.md5lines import warm; warm()"], cwd=ROOT, check=True)
+        subprocess.run(
+            [PYTHON, "-c", "from taxi_assets import md5lines, pgbinary; md5lines.warm(); pgbinary.warm()"],
+            cwd=ROOT,
+            check=True,
+        )
         args = [PYTHON, "-m", "pytest", *rest]
     else:
         args = [PYTHON, str(ROOT / "benchmarks" / "run.py"), *rest]

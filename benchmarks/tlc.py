@@ -106,7 +106,7 @@ import gzip, json, sys
 from pathlib import Path
 from taxi_assets.datasets import TLC_FHVHV as dataset
 from taxi_assets.monthfile import open_month_file
-from taxi_assets.pgbinary import payload
+from taxi_assets.rows import payload
 from taxi_assets.rows import copy_rows
 download, dest = Path(sys.argv[1]), Path(sys.argv[2])
 month_file = open_month_file(download, dataset)
@@ -146,12 +146,12 @@ started = time.monotonic()
 types = [ROW_ID_COLUMN.pg_type, *(c.pg_type for c in dataset.columns)]
 zeros = bytes(16 * tlc.BATCH_ROWS)
 for b in tlc.canonical_batches(path, dataset):
-    pgbinary.encode([hex_ids(zeros[: 16 * b.num_rows]), *b.columns], types)
+    pgbinary.encode([hex_ids(zeros[: 16 * b.num_rows]), *b.columns], types, bytes(b.num_rows), 2)
 out["decode + cast + binary rows"] = time.monotonic() - started
 started = time.monotonic()
 month_file = open_month_file(path, dataset)
 ids, duplicates = month_file.recorded_row_ids(), DuplicateCounter(spill_dir=path.parent)
-n = sum(count for _, count in _payloads(month_file, ids, duplicates)[1])
+n = sum(count for _, count in _payloads(month_file, ids, duplicates))
 ids.close(), duplicates.close()
 out["... + row ids + halves (all of it)"] = time.monotonic() - started
 out["rows"] = n

@@ -25,8 +25,9 @@ from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.errors import BadFileError
 from taxi_assets.files import temp_path
 from taxi_assets.monthfile import RowIds, open_month_file, rendering_id
+from taxi_assets.monthfile.csvgz import integer_floats_as_integers
 from taxi_assets.months import Month
-from taxi_assets.rows import INTEGER_FLOAT_FIELD, hex_ids
+from taxi_assets.rows import hex_ids
 from taxi_assets.threads import wind_down
 
 MONTH_COLUMN = "month"  # DATE, first day of the file's month: the BigQuery partition column
@@ -148,18 +149,6 @@ ROW_GROUP_ROWS = 128_000
 ZSTD_LEVEL = 3
 
 
-def _integer_floats_as_integers(table: pa.Table, integers: set[str]) -> pa.Table:
-    """`264.0` as `264`, as the Postgres load writes it: text columns rewritten, the `integers`
-    columns parsed as float64 and cast back (a cast that fails on a real fraction)."""
-    for i, name in enumerate(table.column_names):
-        column = table.column(i)
-        if pa.types.is_string(column.type):
-            table = table.set_column(i, name, pc.replace_substring_regex(column, f"^{INTEGER_FLOAT_FIELD}$", r"\1"))
-        elif name in integers:
-            table = table.set_column(i, name, column.cast(pa.int64()))
-    return table
-
-
 def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, row_ids: RowIds | None = None) -> int:
     """Convert a verified month file (a .csv.gz, or a TLC Parquet read as its canonical rows)
     into typed Parquet at `dest` (atomically); return the row count.
@@ -201,7 +190,9 @@ def write_parquet(source: Path, dest: Path, dataset: TaxiDataset, month: Month, 
         """The parsed block as the Parquet's rows: amounts as NUMERIC, then id, filename, month."""
         parsed = pa.Table.from_batches([batch])
         if normalize:
-            parsed = _integer_floats_as_integers(parsed, integers)
+            parsed = pa.Table.from_arrays(
+                integer_floats_as_integers(parsed.columns, dataset, pa.int64()), names=parsed.column_names
+            )
         parsed = _to_decimals(parsed, schema, source)
         n = parsed.num_rows
         # Where a batch tells its first row's line (a Parquet's canonical line), its id is checked

@@ -1,6 +1,7 @@
-"""A month file's rows as a load sends them: `unique_row_id,<fields>` lines, and the exact
-duplicates among them counted in bounded memory. Shared by the loads; the rows come from a
-`monthfile.MonthFile` (which defines the row id, `monthfile`).
+"""Row ids as a load sends them (`hex_ids`), the exact duplicates among a month's rows counted in
+bounded memory (`DuplicateCounter`), and the rows as a text COPY would take them (`copy_rows`:
+the reference the binary load is tested against, and the benchmarks' floor). The ids come from
+a `monthfile.MonthFile` (which defines them, `monthfile`).
 """
 
 from __future__ import annotations
@@ -17,15 +18,13 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 
 from taxi_assets.monthfile import ROW_ID_BYTES, RowIds, quoted_rows
+from taxi_assets.monthfile.csvgz import INTEGER_FLOAT_FIELD
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 _md5 = hashlib.md5
 _hexlify = binascii.hexlify
-# An integer printed as a float (`264.0`), as a whole field: rewritten as `264` (group 1) by the
-# Postgres load here and by the Parquet conversion (`parquet.py`), so both store the same value.
-INTEGER_FLOAT_FIELD = r"(-?\d+)\.0+"
 _INTEGER_FLOAT = re.compile(rb"(?<![^,\n])" + INTEGER_FLOAT_FIELD.encode() + rb"(?![^,\r\n])")
 
 
@@ -120,9 +119,16 @@ def _repeats(digests: np.ndarray) -> int:
 def hex_ids(digests: bytes) -> pa.Array:
     """Concatenated 16-byte digests as an Arrow column of 32-character hex ids, built straight
     into Arrow's string layout (fixed-width offsets): the typed loads' `unique_row_id`."""
-    from taxi_assets.pgbinary import fixed_width  # Arrow: here, a CSV load never needs the column
-
     return fixed_width(_hexlify(digests), len(digests) // ROW_ID_BYTES, 32, as_text=True)
+
+
+def fixed_width(values: np.ndarray | bytes, rows: int, width: int, as_text: bool = False) -> pa.Array:
+    """`rows` values of `width` bytes each, laid end to end, as a binary (or string) array, no copy."""
+    import pyarrow as pa  # here: a step that counts duplicates needs no Arrow
+
+    offsets = np.arange(0, width * rows + 1, width, dtype=np.int32)
+    kind = pa.string() if as_text else pa.binary()
+    return pa.Array.from_buffers(kind, rows, [None, pa.py_buffer(offsets), pa.py_buffer(values)])
 
 
 def copy_rows(
@@ -132,11 +138,12 @@ def copy_rows(
     duplicates: DuplicateCounter | None = None,
     row_ids: RowIds | None = None,
 ) -> Iterator[tuple[pa.Array, bytes]]:
-    """The rows of `MonthFile.text_blocks` as a load sends them: each block as one Arrow binary
-    array of COPY lines (`unique_row_id,<fields>` and its line ending), with their 16-byte
+    """The rows of `MonthFile.text_blocks` as a text COPY (CSV) takes them: each block as one
+    Arrow binary array of lines (`unique_row_id,<fields>` and its line ending), with their 16-byte
     digests. The ids come from `row_ids` when given (else each line is hashed) and go to
-    `duplicates` too. The rows are joined in C (Arrow), never split or joined line by line in
-    Python, so the producer leaves the cores to the COPYs."""
+    `duplicates` too. Not the load's path (it sends binary rows, `pgbinary`): the reference the
+    tests hold the binary rows to (Postgres parsing the same lines must store the same rows),
+    and the text the benchmarks' floors COPY."""
     for text, ends, quoted in blocks:
         if not (rows := len(ends)):
             continue
@@ -165,8 +172,6 @@ def _id_comma_line(digests: bytes, text: bytes, rows: int, ends: np.ndarray | No
     import pyarrow as pa  # here: only a load joins rows this way
     import pyarrow.compute as pc
 
-    from taxi_assets.pgbinary import fixed_width
-
     if ends is None:
         ends = np.flatnonzero(np.frombuffer(text, np.uint8) == ord("\n"))
     if len(ends) != rows:  # a line ending inside a line: never from a split block
@@ -175,3 +180,11 @@ def _id_comma_line(digests: bytes, text: bytes, rows: int, ends: np.ndarray | No
     starts[1:] = ends + 1
     lines = pa.Array.from_buffers(pa.binary(), rows, [None, pa.py_buffer(starts), pa.py_buffer(text)])
     return pc.binary_join_element_wise(fixed_width(_hexlify(digests), rows, 32), lines, b",")
+
+
+def payload(rows: pa.Array) -> memoryview:
+    """The bytes of the binary array `rows`, end to end, without a copy."""
+    if not len(rows):
+        return memoryview(b"")
+    offsets = np.frombuffer(rows.buffers()[1], np.int32, count=len(rows) + 1, offset=4 * rows.offset)
+    return memoryview(rows.buffers()[2])[int(offsets[0]) : int(offsets[-1])]

@@ -16,8 +16,7 @@ from taxi_assets.errors import BadFileError
 from taxi_assets.monthfile import RowIds, csvgz, row_id, write_row_ids
 from taxi_assets.monthfile.csvgz import data_lines
 from taxi_assets.months import Month, mirror_months
-from taxi_assets.pgbinary import payload
-from taxi_assets.rows import DuplicateCounter, copy_rows
+from taxi_assets.rows import DuplicateCounter, copy_rows, payload
 from taxi_assets.samples.mirror_data import header
 
 # Published headers, verbatim (../shared/reference/data.md).

@@ -32,6 +32,7 @@ from taxi_assets.errors import BadFileError, ConfigError, LoadError
 from taxi_assets.files import FileInfo, row_ids_path
 from taxi_assets.monthfile import open_month_file
 from taxi_assets.months import Month
+from taxi_assets.rows import copy_rows, payload
 from taxi_assets.samples.mirror_data import write_month
 from taxi_assets.steps.extract import extract
 from taxi_assets.steps.postgres import load_postgres
@@ -156,7 +157,12 @@ def test_a_bad_row_in_mid_load_rolls_back_and_keeps_the_previous_rows(pg_dsn, pg
     lines = gzip.decompress(path.read_bytes()).split(b"\n")
     lines[4_000] = lines[4_000].replace(b"2019-01", b"2019-XX", 1)  # an unparseable pickup, deep in the file
     path.write_bytes(gzip.compress(b"\n".join(lines)))
-    with pytest.raises(LoadError, match="load rolled back, previous rows untouched: .*timestamp"):
+    # Read by the load (binary COPY), a field is a fault of the file, named at its line and column.
+    with pytest.raises(
+        BadFileError,
+        match="load rolled back, previous rows untouched: line 4,001 of .*, column lpep_pickup_datetime: "
+        "invalid input for timestamp: '2019-XX",
+    ):
         _load(pg_dsn, GREEN, JAN, path)
     assert _month_rows(pg, GREEN, JAN) == loaded_month
     assert _leftover_tables(pg) == []
@@ -604,3 +610,32 @@ def test_a_caller_s_search_path_holds_for_both_halves(pg_dsn, pg, tmp_path):
         assert load_postgres(conn, GREEN, JAN, path).rows_loaded == 500
     assert pg.execute("SELECT count(*) FROM elsewhere.green_tripdata").fetchone()[0] == 500
     pg.execute("DROP SCHEMA elsewhere CASCADE")
+
+
+@pytest.mark.parametrize("crlf", [False, True], ids=["lf", "crlf"])
+@pytest.mark.parametrize("ds", [GREEN, YELLOW, FHV], ids=lambda d: d.taxi)
+def test_the_binary_load_stores_what_a_text_copy_of_the_lines_stores(pg_dsn, pg, tmp_path, ds, crlf):
+    """The load parses the CSV itself (binary COPY): Postgres parsing the same lines as CSV must
+    store the very same rows, NULLs, quoted fields, fhv's `264.0` and CRLF included."""
+    path = tmp_path / ds.file_name(JAN)
+    write_month(path, ds, JAN, 3_000, crlf=crlf, seed=12)
+    eol = b"\r\n" if crlf else b"\n"
+    lines = gzip.decompress(path.read_bytes()).split(eol)
+    for n in (10, 2_500):  # quoted fields: a block Arrow parses; `""` is NULL, as its id and the Parquet read it
+        fields = lines[n].split(b",")
+        fields[0], fields[ds.pickup_index] = b'""', b'"' + fields[ds.pickup_index] + b'"'
+        lines[n] = b",".join(fields)
+    path.write_bytes(gzip.compress(eol.join(lines)))
+    report = _load(pg_dsn, ds, JAN, path)
+    columns = ", ".join(f'"{c}"' for c in ("unique_row_id", *ds.sql_names))
+    pg.execute(f'CREATE TEMP TABLE as_text AS SELECT {columns} FROM "{report.partition}" WITH NO DATA')
+    month_file = open_month_file(path, ds)
+    normalize = bool(ds.integer_float_columns)
+    with month_file.row_ids() as ids, pg.cursor().copy(f"COPY as_text ({columns}) FROM STDIN (FORMAT csv)") as copy:
+        for rows, _ in copy_rows(month_file.text_blocks(), normalize_integer_floats=normalize, row_ids=ids):
+            copy.write(payload(rows))
+    loaded, as_text = f'SELECT {columns} FROM "{report.partition}"', f"SELECT {columns} FROM as_text"
+    for a, b in ((loaded, as_text), (as_text, loaded)):
+        assert pg.execute(f"SELECT * FROM ({a} EXCEPT ALL {b}) d").fetchall() == []
+    assert pg.execute("SELECT count(*) FROM as_text").fetchone()[0] == report.rows_loaded == 3_000
+    assert pg.execute(f"SELECT count(*) FROM as_text WHERE {ds.sql_names[0]} = ''").fetchone()[0] == 0

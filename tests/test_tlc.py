@@ -25,8 +25,7 @@ from taxi_assets.gcp import bigquery_client
 from taxi_assets.monthfile import month_of, open_month_file
 from taxi_assets.monthfile import tlcparquet as tlc
 from taxi_assets.months import Month
-from taxi_assets.pgbinary import payload
-from taxi_assets.rows import copy_rows
+from taxi_assets.rows import copy_rows, payload
 from taxi_assets.samples.tlc import TlcServer, tlc_era_schema, write_tlc_month
 from taxi_assets.source import newest_published, remote_file
 from taxi_assets.steps.bigquery import load_bigquery

@@ -33,11 +33,11 @@ import os
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from taxi_assets.datasets import WRONG_MONTH_SHARE, TaxiDataset
+from taxi_assets.datasets import ROW_ID_COLUMN, WRONG_MONTH_SHARE, TaxiDataset
 from taxi_assets.errors import BadFileError
 from taxi_assets.files import recorded_download, row_ids_path, temp_path
 from taxi_assets.months import Month
@@ -340,8 +340,6 @@ class MonthFile:
     Errors name the file `name` (default: the path's; a temp file passes its published name).
     """
 
-    typed = False  # whether `typed_batches` gives the rows (else they are text lines only)
-
     def __init__(self, path: Path, dataset: TaxiDataset, name: str | None = None):
         self.path, self.dataset, self.name = path, dataset, name or path.name
 
@@ -398,9 +396,24 @@ class MonthFile:
 
     def typed_batches(self) -> Iterator[pa.RecordBatch]:
         """The rows as Arrow batches of the feed's canonical types, in file order, where the file
-        holds typed values (`typed`: a Parquet), loaded as such, binary. A file of text lines (a
-        CSV's) has none: the load sends its lines as they are."""
+        holds typed values (a Parquet)."""
         raise NotImplementedError(f"{self.name} holds text lines, not typed values")
+
+    def copy_halves(
+        self, ids: RowIds, second: Callable[[bytes], np.ndarray]
+    ) -> Iterator[tuple[list[memoryview], bytes]]:
+        """The rows as binary COPY rows (`pgbinary`), a block at a time: the rows of each half
+        end to end (`second(digests)`: whether each row goes to the second), with the block's
+        16-byte digests, taken from `ids`. By default `typed_batches`, encoded."""
+        from taxi_assets import pgbinary
+        from taxi_assets.rows import hex_ids
+
+        pg_types = [ROW_ID_COLUMN.pg_type, *(c.pg_type for c in self.dataset.columns)]
+        for batch in self.typed_batches():
+            if batch.num_rows:
+                digests = ids.take_checked(batch.num_rows, self.first_line(batch))
+                columns = [hex_ids(digests), *batch.columns]
+                yield pgbinary.encode(columns, pg_types, second(digests), 2), digests
 
     # The same for every format.
 

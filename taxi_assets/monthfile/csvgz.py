@@ -7,11 +7,12 @@ extract verifies the file) amounts must be finite numbers (`FiniteAmounts`).
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import csv
 import itertools
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from taxi_assets.datasets import TaxiDataset
 from taxi_assets.errors import BadFileError
-from taxi_assets.monthfile import Block, MonthFile, PickupMonths, TextLines
+from taxi_assets.monthfile import Block, MonthFile, PickupMonths, RowIds, TextLines
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 # blocks this small are reused from the heap while hot in cache (1 MB ones cost 4x the page
 # faults, and a load 1-2 s, in glibc's mmap'd blocks).
 CHUNK_BYTES = 128 << 10
+# An integer printed as a float (`264.0`), as a whole field: read as `264` (group 1) by both
+# stores' loads (`integer_floats_as_integers`), in the feeds that print them so.
+INTEGER_FLOAT_FIELD = r"(-?\d+)\.0+"
 # CSV bytes Arrow parses at a time (~10 k rows; `arrow_batches`): 4 MB blocks doubled the Parquet
 # conversion's peak RSS (the inflated bytes are Python objects, and glibc's heap keeps blocks that large).
 ARROW_BLOCK_BYTES = 1 << 20
@@ -240,6 +244,30 @@ class CsvGzFile(MonthFile):
     def place(self, row: int) -> str:
         return f"line {row + 1:,} of {self.name}"  # the header is line 1
 
+    def copy_halves(
+        self, ids: RowIds, second: Callable[[bytes], np.ndarray]
+    ) -> Iterator[tuple[list[memoryview], bytes]]:
+        """Each block of lines as binary COPY rows, an empty field (`""` too) as NULL, as the
+        Parquet has it: an unquoted block's by `pgbinary.transcode`, straight from its text, the
+        others (and any the fast path does not take) parsed by Arrow first. A field neither can
+        read fails the load at its line and column."""
+        from taxi_assets import pgbinary
+        from taxi_assets.rows import fixed_width
+
+        dataset, parse, rows = self.dataset, _BlockParser(self.dataset, self.name, self.place), 0
+        pg_types = [c.pg_type for c in dataset.columns]
+        normalize = bool(dataset.integer_float_columns)
+        for text, ends, quoted in self.text_blocks():
+            n = len(ends)
+            digests = ids.take_checked(n, None if quoted else text[: int(ends[0])].rstrip(b"\r"))
+            part, hexed = second(digests), binascii.hexlify(digests)
+            halves = None if quoted else pgbinary.transcode(text, ends, hexed, pg_types, normalize, part, 2)
+            if halves is None:
+                columns = [fixed_width(hexed, n, 32, as_text=True), *parse(text, ends, rows + 1).columns]
+                halves = pgbinary.encode(columns, ["text", *pg_types], part, 2)
+            rows += n
+            yield halves, digests
+
     @contextlib.contextmanager
     def arrow_batches(self, column_types: dict[str, pa.DataType]) -> Iterator[Iterator[pa.RecordBatch]]:
         import pyarrow.csv as pacsv
@@ -253,3 +281,119 @@ class CsvGzFile(MonthFile):
         with igzip.open(self.path, "rb") as text:
             _header(text.readline(), self.dataset, self.name)
             yield pacsv.open_csv(text, read_options=read, convert_options=convert)
+
+
+_CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to [^:]+: (.*)")
+_FIELD_COUNT = re.compile(r"Expected (\d+) columns, got (\d+)")
+_QUOTED_VALUE = re.compile(r"invalid value ('.*')$")
+
+
+def integer_floats_as_integers(columns: list, dataset: TaxiDataset, integer_type: pa.DataType) -> list:
+    """`264.0` as `264` (`INTEGER_FLOAT_FIELD`) in a feed that prints integers so: its text
+    columns rewritten, its integer columns (parsed as float64) cast to `integer_type`, a cast that
+    fails on a real fraction. The same for both stores (the Postgres load, the Parquet)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not dataset.integer_float_columns:
+        return columns
+    columns = list(columns)
+    for i, column in enumerate(dataset.columns):
+        if column.pg_type == "text":
+            columns[i] = pc.replace_substring_regex(columns[i], f"^{INTEGER_FLOAT_FIELD}$", r"\1")
+        elif column.pg_type == "integer":
+            try:
+                columns[i] = columns[i].cast(integer_type)
+            except pa.ArrowInvalid as exc:  # worded as Arrow's parse words a bad field
+                raise pa.ArrowInvalid(f"In CSV column #{i}: CSV conversion error to {integer_type}: {exc}") from None
+    return columns
+
+
+class _BlockParser:
+    """A block of a .csv.gz's lines as one Arrow batch of the Postgres columns' types; a block
+    Arrow refuses is bisected to its first bad line, named with its column and value."""
+
+    def __init__(self, dataset: TaxiDataset, name: str, place):
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        self._pa, self._pacsv = pa, pacsv
+        self.dataset, self.name, self.place = dataset, name, place
+        # int32, not the canonical int64: Arrow then refuses a value an `integer` cannot hold.
+        parsed_as = {"text": pa.string(), "timestamp": pa.timestamp("us"), "integer": pa.int32()}
+        parsed_as["double precision"] = pa.float64()
+        if dataset.integer_float_columns:  # `1.0` in an integer column: parsed as a float, cast back
+            parsed_as["integer"] = pa.float64()
+        self.read = pacsv.ReadOptions(column_names=list(dataset.sql_names), use_threads=False, block_size=1 << 26)
+        self.parse_options = pacsv.ParseOptions(ignore_empty_lines=False)
+        self.convert = pacsv.ConvertOptions(
+            column_types={c.sql_name: parsed_as[c.pg_type] for c in dataset.columns},
+            null_values=[""],
+            strings_can_be_null=True,  # an empty field is NULL, `""` too (as a quoted row's id reads it)
+        )
+
+    def _parse(self, text: bytes) -> pa.RecordBatch:
+        pa = self._pa
+        table = self._pacsv.read_csv(
+            pa.BufferReader(text),
+            read_options=self.read,
+            parse_options=self.parse_options,
+            convert_options=self.convert,
+        )
+        columns = [column.combine_chunks() for column in table.columns]
+        columns = integer_floats_as_integers(columns, self.dataset, pa.int32())
+        return pa.RecordBatch.from_arrays(columns, names=table.column_names)
+
+    def __call__(self, text: bytes, ends: np.ndarray, first_row: int) -> pa.RecordBatch:
+        """The block `text` (lines ending at `ends`; its first line the file's data row `first_row`)."""
+        crlf = text.endswith(b"\r\n")
+        try:
+            if not crlf and b"\r" in text:  # Arrow would end a line there; COPY refuses it
+                raise self._pa.ArrowInvalid("a carriage return inside a line")
+            batch = self._parse(text)
+            if batch.num_rows == len(ends):
+                return batch
+        except (self._pa.ArrowInvalid, self._pa.ArrowNotImplementedError):
+            pass
+        raise self._bad_line(text, ends, first_row)
+
+    def _bad_line(self, text: bytes, ends: np.ndarray, first_row: int) -> BadFileError:
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        lo, hi = 0, len(ends)  # the first bad line is in [lo, hi): halve the range while one half parses
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self._why(text[starts[lo] : ends[mid - 1] + 1], mid - lo) is not None:
+                hi = mid
+            else:
+                lo = mid
+        line = text[starts[lo] : ends[lo] + 1]
+        why = self._why(line, 1) or ": Arrow refuses the block, yet each line parses"
+        return BadFileError(f"{self.place(first_row + lo)}{why}")
+
+    def _why(self, text: bytes, lines: int) -> str | None:
+        """Why `text` (`lines` lines) is refused, worded for a message after the line's place; None: it parses."""
+        pa = self._pa
+        if not text.endswith(b"\r\n") and b"\r" in text:
+            return ": a carriage return inside a line (COPY refuses it)"
+        columns = self.dataset.columns
+        try:
+            if self._parse(text).num_rows != lines:
+                return ": a carriage return inside a line (COPY refuses it)"
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            message = str(exc).splitlines()[0]
+            if found := _CONVERSION_ERROR.search(message):
+                column = columns[int(found[1])]
+                value = _QUOTED_VALUE.search(found[2])
+                return (
+                    f", column {column.sql_name}: invalid input for {column.pg_type}: {value[1] if value else found[2]}"
+                )
+            if found := _FIELD_COUNT.search(message):
+                want, got = int(found[1]), int(found[2])
+                missing = (
+                    "extra data after last expected column"
+                    if got > want
+                    else f"missing data for column {columns[got].sql_name}"
+                )
+                return f" ({got} fields, the header has {want}): {missing}"
+            return f": {message}"
+        return None

@@ -270,8 +270,6 @@ def _renames_by_era(dataset: TaxiDataset) -> list[tuple[str, list]]:
 class TlcParquetFile(MonthFile):
     """A Parquet month file (the TLC's): its rows are its canonical lines (`csv_lines`)."""
 
-    typed = True
-
     def read(
         self, *, pickups: PickupMonths | None = None, check_amounts: bool = False
     ) -> tuple[list[str], Iterator[Block]]:

@@ -42,12 +42,12 @@ from taxi_assets.datasets import FILENAME_COLUMN, ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.errors import BadFileError, ConfigError, LoadError
 from taxi_assets.monthfile import ROW_ID_BYTES, MonthFile, RowIds, open_month_file
 from taxi_assets.months import Month
-from taxi_assets.rows import DuplicateCounter, copy_rows, hex_ids
+from taxi_assets.rows import DuplicateCounter
 from taxi_assets.stores import partition_name
 from taxi_assets.threads import wind_down
 
 if TYPE_CHECKING:
-    import pyarrow as pa
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -429,50 +429,24 @@ def _second_half(digests: bytes) -> np.ndarray:
     return np.frombuffer(digests, np.uint8)[::ROW_ID_BYTES] >= int(_SPLIT_AT, 16) << 4
 
 
-def _row_ids(month_file: MonthFile) -> RowIds | None:
-    """The ids a load sends, computed by extract. Missing: a CSV's lines are hashed on the way
-    (None); a typed file's ids are made first (hashing them needs the very text rendering the
-    binary load skips)."""
-    return month_file.row_ids() if month_file.typed else month_file.recorded_row_ids()
-
-
 def _copy_rows(
-    month_file: MonthFile, ids: RowIds | None, duplicates: DuplicateCounter | None
-) -> Iterator[tuple[pa.Array, bytes]]:
-    """The month's rows as COPY rows, a block at a time (an Arrow binary array), with their
-    16-byte digests: a typed file's batches in the binary format (`pgbinary`), else the file's
-    lines as CSV (`copy_rows`). The load's, and `_copy_error`'s again."""
-    from taxi_assets import pgbinary  # Arrow: the rows are built in C
-
-    if not month_file.typed:
-        normalize = bool(month_file.dataset.integer_float_columns)
-        yield from copy_rows(
-            month_file.text_blocks(), normalize_integer_floats=normalize, duplicates=duplicates, row_ids=ids
-        )
-        return
-    pg_types = [ROW_ID_COLUMN.pg_type, *(c.pg_type for c in month_file.dataset.columns)]
-    for batch in month_file.typed_batches():
-        if not batch.num_rows:
-            continue
-        digests = ids.take_checked(batch.num_rows, month_file.first_line(batch))
+    month_file: MonthFile, ids: RowIds, duplicates: DuplicateCounter | None
+) -> Iterator[tuple[list[memoryview], bytes]]:
+    """The month's rows as binary COPY rows, a block at a time, one payload per half (by the first
+    hex digit of their id), with their 16-byte digests. The load's, and `_copy_error`'s again."""
+    for halves, digests in month_file.copy_halves(ids, _second_half):
         if duplicates is not None:
             duplicates.add(digests)
-        yield pgbinary.encode([hex_ids(digests), *batch.columns], pg_types), digests
+        yield halves, digests
 
 
-def _payloads(month_file: MonthFile, ids: RowIds | None, duplicates: DuplicateCounter):
-    """The COPY format and the month's rows as its payloads, two per block (one per half, by the
-    first hex digit of their id); a binary stream starts with the format's header."""
+def _payloads(month_file: MonthFile, ids: RowIds, duplicates: DuplicateCounter):
+    """The month's rows as the two sessions' payloads, each stream starting with the format's header."""
     from taxi_assets import pgbinary
 
-    def halves() -> Iterator[tuple[list[bytes | memoryview], int]]:
-        if month_file.typed:
-            yield [pgbinary.HEADER, pgbinary.HEADER], 0
-        for rows, digests in _copy_rows(month_file, ids, duplicates):
-            second = _second_half(digests)
-            yield [pgbinary.payload(rows.filter(~second)), pgbinary.payload(rows.filter(second))], len(rows)
-
-    return ("binary" if month_file.typed else "csv"), halves()
+    yield [pgbinary.HEADER, pgbinary.HEADER], 0
+    for halves, digests in _copy_rows(month_file, ids, duplicates):
+        yield halves, len(digests) // ROW_ID_BYTES
 
 
 _COPY_CONTEXT = re.compile(r"COPY \S+_loading_(\d+), line (\d+)(?:, column (\w+))?")
@@ -488,21 +462,17 @@ def _copy_error(exc: psycopg.Error, month_file: MonthFile) -> str | None:
     if context is None:
         return None
     half, nth, column = int(context[1]), int(context[2]), context[3]
-    name, dataset = month_file.name, month_file.dataset
+    name = month_file.name
     where, ids = f"row {nth:,} of {name}'s half {half}", None  # if the file cannot be read again
     try:
-        ids = _row_ids(month_file)
+        ids = month_file.row_ids()
         seen, before = 0, 0
-        for rows, digests in _copy_rows(month_file, ids, None):
+        for _, digests in _copy_rows(month_file, ids, None):
             mine = np.flatnonzero(_second_half(digests) == bool(half))
             if seen + len(mine) >= nth:
-                index = int(mine[nth - seen - 1])
-                where = month_file.place(before + index + 1)  # 1-based, among the data rows
-                if column is None and not month_file.typed:  # e.g. extra data: say how many fields the row has
-                    fields = rows[index].as_py().rstrip(b"\r\n").count(b",")  # the id's comma counts the id out
-                    where += f" ({fields} fields, the header has {len(dataset.columns)})"
+                where = month_file.place(before + int(mine[nth - seen - 1]) + 1)  # 1-based, among the data rows
                 break
-            seen, before = seen + len(mine), before + len(rows)
+            seen, before = seen + len(mine), before + len(digests) // ROW_ID_BYTES
     except Exception:  # the COPY's own error matters more than where it was
         log.debug("could not place the COPY error in %s", name, exc_info=True)
     finally:
@@ -536,30 +506,29 @@ def load_postgres(
     columns = sql.SQL(", ").join(_ident(c) for c in (ROW_ID_COLUMN.sql_name, *dataset.sql_names))
     duplicates = DuplicateCounter(spill_dir=path.parent)  # beside the download: under the state folder
     month_file = open_month_file(path, dataset)
-    ids = _row_ids(month_file)
     recorded = ledger.file_of(path, dataset, month)
-    other, committed, swapped = None, False, False  # the second session; its half committed; swap done
+    other, committed, swapped, ids = None, False, False, None  # the second session; its half committed; swap done
     swap_failed: BaseException | None = None
     try:
+        ids = month_file.row_ids()  # extract's, else hashed now (binary rows are no lines to hash)
         other = _second_session(conn)
         with conn.transaction(), ThreadPoolExecutor(max_workers=3) as background:
             _lock_month(conn, partition)
             sessions = [conn, other]
             for half, session in enumerate(sessions):
                 _create_staging(session, dataset, staging[half], half, filename)
-            copy_format, payloads = _payloads(month_file, ids, duplicates)
             with contextlib.ExitStack() as copying:
                 copies = [
                     copying.enter_context(
                         session.cursor().copy(
-                            sql.SQL("COPY {s} ({c}) FROM STDIN (FORMAT {f}, FREEZE true)").format(
-                                s=_ident(staging[half]), c=columns, f=sql.SQL(copy_format)
+                            sql.SQL("COPY {s} ({c}) FROM STDIN (FORMAT binary, FREEZE true)").format(
+                                s=_ident(staging[half]), c=columns
                             )
                         )
                     )
                     for half, session in enumerate(sessions)
                 ]
-                loaded = _stream(copies, payloads)
+                loaded = _stream(copies, _payloads(month_file, ids, duplicates))
             if loaded == 0:
                 raise BadFileError(f"{path.name} has a header but no rows; the month's rows are kept")
             if expected_rows is not None and loaded != expected_rows:
