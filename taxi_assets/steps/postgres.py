@@ -3,8 +3,8 @@
 Each taxi table is LIST-partitioned by `filename`, one partition per month file; a month's
 partition is itself split in two by `unique_row_id` (ids 0-7… and 8-f…), so that two sessions
 COPY its halves at once: COPY is one core's work in Postgres, and a month is that COPY. A load
-streams the month into fresh tables (COPY ... FREEZE, row ids joined on the way: a .csv.gz's lines
-as CSV, a typed file's batches in the binary format, `pgbinary`), checks them,
+streams the month into fresh tables (COPY ... FREEZE, binary rows with their ids: a .csv.gz's lines
+transcoded, a Parquet's batches encoded, `pgbinary`), checks them,
 and in the main session's transaction swaps them in for the month's old partition. Until that
 COMMIT nobody sees the new rows; on any failure the transaction rolls back and the old rows stay
 as they were. The second session commits its half, unattached, just before the swap; a half
