@@ -22,10 +22,10 @@ COPY pyproject.toml README.md ./
 COPY taxi_assets ./taxi_assets
 RUN pip install --no-deps --no-build-isolation . \
  && pip check
-# The compiled loops (taxi_assets/md5lines.py, pgbinary.py) built once, here, into a cache the containers'
+# The compiled loops (taxi_assets/compiled.py) built once, here, into a cache the containers'
 # user may write: their first extract or load does not wait for numba.
 ENV NUMBA_CACHE_DIR=/app/numba-cache
-RUN python -c "from taxi_assets import md5lines, pgbinary; md5lines.warm(); pgbinary.warm()" \
+RUN python -m taxi_assets.compiled \
  && chown -R 1000:1000 ${NUMBA_CACHE_DIR}
 
 COPY workspace.yaml ./

@@ -421,10 +421,10 @@ def main() -> int:
                 print(" ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the cause said
                 return 2
             ensure_chromium()
-        # The compiled loops (taxi_assets/md5lines.py, pgbinary.py) compiled and cached once, before the
+        # The compiled loops (taxi_assets/compiled.py) compiled and cached once, before the
         # workers and their subprocesses would each compile it (~10 s apiece) on a fresh clone.
         subprocess.run(
-            [PYTHON, "-c", "from taxi_assets import md5lines, pgbinary; md5lines.warm(); pgbinary.warm()"],
+            [PYTHON, "-m", "taxi_assets.compiled"],
             cwd=ROOT,
             check=True,
         )

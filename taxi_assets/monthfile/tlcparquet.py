@@ -192,7 +192,12 @@ _CSV = pacsv.WriteOptions(include_header=False, batch_size=BATCH_ROWS)
 
 
 def csv_lines(batch: pa.RecordBatch, name: str) -> TextLines:
-    """The canonical text of each row (see the module's docstring), without line endings."""
+    """The canonical text of each row (see the module's docstring), without line endings: by
+    `csvlines` where it writes every value of the batch, else by Arrow's writer itself."""
+    from taxi_assets import csvlines  # numba: where rows are rendered
+
+    if (rendered := csvlines.render(batch)) is not None:
+        return TextLines.of(*rendered)
     sink = pa.BufferOutputStream()
     # The writer's scratch from malloc, which hands it back: the default pool (mimalloc) keeps
     # each render thread's largest, some 15 MB more at extract's peak for no speed.
