@@ -20,13 +20,23 @@ import numba
 import numpy as np
 import pyarrow as pa
 
-# The loop takes this many columns, unused ones empty: one compiled signature for every feed.
-MAX_COLUMNS = 32
+from taxi_assets.compiled import MAX_COLUMNS, NO_BYTES, NO_NUMBERS, POWERS, readonly, text_buffers, validity
+
 TEXT, INTEGER, FLOAT, TIMESTAMP = 0, 1, 2, 3
-_POWERS = np.array([10.0**k for k in range(23)])  # exact in float64
 _QUOTE, _COMMA, _MINUS, _POINT, _ZERO = 34, 44, 45, 46, 48
 _MICROS_PER_DAY = 86_400_000_000
 _EPOCH_DAYS = 719_468  # days from 0000-03-01 to 1970-01-01 (civil_from_days)
+
+
+@numba.njit(inline="always")
+def _digits(value):  # pragma: no cover (compiled)
+    """How many decimal digits a non-negative integer has."""
+    digits = 1
+    value //= 10
+    while value:
+        digits += 1
+        value //= 10
+    return digits
 
 
 @numba.njit(inline="always")
@@ -36,15 +46,7 @@ def _integer(out, i, value):  # pragma: no cover (compiled)
         out[i] = _MINUS
         i += 1
         value = -value
-    digits = 1
-    rest = value // 10
-    while rest:
-        digits += 1
-        rest //= 10
-    for k in range(digits - 1, -1, -1):
-        out[i + k] = _ZERO + value % 10
-        value //= 10
-    return i + digits
+    return _padded(out, i, value, _digits(value))
 
 
 @numba.njit(inline="always")
@@ -69,23 +71,18 @@ def _float(out, i, x, negative_zero):  # pragma: no cover (compiled)
     if not (1e-6 <= magnitude < 1e9):
         return -1
     k, m = 0, np.floor(magnitude + 0.5)
-    while m / _POWERS[k] != magnitude:
+    while m / POWERS[k] != magnitude:
         k += 1
         if k > 21:
             return -1
-        m = np.floor(magnitude * _POWERS[k] + 0.5)
+        m = np.floor(magnitude * POWERS[k] + 0.5)
     if m >= 1e15:
         return -1
     if x < 0.0:
         out[i] = _MINUS
         i += 1
     mantissa = np.int64(m)
-    digits = 1
-    rest = mantissa // 10
-    while rest:
-        digits += 1
-        rest //= 10
-    width = max(digits, k + 1)  # `0.000015`: zeros before the digits
+    width = max(_digits(mantissa), k + 1)  # `0.000015`: zeros before the digits
     end = i + width + (1 if k else 0)
     at = end - 1
     for d in range(width):  # from the last digit back, the point before the k-th
@@ -185,17 +182,6 @@ def _render(count, columns, kinds, numbers, offsets, texts, valid):  # pragma: n
 
 
 _KINDS = {"string": TEXT, "int64": INTEGER, "double": FLOAT, "timestamp[us]": TIMESTAMP}
-_NONE_U8 = np.empty(0, np.uint8)
-_NONE_I64 = np.empty(0, np.int64)
-for _array in (_NONE_U8, _NONE_I64):
-    _array.flags.writeable = False
-
-
-def _readonly(array: np.ndarray) -> np.ndarray:
-    """A read-only view: one compiled (and cached) signature, whatever the buffers."""
-    view = array.view()
-    view.flags.writeable = False
-    return view
 
 
 def render(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray] | None:
@@ -206,25 +192,17 @@ def render(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray] | None:
     if not count or batch.num_columns > MAX_COLUMNS:
         return None
     kinds = np.zeros(MAX_COLUMNS, np.int64)
-    numbers, offsets = [_NONE_I64] * MAX_COLUMNS, [_NONE_I64] * MAX_COLUMNS
-    texts, valid = [_NONE_U8] * MAX_COLUMNS, [_NONE_U8] * MAX_COLUMNS
+    numbers, offsets = [NO_NUMBERS] * MAX_COLUMNS, [NO_NUMBERS] * MAX_COLUMNS
+    texts, valid = [NO_BYTES] * MAX_COLUMNS, [NO_BYTES] * MAX_COLUMNS
     for c, column in enumerate(batch.columns):
         kind = _KINDS.get(str(column.type))
         if kind is None:
             return None
-        kinds[c] = kind
-        buffers = column.buffers()
-        if column.null_count:
-            bits = np.frombuffer(buffers[0], np.uint8)
-            valid[c] = _readonly(np.unpackbits(bits, count=column.offset + count, bitorder="little")[column.offset :])
+        kinds[c], valid[c] = kind, validity(column)
         if kind == TEXT:
-            offsets[c] = _readonly(
-                np.frombuffer(buffers[1], np.int32, count=count + 1, offset=4 * column.offset).astype(np.int64)
-            )
-            if buffers[2] is not None and buffers[2].size:
-                texts[c] = _readonly(np.frombuffer(buffers[2], np.uint8))
-        else:
-            numbers[c] = _readonly(np.frombuffer(buffers[1], np.int64, count=count, offset=8 * column.offset))
+            offsets[c], texts[c] = text_buffers(column)
+        else:  # a float's 8 bytes as an int64's: the loop reads them back as a float
+            numbers[c] = readonly(np.frombuffer(column.buffers()[1], np.int64, count=count, offset=8 * column.offset))
     text, ends, ok = _render(
         count, batch.num_columns, kinds, tuple(numbers), tuple(offsets), tuple(texts), tuple(valid)
     )

@@ -24,12 +24,12 @@ import numba
 import numpy as np
 import pyarrow as pa
 
+from taxi_assets.compiled import MAX_COLUMNS, NO_BYTES, NO_NUMBERS, POWERS, readonly, text_buffers, validity
+
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" * 2  # signature, flags, no extension
 _POSTGRES_EPOCH_US = 946_684_800 * 1_000_000  # 2000-01-01 in Unix microseconds
 _INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1
 _WIDTH = {"integer": 4, "double precision": 8, "timestamp": 8}
-# The loop takes this many columns, unused ones empty: one compiled signature for every feed.
-MAX_COLUMNS = 32
 
 
 _CHUNK_ROWS = 256
@@ -90,14 +90,6 @@ def _rows(count, columns, widths, values, offsets, valid, part, parts):  # pragm
     return out, bounds
 
 
-_NO_VALUES = np.empty(0, np.uint8)
-_NO_OFFSETS = np.empty(0, np.int64)
-
-
-def _bytes(buffer: pa.Buffer | None) -> np.ndarray:
-    return np.frombuffer(buffer, np.uint8) if buffer is not None and buffer.size else _NO_VALUES
-
-
 def _network_order(values: pa.Array, pg_type: str) -> np.ndarray:
     """A fixed-width column's values (NULLs as zero) in network byte order, end to end."""
     if pg_type == "timestamp":
@@ -115,14 +107,6 @@ def _network_order(values: pa.Array, pg_type: str) -> np.ndarray:
     return values.fill_null(0.0).to_numpy().astype(">f8").view(np.uint8)
 
 
-def _validity(column: pa.Array) -> np.ndarray:
-    """1 per valid row, 0 per NULL; empty when the column has no NULL (nothing to look up)."""
-    if not column.null_count:
-        return _NO_VALUES
-    bits = np.frombuffer(column.buffers()[0], np.uint8)
-    return np.unpackbits(bits, count=column.offset + len(column), bitorder="little")[column.offset :]
-
-
 def encode(columns: Sequence[pa.Array], pg_types: Sequence[str], part: np.ndarray, parts: int) -> list[memoryview]:
     """Each row of `columns` (of the Postgres types `pg_types`; a text column may be binary too)
     as one binary COPY row: one payload per part, holding in order the rows `part` assigns it."""
@@ -130,21 +114,14 @@ def encode(columns: Sequence[pa.Array], pg_types: Sequence[str], part: np.ndarra
         raise ValueError(f"{len(columns)} columns: the binary COPY loop takes at most {MAX_COLUMNS}")
     count = len(columns[0])
     widths = np.zeros(MAX_COLUMNS, np.int64)
-    values, offsets, valid = [_NO_VALUES] * MAX_COLUMNS, [_NO_OFFSETS] * MAX_COLUMNS, [_NO_VALUES] * MAX_COLUMNS
+    values, offsets, valid = [NO_BYTES] * MAX_COLUMNS, [NO_NUMBERS] * MAX_COLUMNS, [NO_BYTES] * MAX_COLUMNS
     for c, (column, pg_type) in enumerate(zip(columns, pg_types, strict=True)):
-        valid[c] = _validity(column)
+        valid[c] = validity(column)
         if pg_type == "text":
-            starts = column.buffers()[1]
-            offsets[c] = np.frombuffer(starts, np.int32, count=count + 1, offset=4 * column.offset).astype(np.int64)
-            values[c] = _bytes(column.buffers()[2])
+            offsets[c], values[c] = text_buffers(column)
         else:
             widths[c] = _WIDTH[pg_type]
-            values[c] = _network_order(column, pg_type)
-    for arrays in (values, offsets, valid):  # one compiled signature, whatever the buffers
-        for i, array in enumerate(arrays):
-            if array.flags.writeable:
-                arrays[i] = array.view()
-                arrays[i].flags.writeable = False
+            values[c] = readonly(_network_order(column, pg_type))
     part = np.array(part, np.uint8)  # a copy: writable uint8, whatever was given
     out, bounds = _rows(count, len(columns), widths, tuple(values), tuple(offsets), tuple(valid), part, parts)
     view = memoryview(out)
@@ -154,7 +131,6 @@ def encode(columns: Sequence[pa.Array], pg_types: Sequence[str], part: np.ndarra
 # A CSV's unquoted lines straight to binary rows (`transcode`): the fields' kinds.
 TEXT, INTEGER, DOUBLE, TIMESTAMP = 0, 1, 2, 3
 KINDS = {"text": TEXT, "integer": INTEGER, "double precision": DOUBLE, "timestamp": TIMESTAMP}
-_POWERS = np.array([10.0**k for k in range(23)])  # exact in float64: Clinger's fast path divides by them
 _COMMA, _MINUS, _POINT, _ZERO, _NINE = 44, 45, 46, 48, 57
 _DAYS_TO_2000 = 730_119  # days from 0001-01-01 (proleptic Gregorian) to 2000-01-01
 
@@ -282,7 +258,7 @@ def _double(data, lo, hi):  # pragma: no cover (compiled)
             return 0.0, False
     if not digits or significant > 15 or decimals > 22:
         return 0.0, False
-    value = mantissa / _POWERS[decimals]
+    value = mantissa / POWERS[decimals]
     return -value if negative else value, True
 
 

@@ -405,11 +405,15 @@ class MonthFile:
         """The rows as binary COPY rows (`pgbinary`), a block at a time: the rows of each half
         end to end (`second(digests)`: whether each row goes to the second), with the block's
         16-byte digests, taken from `ids`. By default `typed_batches`, encoded."""
+        import pyarrow as pa
+
         from taxi_assets import pgbinary
         from taxi_assets.rows import hex_ids
 
         pg_types = [ROW_ID_COLUMN.pg_type, *(c.pg_type for c in self.dataset.columns)]
-        for batch in self.typed_batches():
+        for n, batch in enumerate(self.typed_batches()):
+            if n % 8 == 7:  # Arrow's pool (mimalloc) keeps decoded batches' memory otherwise: 20 MB of peak
+                pa.default_memory_pool().release_unused()
             if batch.num_rows:
                 digests = ids.take_checked(batch.num_rows, self.first_line(batch))
                 columns = [hex_ids(digests), *batch.columns]
