@@ -20,12 +20,13 @@ import numba
 import numpy as np
 import pyarrow as pa
 
-from taxi_assets.compiled import MAX_COLUMNS, NO_BYTES, NO_NUMBERS, POWERS, readonly, text_buffers, validity
+from taxi_assets.compiled import POWERS, text_buffers, validity
 
 TEXT, INTEGER, FLOAT, TIMESTAMP = 0, 1, 2, 3
 _QUOTE, _COMMA, _MINUS, _POINT, _ZERO = 34, 44, 45, 46, 48
 _MICROS_PER_DAY = 86_400_000_000
 _EPOCH_DAYS = 719_468  # days from 0000-03-01 to 1970-01-01 (civil_from_days)
+_PAIRS = np.frombuffer("".join(f"{n:02d}" for n in range(100)).encode(), np.uint8)  # "000102…99"
 
 
 @numba.njit(inline="always")
@@ -96,11 +97,17 @@ def _float(out, i, x, negative_zero):  # pragma: no cover (compiled)
 
 
 @numba.njit(inline="always")
-def _timestamp(out, i, micros):  # pragma: no cover (compiled)
-    """`YYYY-MM-DD HH:MM:SS.ffffff` at `out[i]`: the index after it, or -1 for a year outside 1000-9999."""
-    days = micros // _MICROS_PER_DAY
-    rest = micros - days * _MICROS_PER_DAY
-    z = days + _EPOCH_DAYS  # Howard Hinnant's civil_from_days
+def _two(out, i, value):  # pragma: no cover (compiled)
+    """`value` (0-99) as two digits at `out[i]`, from the pairs table: one lookup, no division."""
+    out[i] = _PAIRS[2 * value]
+    out[i + 1] = _PAIRS[2 * value + 1]
+
+
+@numba.njit(inline="always")
+def _date(out, i, days):  # pragma: no cover (compiled)
+    """`YYYY-MM-DD ` of a day since 1970-01-01 at `out[i]` (Howard Hinnant's civil_from_days);
+    False for a year outside 1000-9999."""
+    z = days + _EPOCH_DAYS
     era = z // 146_097
     doe = z - era * 146_097
     yoe = (doe - doe // 1460 + doe // 36524 - doe // 146_096) // 365
@@ -110,21 +117,46 @@ def _timestamp(out, i, micros):  # pragma: no cover (compiled)
     month = mp + 3 if mp < 10 else mp - 9
     year = yoe + era * 400 + (1 if month <= 2 else 0)
     if year < 1000 or year > 9999:
-        return -1
-    i = _padded(out, i, year, 4)
-    out[i] = _MINUS
-    i = _padded(out, i + 1, month, 2)
-    out[i] = _MINUS
-    i = _padded(out, i + 1, day, 2)
-    out[i] = 32
+        return False
+    _two(out, i, year // 100)
+    _two(out, i + 2, year % 100)
+    out[i + 4] = _MINUS
+    _two(out, i + 5, month)
+    out[i + 7] = _MINUS
+    _two(out, i + 8, day)
+    out[i + 10] = 32
+    return True
+
+
+@numba.njit(inline="always")
+def _timestamp(out, i, micros, days_seen, dates):  # pragma: no cover (compiled)
+    """`YYYY-MM-DD HH:MM:SS.ffffff` at `out[i]`: the index after it, or -1 for a year outside
+    1000-9999. Dates written are kept (`days_seen`, `dates`: a direct-mapped table of 4,096
+    days and their 11 bytes): a month's rows share a few dozen days."""
+    days = micros // _MICROS_PER_DAY
+    rest = micros - days * _MICROS_PER_DAY
+    slot = days & 4095
+    if days_seen[slot] != days:
+        if not _date(out, i, days):
+            return -1
+        days_seen[slot] = days
+        for k in range(11):  # byte by byte: a slice assignment costs more than the date
+            dates[slot, k] = out[i + k]
+    else:
+        for k in range(11):
+            out[i + k] = dates[slot, k]
     seconds = rest // 1_000_000
-    i = _padded(out, i + 1, seconds // 3600, 2)
-    out[i] = 58
-    i = _padded(out, i + 1, seconds // 60 % 60, 2)
-    out[i] = 58
-    i = _padded(out, i + 1, seconds % 60, 2)
-    out[i] = _POINT
-    return _padded(out, i + 1, rest % 1_000_000, 6)
+    fraction = rest - seconds * 1_000_000
+    _two(out, i + 11, seconds // 3600)
+    out[i + 13] = 58
+    _two(out, i + 14, seconds // 60 % 60)
+    out[i + 16] = 58
+    _two(out, i + 17, seconds % 60)
+    out[i + 19] = _POINT
+    _two(out, i + 20, fraction // 10_000)
+    _two(out, i + 22, fraction // 100 % 100)
+    _two(out, i + 24, fraction % 100)
+    return i + 26
 
 
 @numba.njit(nogil=True, cache=True)
@@ -134,28 +166,29 @@ def _render(count, columns, kinds, numbers, offsets, texts, valid):  # pragma: n
     room = 0
     for c in range(columns):
         if kinds[c] == TEXT:
-            room += 3 * count + 2 * (offsets[c][count] - offsets[c][0])  # quotes, each doubled
+            room += 3 * count + 2 * (offsets[c, count] - offsets[c, 0])  # quotes, each doubled
         else:
             room += 32 * count
     out = np.empty(room + count * columns, np.uint8)
     ends = np.empty(count, np.int64)
     scratch = np.empty(1, np.int64)
     as_float = scratch.view(np.float64)
+    days_seen = np.full(4096, np.iinfo(np.int64).min, np.int64)  # no day yet
+    dates = np.empty((4096, 11), np.uint8)
     i = 0
     for r in range(count):
         for c in range(columns):
             if c:
                 out[i] = _COMMA
                 i += 1
-            if len(valid[c]) and not valid[c][r]:
+            if not valid[c, r]:
                 continue  # NULL: nothing between the commas
             kind = kinds[c]
             if kind == TEXT:
-                data = texts[c]
                 out[i] = _QUOTE
                 i += 1
-                for k in range(offsets[c][r], offsets[c][r + 1]):
-                    b = data[k]
+                for k in range(offsets[c, r], offsets[c, r + 1]):
+                    b = texts[k]
                     if b == 10 or b == 13:
                         return out[:0], ends, False
                     out[i] = b
@@ -166,13 +199,13 @@ def _render(count, columns, kinds, numbers, offsets, texts, valid):  # pragma: n
                 out[i] = _QUOTE
                 i += 1
             elif kind == INTEGER:
-                value = numbers[c][r]
+                value = numbers[c, r]
                 i = _integer(out, i, value) if -(2**62) < value < 2**62 else -1
             elif kind == FLOAT:
-                scratch[0] = numbers[c][r]
+                scratch[0] = numbers[c, r]
                 i = _float(out, i, as_float[0], scratch[0] < 0)
             else:
-                i = _timestamp(out, i, numbers[c][r])
+                i = _timestamp(out, i, numbers[c, r], days_seen, dates)
             if i < 0:
                 return out[:0], ends, False
         out[i] = 10
@@ -187,26 +220,36 @@ _KINDS = {"string": TEXT, "int64": INTEGER, "double": FLOAT, "timestamp[us]": TI
 def render(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray] | None:
     """The batch's rows as Arrow's CSV writer writes them (no header): the text, each line
     ending LF, and the offset of each LF. None: the batch holds a type or a value this loop does
-    not write; Arrow's writer must render it."""
-    count = batch.num_rows
-    if not count or batch.num_columns > MAX_COLUMNS:
+    not write; Arrow's writer must render it.
+
+    The columns go to the loop as matrices (a row per column: numbers, validity, text offsets
+    into all the text columns' bytes, end to end): plain 2-D indexing, where a tuple of arrays
+    cost the loop a dispatch per field."""
+    count, columns = batch.num_rows, batch.num_columns
+    if not count:
         return None
-    kinds = np.zeros(MAX_COLUMNS, np.int64)
-    numbers, offsets = [NO_NUMBERS] * MAX_COLUMNS, [NO_NUMBERS] * MAX_COLUMNS
-    texts, valid = [NO_BYTES] * MAX_COLUMNS, [NO_BYTES] * MAX_COLUMNS
+    kinds = np.empty(columns, np.int64)
+    numbers = np.zeros((columns, count), np.int64)
+    valid = np.ones((columns, count), np.uint8)
+    offsets = np.zeros((columns, count + 1), np.int64)
+    texts, at = [], 0
     for c, column in enumerate(batch.columns):
         kind = _KINDS.get(str(column.type))
         if kind is None:
             return None
-        kinds[c], valid[c] = kind, validity(column)
+        kinds[c] = kind
+        if column.null_count:
+            valid[c] = validity(column)
         if kind == TEXT:
-            offsets[c], texts[c] = text_buffers(column)
+            starts, data = text_buffers(column)
+            offsets[c] = starts - starts[0] + at
+            texts.append(data[starts[0] : starts[-1]])
+            at += int(starts[-1] - starts[0])
         else:  # a float's 8 bytes as an int64's: the loop reads them back as a float
-            numbers[c] = readonly(np.frombuffer(column.buffers()[1], np.int64, count=count, offset=8 * column.offset))
-    text, ends, ok = _render(
-        count, batch.num_columns, kinds, tuple(numbers), tuple(offsets), tuple(texts), tuple(valid)
-    )
-    return (text, ends) if ok else None
+            numbers[c] = np.frombuffer(column.buffers()[1], np.int64, count=count, offset=8 * column.offset)
+    text = np.concatenate(texts) if texts else np.empty(0, np.uint8)
+    lines, ends, ok = _render(count, columns, kinds, numbers, offsets, text, valid)
+    return (lines, ends) if ok else None
 
 
 def warm() -> None:
