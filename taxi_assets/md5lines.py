@@ -16,6 +16,8 @@ import numba
 import numpy as np
 
 DIGEST_BYTES = 16
+# Lines hashed side by side: 16 32-bit lanes fill an AVX-512 register (two AVX2 ones).
+LANES = 16
 
 # md5's arithmetic is on 32-bit words, modulo 2**32. numba widens integer arithmetic to 64 bits,
 # so every result is cut back to 32 (`np.uint32(...)`): LLVM then does it in 32-bit instructions,
@@ -49,103 +51,97 @@ def _i(a, b, c, d, x, s, t):  # pragma: no cover (compiled)
 
 
 @numba.njit(inline="always")
-def _compress(x, state):  # pragma: no cover (compiled)
-    """One 64-byte block (`x`: its 16 little-endian words) into `state`: RFC 1321's 64 steps,
+def _compress(x, lane, state, active):  # pragma: no cover (compiled)
+    """One 64-byte block of a lane (`x[:, lane]`: its 16 little-endian words) into the lane's
+    `state` (a row per word a, b, c, d), where `active` (1; 0 leaves it): RFC 1321's 64 steps,
     written out as its reference code does, so that every shift and constant is a literal."""
-    a, b, c, d = state[0], state[1], state[2], state[3]
-    a = _f(a, b, c, d, x[0], 7, 0xD76AA478)
-    d = _f(d, a, b, c, x[1], 12, 0xE8C7B756)
-    c = _f(c, d, a, b, x[2], 17, 0x242070DB)
-    b = _f(b, c, d, a, x[3], 22, 0xC1BDCEEE)
-    a = _f(a, b, c, d, x[4], 7, 0xF57C0FAF)
-    d = _f(d, a, b, c, x[5], 12, 0x4787C62A)
-    c = _f(c, d, a, b, x[6], 17, 0xA8304613)
-    b = _f(b, c, d, a, x[7], 22, 0xFD469501)
-    a = _f(a, b, c, d, x[8], 7, 0x698098D8)
-    d = _f(d, a, b, c, x[9], 12, 0x8B44F7AF)
-    c = _f(c, d, a, b, x[10], 17, 0xFFFF5BB1)
-    b = _f(b, c, d, a, x[11], 22, 0x895CD7BE)
-    a = _f(a, b, c, d, x[12], 7, 0x6B901122)
-    d = _f(d, a, b, c, x[13], 12, 0xFD987193)
-    c = _f(c, d, a, b, x[14], 17, 0xA679438E)
-    b = _f(b, c, d, a, x[15], 22, 0x49B40821)
-    a = _g(a, b, c, d, x[1], 5, 0xF61E2562)
-    d = _g(d, a, b, c, x[6], 9, 0xC040B340)
-    c = _g(c, d, a, b, x[11], 14, 0x265E5A51)
-    b = _g(b, c, d, a, x[0], 20, 0xE9B6C7AA)
-    a = _g(a, b, c, d, x[5], 5, 0xD62F105D)
-    d = _g(d, a, b, c, x[10], 9, 0x02441453)
-    c = _g(c, d, a, b, x[15], 14, 0xD8A1E681)
-    b = _g(b, c, d, a, x[4], 20, 0xE7D3FBC8)
-    a = _g(a, b, c, d, x[9], 5, 0x21E1CDE6)
-    d = _g(d, a, b, c, x[14], 9, 0xC33707D6)
-    c = _g(c, d, a, b, x[3], 14, 0xF4D50D87)
-    b = _g(b, c, d, a, x[8], 20, 0x455A14ED)
-    a = _g(a, b, c, d, x[13], 5, 0xA9E3E905)
-    d = _g(d, a, b, c, x[2], 9, 0xFCEFA3F8)
-    c = _g(c, d, a, b, x[7], 14, 0x676F02D9)
-    b = _g(b, c, d, a, x[12], 20, 0x8D2A4C8A)
-    a = _h(a, b, c, d, x[5], 4, 0xFFFA3942)
-    d = _h(d, a, b, c, x[8], 11, 0x8771F681)
-    c = _h(c, d, a, b, x[11], 16, 0x6D9D6122)
-    b = _h(b, c, d, a, x[14], 23, 0xFDE5380C)
-    a = _h(a, b, c, d, x[1], 4, 0xA4BEEA44)
-    d = _h(d, a, b, c, x[4], 11, 0x4BDECFA9)
-    c = _h(c, d, a, b, x[7], 16, 0xF6BB4B60)
-    b = _h(b, c, d, a, x[10], 23, 0xBEBFBC70)
-    a = _h(a, b, c, d, x[13], 4, 0x289B7EC6)
-    d = _h(d, a, b, c, x[0], 11, 0xEAA127FA)
-    c = _h(c, d, a, b, x[3], 16, 0xD4EF3085)
-    b = _h(b, c, d, a, x[6], 23, 0x04881D05)
-    a = _h(a, b, c, d, x[9], 4, 0xD9D4D039)
-    d = _h(d, a, b, c, x[12], 11, 0xE6DB99E5)
-    c = _h(c, d, a, b, x[15], 16, 0x1FA27CF8)
-    b = _h(b, c, d, a, x[2], 23, 0xC4AC5665)
-    a = _i(a, b, c, d, x[0], 6, 0xF4292244)
-    d = _i(d, a, b, c, x[7], 10, 0x432AFF97)
-    c = _i(c, d, a, b, x[14], 15, 0xAB9423A7)
-    b = _i(b, c, d, a, x[5], 21, 0xFC93A039)
-    a = _i(a, b, c, d, x[12], 6, 0x655B59C3)
-    d = _i(d, a, b, c, x[3], 10, 0x8F0CCC92)
-    c = _i(c, d, a, b, x[10], 15, 0xFFEFF47D)
-    b = _i(b, c, d, a, x[1], 21, 0x85845DD1)
-    a = _i(a, b, c, d, x[8], 6, 0x6FA87E4F)
-    d = _i(d, a, b, c, x[15], 10, 0xFE2CE6E0)
-    c = _i(c, d, a, b, x[6], 15, 0xA3014314)
-    b = _i(b, c, d, a, x[13], 21, 0x4E0811A1)
-    a = _i(a, b, c, d, x[4], 6, 0xF7537E82)
-    d = _i(d, a, b, c, x[11], 10, 0xBD3AF235)
-    c = _i(c, d, a, b, x[2], 15, 0x2AD7D2BB)
-    b = _i(b, c, d, a, x[9], 21, 0xEB86D391)
-    state[0] = np.uint32(state[0] + a)
-    state[1] = np.uint32(state[1] + b)
-    state[2] = np.uint32(state[2] + c)
-    state[3] = np.uint32(state[3] + d)
+    a, b, c, d = state[0, lane], state[1, lane], state[2, lane], state[3, lane]
+    a = _f(a, b, c, d, x[0, lane], 7, 0xD76AA478)
+    d = _f(d, a, b, c, x[1, lane], 12, 0xE8C7B756)
+    c = _f(c, d, a, b, x[2, lane], 17, 0x242070DB)
+    b = _f(b, c, d, a, x[3, lane], 22, 0xC1BDCEEE)
+    a = _f(a, b, c, d, x[4, lane], 7, 0xF57C0FAF)
+    d = _f(d, a, b, c, x[5, lane], 12, 0x4787C62A)
+    c = _f(c, d, a, b, x[6, lane], 17, 0xA8304613)
+    b = _f(b, c, d, a, x[7, lane], 22, 0xFD469501)
+    a = _f(a, b, c, d, x[8, lane], 7, 0x698098D8)
+    d = _f(d, a, b, c, x[9, lane], 12, 0x8B44F7AF)
+    c = _f(c, d, a, b, x[10, lane], 17, 0xFFFF5BB1)
+    b = _f(b, c, d, a, x[11, lane], 22, 0x895CD7BE)
+    a = _f(a, b, c, d, x[12, lane], 7, 0x6B901122)
+    d = _f(d, a, b, c, x[13, lane], 12, 0xFD987193)
+    c = _f(c, d, a, b, x[14, lane], 17, 0xA679438E)
+    b = _f(b, c, d, a, x[15, lane], 22, 0x49B40821)
+    a = _g(a, b, c, d, x[1, lane], 5, 0xF61E2562)
+    d = _g(d, a, b, c, x[6, lane], 9, 0xC040B340)
+    c = _g(c, d, a, b, x[11, lane], 14, 0x265E5A51)
+    b = _g(b, c, d, a, x[0, lane], 20, 0xE9B6C7AA)
+    a = _g(a, b, c, d, x[5, lane], 5, 0xD62F105D)
+    d = _g(d, a, b, c, x[10, lane], 9, 0x02441453)
+    c = _g(c, d, a, b, x[15, lane], 14, 0xD8A1E681)
+    b = _g(b, c, d, a, x[4, lane], 20, 0xE7D3FBC8)
+    a = _g(a, b, c, d, x[9, lane], 5, 0x21E1CDE6)
+    d = _g(d, a, b, c, x[14, lane], 9, 0xC33707D6)
+    c = _g(c, d, a, b, x[3, lane], 14, 0xF4D50D87)
+    b = _g(b, c, d, a, x[8, lane], 20, 0x455A14ED)
+    a = _g(a, b, c, d, x[13, lane], 5, 0xA9E3E905)
+    d = _g(d, a, b, c, x[2, lane], 9, 0xFCEFA3F8)
+    c = _g(c, d, a, b, x[7, lane], 14, 0x676F02D9)
+    b = _g(b, c, d, a, x[12, lane], 20, 0x8D2A4C8A)
+    a = _h(a, b, c, d, x[5, lane], 4, 0xFFFA3942)
+    d = _h(d, a, b, c, x[8, lane], 11, 0x8771F681)
+    c = _h(c, d, a, b, x[11, lane], 16, 0x6D9D6122)
+    b = _h(b, c, d, a, x[14, lane], 23, 0xFDE5380C)
+    a = _h(a, b, c, d, x[1, lane], 4, 0xA4BEEA44)
+    d = _h(d, a, b, c, x[4, lane], 11, 0x4BDECFA9)
+    c = _h(c, d, a, b, x[7, lane], 16, 0xF6BB4B60)
+    b = _h(b, c, d, a, x[10, lane], 23, 0xBEBFBC70)
+    a = _h(a, b, c, d, x[13, lane], 4, 0x289B7EC6)
+    d = _h(d, a, b, c, x[0, lane], 11, 0xEAA127FA)
+    c = _h(c, d, a, b, x[3, lane], 16, 0xD4EF3085)
+    b = _h(b, c, d, a, x[6, lane], 23, 0x04881D05)
+    a = _h(a, b, c, d, x[9, lane], 4, 0xD9D4D039)
+    d = _h(d, a, b, c, x[12, lane], 11, 0xE6DB99E5)
+    c = _h(c, d, a, b, x[15, lane], 16, 0x1FA27CF8)
+    b = _h(b, c, d, a, x[2, lane], 23, 0xC4AC5665)
+    a = _i(a, b, c, d, x[0, lane], 6, 0xF4292244)
+    d = _i(d, a, b, c, x[7, lane], 10, 0x432AFF97)
+    c = _i(c, d, a, b, x[14, lane], 15, 0xAB9423A7)
+    b = _i(b, c, d, a, x[5, lane], 21, 0xFC93A039)
+    a = _i(a, b, c, d, x[12, lane], 6, 0x655B59C3)
+    d = _i(d, a, b, c, x[3, lane], 10, 0x8F0CCC92)
+    c = _i(c, d, a, b, x[10, lane], 15, 0xFFEFF47D)
+    b = _i(b, c, d, a, x[1, lane], 21, 0x85845DD1)
+    a = _i(a, b, c, d, x[8, lane], 6, 0x6FA87E4F)
+    d = _i(d, a, b, c, x[15, lane], 10, 0xFE2CE6E0)
+    c = _i(c, d, a, b, x[6, lane], 15, 0xA3014314)
+    b = _i(b, c, d, a, x[13, lane], 21, 0x4E0811A1)
+    a = _i(a, b, c, d, x[4, lane], 6, 0xF7537E82)
+    d = _i(d, a, b, c, x[11, lane], 10, 0xBD3AF235)
+    c = _i(c, d, a, b, x[2, lane], 15, 0x2AD7D2BB)
+    b = _i(b, c, d, a, x[9, lane], 21, 0xEB86D391)
+    state[0, lane] = np.uint32(state[0, lane] + a * active)
+    state[1, lane] = np.uint32(state[1, lane] + b * active)
+    state[2, lane] = np.uint32(state[2, lane] + c * active)
+    state[3, lane] = np.uint32(state[3, lane] + d * active)
 
 
 @numba.njit(inline="always")
-def _load(src, at, words):  # pragma: no cover (compiled)
-    """The 16 little-endian words of the 64 bytes of `src` from `at`."""
-    for j in range(16):
-        q = at + 4 * j
-        words[j] = (
-            np.uint32(src[q])
-            | (np.uint32(src[q + 1]) << np.uint32(8))
-            | (np.uint32(src[q + 2]) << np.uint32(16))
-            | (np.uint32(src[q + 3]) << np.uint32(24))
-        )
+def _word(src, q):  # pragma: no cover (compiled)
+    """The little-endian word of `src[q:q + 4]`."""
+    return (
+        np.uint32(src[q])
+        | (np.uint32(src[q + 1]) << np.uint32(8))
+        | (np.uint32(src[q + 2]) << np.uint32(16))
+        | (np.uint32(src[q + 3]) << np.uint32(24))
+    )
 
 
 @numba.njit(inline="always")
-def _md5(src, start, length, out, at, scratch):  # pragma: no cover (compiled)
-    """The md5 of `src[start:start + length]` into `out[at:at + 16]`; `scratch`: `_scratch()`."""
-    state, words, tail = scratch
-    state[0], state[1], state[2], state[3] = 0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476
+def _padded_tail(src, start, length, tail):  # pragma: no cover (compiled)
+    """A line's last bytes padded as md5 pads them (one 1 bit, zeros, the length in bits,
+    64-bit little-endian) into `tail`: one block or two; how many."""
     whole = length // 64
-    for block in range(whole):
-        _load(src, start + 64 * block, words)
-        _compress(words, state)
-    # The padding: the rest, one 1 bit, zeros, the length in bits (64-bit little-endian).
     rest = length - 64 * whole
     blocks = 1 if rest < 56 else 2
     for j in range(rest):  # loops: slice operations cost more on these few bytes
@@ -156,25 +152,51 @@ def _md5(src, start, length, out, at, scratch):  # pragma: no cover (compiled)
     bits = np.uint64(length) * np.uint64(8)
     for j in range(8):
         tail[64 * blocks - 8 + j] = (bits >> np.uint64(8 * j)) & np.uint64(0xFF)
-    for block in range(blocks):
-        _load(tail, 64 * block, words)
-        _compress(words, state)
-    for k in range(4):
-        for j in range(4):
-            out[at + 4 * k + j] = (state[k] >> np.uint32(8 * j)) & np.uint32(0xFF)
-
-
-@numba.njit(inline="always")
-def _scratch():  # pragma: no cover (compiled)
-    return np.empty(4, np.uint32), np.empty(16, np.uint32), np.empty(128, np.uint8)
+    return blocks
 
 
 @numba.njit(nogil=True, cache=True)
 def _digests(data, starts, ends):  # pragma: no cover (compiled)
-    out = np.empty(len(starts) * DIGEST_BYTES, np.uint8)
-    scratch = _scratch()
-    for row in range(len(starts)):
-        _md5(data, starts[row], ends[row] - starts[row], out, DIGEST_BYTES * row, scratch)
+    """The md5 of every line, `LANES` lines at a time: each step of the 64 runs on all the lanes
+    in one vector instruction (the lane loop is what LLVM vectorizes)."""
+    count = len(starts)
+    out = np.empty(count * DIGEST_BYTES, np.uint8)
+    words = np.zeros((16, LANES), np.uint32)
+    state = np.empty((4, LANES), np.uint32)
+    tails = np.zeros((LANES, 128), np.uint8)
+    whole = np.zeros(LANES, np.int64)
+    blocks = np.zeros(LANES, np.int64)
+    active = np.zeros(LANES, np.uint32)
+    for first in range(0, count, LANES):
+        lanes = min(LANES, count - first)
+        most = 0
+        for lane in range(LANES):
+            state[0, lane], state[1, lane] = 0x67452301, 0xEFCDAB89
+            state[2, lane], state[3, lane] = 0x98BADCFE, 0x10325476
+            whole[lane], blocks[lane] = 0, 0
+            if lane < lanes:
+                start, length = starts[first + lane], ends[first + lane] - starts[first + lane]
+                whole[lane] = length // 64
+                blocks[lane] = whole[lane] + _padded_tail(data, start, length, tails[lane])
+                most = max(most, blocks[lane])
+        for block in range(most):
+            for lane in range(LANES):
+                active[lane] = block < blocks[lane]
+                if block < whole[lane]:
+                    at = starts[first + lane] + 64 * block
+                    for j in range(16):
+                        words[j, lane] = _word(data, at + 4 * j)
+                elif block < blocks[lane]:
+                    at = 64 * (block - whole[lane])
+                    for j in range(16):
+                        words[j, lane] = _word(tails[lane], at + 4 * j)
+            for lane in range(LANES):
+                _compress(words, lane, state, active[lane])
+        for lane in range(lanes):
+            at = DIGEST_BYTES * (first + lane)
+            for k in range(4):
+                for j in range(4):
+                    out[at + 4 * k + j] = (state[k, lane] >> np.uint32(8 * j)) & np.uint32(0xFF)
     return out
 
 
