@@ -160,13 +160,13 @@ def _timestamp(out, i, micros, days_seen, dates):  # pragma: no cover (compiled)
 
 
 @numba.njit(nogil=True, cache=True)
-def _render(count, columns, kinds, numbers, offsets, texts, valid):  # pragma: no cover (compiled)
+def _render(count, columns, kinds, rows, numbers, offsets, texts, valid, nulls):  # pragma: no cover (compiled)
     """The rows' lines, each ending LF, and where each ends (its LF); ok False: a value this loop
     does not write (the caller renders the batch with Arrow)."""
     room = 0
     for c in range(columns):
         if kinds[c] == TEXT:
-            room += 3 * count + 2 * (offsets[c, count] - offsets[c, 0])  # quotes, each doubled
+            room += 3 * count + 2 * (offsets[rows[c], count] - offsets[rows[c], 0])  # quotes, each doubled
         else:
             room += 32 * count
     out = np.empty(room + count * columns, np.uint8)
@@ -181,13 +181,13 @@ def _render(count, columns, kinds, numbers, offsets, texts, valid):  # pragma: n
             if c:
                 out[i] = _COMMA
                 i += 1
-            if not valid[c, r]:
+            if not valid[nulls[c], r]:
                 continue  # NULL: nothing between the commas
-            kind = kinds[c]
+            kind, row = kinds[c], rows[c]
             if kind == TEXT:
                 out[i] = _QUOTE
                 i += 1
-                for k in range(offsets[c, r], offsets[c, r + 1]):
+                for k in range(offsets[row, r], offsets[row, r + 1]):
                     b = texts[k]
                     if b == 10 or b == 13:
                         return out[:0], ends, False
@@ -199,13 +199,13 @@ def _render(count, columns, kinds, numbers, offsets, texts, valid):  # pragma: n
                 out[i] = _QUOTE
                 i += 1
             elif kind == INTEGER:
-                value = numbers[c, r]
+                value = numbers[row, r]
                 i = _integer(out, i, value) if -(2**62) < value < 2**62 else -1
             elif kind == FLOAT:
-                scratch[0] = numbers[c, r]
+                scratch[0] = numbers[row, r]
                 i = _float(out, i, as_float[0], scratch[0] < 0)
             else:
-                i = _timestamp(out, i, numbers[c, r], days_seen, dates)
+                i = _timestamp(out, i, numbers[row, r], days_seen, dates)
             if i < 0:
                 return out[:0], ends, False
         out[i] = 10
@@ -222,16 +222,19 @@ def render(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray] | None:
     ending LF, and the offset of each LF. None: the batch holds a type or a value this loop does
     not write; Arrow's writer must render it.
 
-    The columns go to the loop as matrices (a row per column: numbers, validity, text offsets
-    into all the text columns' bytes, end to end): plain 2-D indexing, where a tuple of arrays
-    cost the loop a dispatch per field."""
+    The columns go to the loop as matrices (a row per numeric column, per text column's offsets
+    into all their bytes end to end, per column with NULLs): plain 2-D indexing, where a tuple
+    of arrays cost the loop a dispatch per field."""
     count, columns = batch.num_rows, batch.num_columns
     if not count:
         return None
     kinds = np.empty(columns, np.int64)
-    numbers = np.zeros((columns, count), np.int64)
-    valid = np.ones((columns, count), np.uint8)
-    offsets = np.zeros((columns, count + 1), np.int64)
+    rows = np.empty(columns, np.int64)  # each column's row in its matrix
+    numeric = [c for c in batch.columns if str(c.type) != "string"]
+    numbers = np.empty((len(numeric), count), np.int64)
+    offsets = np.empty((columns - len(numeric), count + 1), np.int64)
+    valid = np.ones((1 + sum(bool(c.null_count) for c in batch.columns), count), np.uint8)  # row 0: all valid
+    nulls = np.zeros(columns, np.int64)  # each column's row in `valid`
     texts, at = [], 0
     for c, column in enumerate(batch.columns):
         kind = _KINDS.get(str(column.type))
@@ -239,16 +242,19 @@ def render(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray] | None:
             return None
         kinds[c] = kind
         if column.null_count:
-            valid[c] = validity(column)
+            nulls[c] = 1 + int(nulls.max())
+            valid[nulls[c]] = validity(column)
         if kind == TEXT:
+            rows[c] = len(texts)
             starts, data = text_buffers(column)
-            offsets[c] = starts - starts[0] + at
+            offsets[rows[c]] = starts - starts[0] + at
             texts.append(data[starts[0] : starts[-1]])
             at += int(starts[-1] - starts[0])
         else:  # a float's 8 bytes as an int64's: the loop reads them back as a float
-            numbers[c] = np.frombuffer(column.buffers()[1], np.int64, count=count, offset=8 * column.offset)
+            rows[c] = c - len(texts)
+            numbers[rows[c]] = np.frombuffer(column.buffers()[1], np.int64, count=count, offset=8 * column.offset)
     text = np.concatenate(texts) if texts else np.empty(0, np.uint8)
-    lines, ends, ok = _render(count, columns, kinds, numbers, offsets, text, valid)
+    lines, ends, ok = _render(count, columns, kinds, rows, numbers, offsets, text, valid, nulls)
     return (lines, ends) if ok else None
 
 
