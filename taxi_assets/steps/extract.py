@@ -42,6 +42,7 @@ import os
 import re
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -175,19 +176,29 @@ def cached(settings: Settings, dataset: TaxiDataset, month: Month) -> FileInfo |
     if not has_file:
         log.warning("local %s is gone but its record is not; downloading it again", path.name)
         return None
-    if path.stat().st_size != info.bytes or _sha256(path) != info.sha256:
+    if path.stat().st_size != info.bytes:
         log.warning("local %s does not match its record; downloading it again", path.name)
         return None
-    month_file = open_month_file(path, dataset)
-    if (ids := month_file.row_ids_of(info.sha256, info.data_lines)) is not None:
-        ids.close()
-    else:
-        log.info("computing the row ids of local %s (its row-id file is missing or stale)", path.name)
-        try:
-            month_file.verify(sha256=info.sha256)
-        except BadFileError as exc:
-            log.warning("local %s no longer verifies (%s); downloading it again", path.name, exc)
+    month_file, problem = open_month_file(path, dataset), None
+    # The sha256 is taken in a thread of its own while the row ids are checked or made (hashlib
+    # releases the GIL): a file whose ids are missing costs one pass's time, not two.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taxi-sha256") as pool:
+        sha256 = pool.submit(_sha256, path)
+        if (ids := month_file.row_ids_of(info.sha256, info.data_lines)) is not None:
+            ids.close()
+        else:
+            log.info("computing the row ids of local %s (its row-id file is missing or stale)", path.name)
+            try:
+                month_file.verify(sha256=info.sha256)
+            except BadFileError as exc:
+                problem = exc
+        if sha256.result() != info.sha256:
+            row_ids_path(path).unlink(missing_ok=True)  # made for the recorded file, not this one
+            log.warning("local %s does not match its record; downloading it again", path.name)
             return None
+    if problem is not None:
+        log.warning("local %s no longer verifies (%s); downloading it again", path.name, problem)
+        return None
     return FileInfo(**{**asdict(info), "path": str(path), "downloaded": False})
 
 
