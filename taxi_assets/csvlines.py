@@ -30,7 +30,7 @@ _PAIRS = np.frombuffer("".join(f"{n:02d}" for n in range(100)).encode(), np.uint
 
 
 @numba.njit(inline="always")
-def _digits(value):  # pragma: no cover (compiled)
+def _digit_count(value):  # pragma: no cover (compiled)
     """How many decimal digits a non-negative integer has (unsigned arithmetic, as below)."""
     value = np.uint64(value)
     digits = 1
@@ -48,7 +48,7 @@ def _integer(out, i, value):  # pragma: no cover (compiled)
         out[i] = _MINUS
         i += 1
         value = -value
-    return _padded(out, i, value, _digits(value))
+    return _padded(out, i, value, _digit_count(value))
 
 
 @numba.njit(inline="always")
@@ -87,7 +87,7 @@ def _float(out, i, x, negative_zero):  # pragma: no cover (compiled)
         out[i] = _MINUS
         i += 1
     mantissa = np.uint64(m)
-    width = max(_digits(mantissa), k + 1)  # `0.000015`: zeros before the digits
+    width = max(_digit_count(mantissa), k + 1)  # `0.000015`: zeros before the digits
     end = i + width + (1 if k else 0)
     at = end - 1
     for d in range(width):  # from the last digit back, the point before the k-th

@@ -19,12 +19,14 @@ cached on disk, as `md5lines`'s is.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 
 import numba
 import numpy as np
 import pyarrow as pa
 
 from taxi_assets.compiled import MAX_COLUMNS, NO_BYTES, NO_NUMBERS, POWERS, readonly, text_buffers, validity
+from taxi_assets.monthfile import TextLines
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" * 2  # signature, flags, no extension
 _POSTGRES_EPOCH_US = 946_684_800 * 1_000_000  # 2000-01-01 in Unix microseconds
@@ -132,7 +134,7 @@ def encode(columns: Sequence[pa.Array], pg_types: Sequence[str], part: np.ndarra
 TEXT, INTEGER, DOUBLE, TIMESTAMP = 0, 1, 2, 3
 KINDS = {"text": TEXT, "integer": INTEGER, "double precision": DOUBLE, "timestamp": TIMESTAMP}
 _COMMA, _MINUS, _POINT, _ZERO, _NINE = 44, 45, 46, 48, 57
-_DAYS_TO_2000 = 730_119  # days from 0001-01-01 (proleptic Gregorian) to 2000-01-01
+_DAYS_TO_2000 = date(2000, 1, 1).toordinal() - 1  # days from 0001-01-01 (as `_days` counts)
 
 
 @numba.njit(inline="always")
@@ -155,19 +157,23 @@ def _digits(data, at, n):  # pragma: no cover (compiled)
 
 
 @numba.njit(inline="always")
+def _leap(year):  # pragma: no cover (compiled)
+    return (year % 4 == 0 and year % 100 != 0) or year % 400 == 0
+
+
+@numba.njit(inline="always")
 def _days(year, month, day):  # pragma: no cover (compiled)
     """Days from 0001-01-01 to the date (proleptic Gregorian)."""
     y = year - 1
     days = y * 365 + y // 4 - y // 100 + y // 400
-    leap = (year % 4 == 0 and year % 100 != 0) or year % 400 == 0
     before = (0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)
-    return days + before[month - 1] + (1 if leap and month > 2 else 0) + day - 1
+    return days + before[month - 1] + (1 if _leap(year) and month > 2 else 0) + day - 1
 
 
 @numba.njit(inline="always")
 def _month_days(year, month):  # pragma: no cover (compiled)
     if month == 2:
-        return 29 if (year % 4 == 0 and year % 100 != 0) or year % 400 == 0 else 28
+        return 29 if _leap(year) else 28
     return 30 if month in (4, 6, 9, 11) else 31
 
 
@@ -199,27 +205,6 @@ def _timestamp(data, lo, hi):  # pragma: no cover (compiled)
 
 
 @numba.njit(inline="always")
-def _integer(data, lo, hi, normalize):  # pragma: no cover (compiled)
-    """`-?digits` (with `normalize`, also `.0+` after them) as an int4, and whether it is one."""
-    negative = data[lo] == _MINUS
-    at = lo + 1 if negative else lo
-    end = at
-    while end < hi and _ZERO <= data[end] <= _NINE:
-        end += 1
-    if end == at or end - at > 10:
-        return 0, False
-    if end < hi:  # only an integer float's `.0+` may follow
-        if not normalize or data[end] != _POINT or end + 1 == hi:
-            return 0, False
-        for k in range(end + 1, hi):
-            if data[k] != _ZERO:
-                return 0, False
-    value = _digits(data, at, end - at)
-    value = -value if negative else value
-    return value, -(2**31) <= value <= 2**31 - 1
-
-
-@numba.njit(inline="always")
 def _integer_float_point(data, lo, hi):  # pragma: no cover (compiled)
     """Where an integer float (`-?digits.0+`, csvgz.INTEGER_FLOAT_FIELD) has its point, else `hi`."""
     at = lo + 1 if data[lo] == _MINUS else lo
@@ -232,6 +217,20 @@ def _integer_float_point(data, lo, hi):  # pragma: no cover (compiled)
         if data[k] != _ZERO:
             return hi
     return point
+
+
+@numba.njit(inline="always")
+def _integer(data, lo, hi, normalize):  # pragma: no cover (compiled)
+    """`-?digits` (with `normalize`, also an integer float's `.0+` after them) as an int4, and
+    whether it is one."""
+    if normalize:
+        hi = _integer_float_point(data, lo, hi)
+    at = lo + 1 if data[lo] == _MINUS else lo
+    value = _digits(data, at, hi - at) if 0 < hi - at <= 10 else -1
+    if value < 0:
+        return 0, False
+    value = -value if at > lo else value
+    return value, -(2**31) <= value <= 2**31 - 1
 
 
 @numba.njit(inline="always")
@@ -336,25 +335,14 @@ def _transcode(data, starts, stops, ids, kinds, normalize, part, parts):  # prag
 
 
 def transcode(
-    text: bytes,
-    ends: np.ndarray,
-    ids_hex: bytes,
-    pg_types: Sequence[str],
-    normalize: bool,
-    part: np.ndarray,
-    parts: int,
+    lines: TextLines, ids_hex: bytes, pg_types: Sequence[str], normalize: bool, part: np.ndarray, parts: int
 ) -> list[memoryview] | None:
-    """An unquoted CSV block's lines (LF at `ends`; CRLF lines end before their CR) as binary
-    rows, each led by its hex id (`ids_hex`, 32 bytes a row): one payload per part, as `encode`
-    gives them for the same rows parsed by Arrow. None: a line is not in the forms this fast path
-    reads (the caller parses the block with Arrow, which also words any error)."""
-    data = np.frombuffer(text, np.uint8)
-    stops = np.ascontiguousarray(ends, np.int64)
-    if text.endswith(b"\r\n"):
-        stops = stops - 1
-    starts = np.empty(len(stops), np.int64)
-    starts[0] = 0
-    starts[1:] = ends[:-1] + 1
+    """An unquoted CSV block's `lines` as binary rows, each led by its hex id (`ids_hex`, 32
+    bytes a row): one payload per part, as `encode` gives them for the same rows parsed by
+    Arrow. None: a line is not in the forms this fast path reads (the caller parses the block
+    with Arrow, which also words any error)."""
+    data = np.frombuffer(lines.text, np.uint8)
+    starts, stops = (np.ascontiguousarray(b, np.int64) for b in (lines.starts, lines.ends))
     ids = np.frombuffer(ids_hex, np.uint8)
     kinds = np.array([KINDS[t] for t in pg_types], np.int64)
     out, bounds, at, bad = _transcode(data, starts, stops, ids, kinds, normalize, np.array(part, np.uint8), parts)
@@ -368,4 +356,4 @@ def warm() -> None:
     """Compile the loops now, or load them from the cache: an image's build does, so that its
     containers' first load does not wait for the compiler."""
     encode([pa.array([1], pa.int32())], ["integer"], np.zeros(1, np.uint8), 1)
-    transcode(b"1\n", np.zeros(1, np.int64), b"0" * 32, ["integer"], False, np.zeros(1, np.uint8), 1)
+    transcode(TextLines.of(b"1\n", np.zeros(1, np.int64)), b"0" * 32, ["integer"], False, np.zeros(1, np.uint8), 1)

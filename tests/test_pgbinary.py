@@ -14,7 +14,7 @@ import pytest
 from taxi_assets import pgbinary
 from taxi_assets.datasets import FHV, MIRROR_DATASETS, YELLOW
 from taxi_assets.errors import BadFileError
-from taxi_assets.monthfile import csvgz, open_month_file
+from taxi_assets.monthfile import TextLines, csvgz, open_month_file
 from taxi_assets.months import Month
 from taxi_assets.rows import fixed_width
 from taxi_assets.samples.mirror_data import write_month
@@ -34,7 +34,8 @@ def _both_ways(month_file, text: bytes, ends: np.ndarray, first_row: int = 1):
     hexed, part = binascii.hexlify(digests), _halves(digests)
     pg_types = [c.pg_type for c in ds.columns]
     normalize = bool(ds.integer_float_columns)
-    fast = pgbinary.transcode(text, ends, hexed, pg_types, normalize, part, 2)
+    block = TextLines.of(text, ends, crlf=text.endswith(b"\r\n"))
+    fast = pgbinary.transcode(block, hexed, pg_types, normalize, part, 2)
     parsed = csvgz._BlockParser(ds, month_file.name, month_file.place)(text, ends, first_row)
     columns = [fixed_width(hexed, len(ends), 32, as_text=True), *parsed.columns]
     arrow = pgbinary.encode(columns, ["text", *pg_types], part, 2)

@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover
 
 import numpy as np
 
-from taxi_assets.datasets import TaxiDataset
+from taxi_assets.datasets import ROW_ID_COLUMN, TaxiDataset
 from taxi_assets.errors import BadFileError
 from taxi_assets.monthfile import Block, MonthFile, PickupMonths, RowIds, TextLines
 
@@ -252,20 +252,22 @@ class CsvGzFile(MonthFile):
         others (and any the fast path does not take) parsed by Arrow first. A field neither can
         read fails the load at its line and column."""
         from taxi_assets import pgbinary
-        from taxi_assets.rows import fixed_width
+        from taxi_assets.rows import hex_ids
 
         dataset, parse, rows = self.dataset, _BlockParser(self.dataset, self.name, self.place), 0
         pg_types = [c.pg_type for c in dataset.columns]
         normalize = bool(dataset.integer_float_columns)
         for text, ends, quoted in self.text_blocks():
-            n = len(ends)
-            digests = ids.take_checked(n, None if quoted else text[: int(ends[0])].rstrip(b"\r"))
-            part, hexed = second(digests), binascii.hexlify(digests)
-            halves = None if quoted else pgbinary.transcode(text, ends, hexed, pg_types, normalize, part, 2)
+            lines = TextLines.of(text, ends, crlf=text.endswith(b"\r\n"))
+            digests = ids.take_checked(len(lines), None if quoted else lines[0])
+            part = second(digests)
+            halves = None
+            if not quoted:
+                halves = pgbinary.transcode(lines, binascii.hexlify(digests), pg_types, normalize, part, 2)
             if halves is None:
-                columns = [fixed_width(hexed, n, 32, as_text=True), *parse(text, ends, rows + 1).columns]
-                halves = pgbinary.encode(columns, ["text", *pg_types], part, 2)
-            rows += n
+                columns = [hex_ids(digests), *parse(text, ends, rows + 1).columns]
+                halves = pgbinary.encode(columns, [ROW_ID_COLUMN.pg_type, *pg_types], part, 2)
+            rows += len(lines)
             yield halves, digests
 
     @contextlib.contextmanager
@@ -286,6 +288,7 @@ class CsvGzFile(MonthFile):
 _CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to [^:]+: (.*)")
 _FIELD_COUNT = re.compile(r"Expected (\d+) columns, got (\d+)")
 _QUOTED_VALUE = re.compile(r"invalid value ('.*')$")
+_CARRIAGE_RETURN = "a carriage return inside a line (COPY refuses it)"
 
 
 def integer_floats_as_integers(columns: list, dataset: TaxiDataset, integer_type: pa.DataType) -> list:
@@ -332,33 +335,33 @@ class _BlockParser:
             strings_can_be_null=True,  # an empty field is NULL, `""` too (as a quoted row's id reads it)
         )
 
-    def _parse(self, text: bytes) -> pa.RecordBatch:
+    def _parse(self, text: bytes, lines: int) -> pa.RecordBatch:
+        """`text`'s `lines` lines as one batch; ArrowInvalid if Arrow refuses them, or reads a
+        carriage return inside a line as a line's end (COPY refuses it)."""
         pa = self._pa
+        if not text.endswith(b"\r\n") and b"\r" in text:  # Arrow would end a line there
+            raise pa.ArrowInvalid(_CARRIAGE_RETURN)
         table = self._pacsv.read_csv(
             pa.BufferReader(text),
             read_options=self.read,
             parse_options=self.parse_options,
             convert_options=self.convert,
         )
+        if table.num_rows != lines:  # a bare CR among CRLF lines: Arrow split a line there
+            raise pa.ArrowInvalid(_CARRIAGE_RETURN)
         columns = [column.combine_chunks() for column in table.columns]
         columns = integer_floats_as_integers(columns, self.dataset, pa.int32())
         return pa.RecordBatch.from_arrays(columns, names=table.column_names)
 
     def __call__(self, text: bytes, ends: np.ndarray, first_row: int) -> pa.RecordBatch:
         """The block `text` (lines ending at `ends`; its first line the file's data row `first_row`)."""
-        crlf = text.endswith(b"\r\n")
         try:
-            if not crlf and b"\r" in text:  # Arrow would end a line there; COPY refuses it
-                raise self._pa.ArrowInvalid("a carriage return inside a line")
-            batch = self._parse(text)
-            if batch.num_rows == len(ends):
-                return batch
+            return self._parse(text, len(ends))
         except (self._pa.ArrowInvalid, self._pa.ArrowNotImplementedError):
-            pass
-        raise self._bad_line(text, ends, first_row)
+            raise self._bad_line(text, ends, first_row) from None
 
     def _bad_line(self, text: bytes, ends: np.ndarray, first_row: int) -> BadFileError:
-        starts = np.concatenate(([0], ends[:-1] + 1))
+        starts = TextLines.of(text, ends).starts
         lo, hi = 0, len(ends)  # the first bad line is in [lo, hi): halve the range while one half parses
         while hi - lo > 1:
             mid = (lo + hi) // 2
@@ -373,12 +376,9 @@ class _BlockParser:
     def _why(self, text: bytes, lines: int) -> str | None:
         """Why `text` (`lines` lines) is refused, worded for a message after the line's place; None: it parses."""
         pa = self._pa
-        if not text.endswith(b"\r\n") and b"\r" in text:
-            return ": a carriage return inside a line (COPY refuses it)"
         columns = self.dataset.columns
         try:
-            if self._parse(text).num_rows != lines:
-                return ": a carriage return inside a line (COPY refuses it)"
+            self._parse(text, lines)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             message = str(exc).splitlines()[0]
             if found := _CONVERSION_ERROR.search(message):
