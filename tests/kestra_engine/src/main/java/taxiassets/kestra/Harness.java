@@ -294,8 +294,9 @@ public final class Harness {
             taskRuns.add(t);
         }
 
+        Indexed indexed = indexed(execution);
         List<Map<String, Object>> metrics = new ArrayList<>();
-        for (MetricEntry m : context.getBean(MetricRepositoryInterface.class).findByExecutionId(TENANT, execution.getId(), Pageable.UNPAGED)) {
+        for (MetricEntry m : indexed.metrics()) {
             Map<String, Object> r = new LinkedHashMap<>();
             r.put("taskId", m.getTaskId());
             r.put("name", m.getName());
@@ -313,24 +314,38 @@ public final class Harness {
         answer.put("trigger", execution.getTrigger() == null ? null : execution.getTrigger().getVariables());
         answer.put("taskRuns", taskRuns);
         answer.put("metrics", metrics);
-        answer.put("logs", logs(execution));
+        answer.put("logs", logs(indexed.logs()));
         return answer;
     }
 
-    /** The execution's logs as the UI shows them, once the indexer has stored all of them. */
-    private List<Map<String, Object>> logs(Execution execution) throws InterruptedException {
-        LogDataStoreInterface store = context.getBean(LogDataStoreInterface.class);
-        List<LogEntry> logs = List.of();
+    private record Indexed(List<LogEntry> logs, List<MetricEntry> metrics) {}
+
+    /**
+     * The execution's logs and metrics as the UI shows them, once the indexer has stored all of
+     * them. The worker queues a task's metrics and logs apart from its result, so an ended
+     * execution may still have some in flight: both are polled until the same for two polls.
+     */
+    private Indexed indexed(Execution execution) throws InterruptedException {
+        LogDataStoreInterface logStore = context.getBean(LogDataStoreInterface.class);
+        MetricRepositoryInterface metricStore = context.getBean(MetricRepositoryInterface.class);
+        Indexed seen = new Indexed(List.of(), List.of());
         int previous = -1;
         long deadline = System.nanoTime() + Duration.ofSeconds(10).toNanos();
-        while (System.nanoTime() < deadline) {  // polled until the same for two polls, or 10 s
-            logs = store.findByExecutionId(TENANT, execution.getId(), Level.TRACE);
-            if (logs.size() == previous && !logs.isEmpty()) {
+        while (System.nanoTime() < deadline) {
+            seen = new Indexed(
+                logStore.findByExecutionId(TENANT, execution.getId(), Level.TRACE),
+                new ArrayList<>(metricStore.findByExecutionId(TENANT, execution.getId(), Pageable.UNPAGED)));
+            int count = seen.logs().size() + seen.metrics().size();
+            if (count == previous && !seen.logs().isEmpty()) {
                 break;
             }
-            previous = logs.size();
+            previous = count;
             Thread.sleep(200);
         }
+        return seen;
+    }
+
+    private List<Map<String, Object>> logs(List<LogEntry> logs) {
         List<Map<String, Object>> result = new ArrayList<>();
         for (LogEntry log : logs) {
             Map<String, Object> r = new LinkedHashMap<>();
