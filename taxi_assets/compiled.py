@@ -36,6 +36,14 @@ def validity(column) -> np.ndarray:
     return readonly(np.unpackbits(bits, count=column.offset + len(column), bitorder="little")[column.offset :])
 
 
+def fixed_values(column, dtype) -> np.ndarray:
+    """A fixed-width Arrow array's values as numpy `dtype` (a float's or a timestamp's 8 bytes
+    as an int64's if asked), without a copy; a NULL's slot holds whatever Arrow left there."""
+    dtype = np.dtype(dtype)
+    data = column.buffers()[1]
+    return np.frombuffer(data, dtype, count=len(column), offset=dtype.itemsize * column.offset)
+
+
 def text_buffers(column) -> tuple[np.ndarray, np.ndarray]:
     """An Arrow string (or binary) array's offsets (int64) and bytes."""
     buffers = column.buffers()

@@ -20,7 +20,7 @@ import numba
 import numpy as np
 import pyarrow as pa
 
-from taxi_assets.compiled import POWERS, text_buffers, validity
+from taxi_assets.compiled import POWERS, fixed_values, text_buffers, validity
 
 TEXT, INTEGER, FLOAT, TIMESTAMP = 0, 1, 2, 3
 _QUOTE, _COMMA, _MINUS, _POINT, _ZERO = 34, 44, 45, 46, 48
@@ -246,7 +246,7 @@ def render(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray] | None:
             at += int(starts[-1] - starts[0])
         else:  # a float's 8 bytes as an int64's: the loop reads them back as a float
             rows[c] = c - len(texts)
-            numbers[rows[c]] = np.frombuffer(column.buffers()[1], np.int64, count=count, offset=8 * column.offset)
+            numbers[rows[c]] = fixed_values(column, np.int64)
     text = np.concatenate(texts) if texts else np.empty(0, np.uint8)
     lines, ends, ok = _render(count, columns, kinds, rows, numbers, offsets, text, valid, nulls)
     return (lines, ends) if ok else None

@@ -25,13 +25,23 @@ import numba
 import numpy as np
 import pyarrow as pa
 
-from taxi_assets.compiled import MAX_COLUMNS, NO_BYTES, NO_NUMBERS, POWERS, readonly, text_buffers, validity
+from taxi_assets.compiled import (
+    MAX_COLUMNS,
+    NO_BYTES,
+    NO_NUMBERS,
+    POWERS,
+    fixed_values,
+    readonly,
+    text_buffers,
+    validity,
+)
 from taxi_assets.monthfile import TextLines
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" * 2  # signature, flags, no extension
 _POSTGRES_EPOCH_US = 946_684_800 * 1_000_000  # 2000-01-01 in Unix microseconds
 _INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1
 _WIDTH = {"integer": 4, "double precision": 8, "timestamp": 8}
+_INTEGERS = {pa.int32(): np.int32, pa.int64(): np.int64}  # what an `integer` column arrives as
 
 
 _CHUNK_ROWS = 256
@@ -93,20 +103,19 @@ def _rows(count, columns, widths, values, offsets, valid, part, parts):  # pragm
 
 
 def _network_order(values: pa.Array, pg_type: str) -> np.ndarray:
-    """A fixed-width column's values (NULLs as zero) in network byte order, end to end."""
-    if pg_type == "timestamp":
-        numbers = values.cast(pa.int64()).fill_null(0).to_numpy() - _POSTGRES_EPOCH_US
-        return numbers.astype(">i8").view(np.uint8)
+    """A fixed-width column's values in network byte order, end to end (a NULL's slot as
+    Arrow left it: the loop writes no value for it). Read from the array's buffer: pyarrow's
+    `fill_null` and scalars import pandas, 0.3 s and 57 MB a step's process never needs."""
+    if pg_type == "timestamp":  # microseconds (the canonical unit; a parser's other unit cast)
+        values = values if values.type == pa.timestamp("us") else values.cast(pa.timestamp("us"))
+        return (fixed_values(values, np.int64) - _POSTGRES_EPOCH_US).astype(">i8").view(np.uint8)
     if pg_type == "integer":  # int32, or int64 holding int4 values (`tlcparquet._cast`)
-        numbers = values.fill_null(0).to_numpy()
-        if (
-            numbers.dtype != np.int32
-            and len(numbers)
-            and not (numbers.min() >= _INT4_MIN and numbers.max() <= _INT4_MAX)
-        ):
+        numbers = fixed_values(values, _INTEGERS[values.type])
+        held = numbers[validity(values).view(bool)] if values.null_count else numbers
+        if numbers.dtype != np.int32 and len(held) and not (held.min() >= _INT4_MIN and held.max() <= _INT4_MAX):
             raise ValueError("an integer column holds a value beyond Postgres's integer")  # never wrapped
         return numbers.astype(">i4").view(np.uint8)
-    return values.fill_null(0.0).to_numpy().astype(">f8").view(np.uint8)
+    return fixed_values(values, np.float64).astype(">f8").view(np.uint8)
 
 
 def encode(columns: Sequence[pa.Array], pg_types: Sequence[str], part: np.ndarray, parts: int) -> list[memoryview]:
