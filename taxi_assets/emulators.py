@@ -140,19 +140,31 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _start(args: list[str], log_file: Path, env: dict, probe: str, what: str) -> None:
+def _start(args: list[str], log_file: Path, env: dict, probe: str, what: str, port_variable: str) -> None:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two steps starting at once: one starts, one reuses
         if not _answers(probe):
             with open(log_file, "ab") as out:
-                subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-            _wait(probe, log_file, what)
+                logged = out.tell()
+                proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            _wait(probe, proc, log_file, logged, what, port_variable)
 
 
-def _wait(probe: str, log_file: Path, what: str) -> None:
+def _wait(probe: str, proc: subprocess.Popen, log_file: Path, logged: int, what: str, port_variable: str) -> None:
+    """Until the emulator answers; an emulator that exits (its port taken, by another state
+    folder's emulator or another service) fails at once, with its last words."""
     deadline = time.monotonic() + 60
     while not _answers(probe):
+        if proc.poll() is not None:
+            with open(log_file, "rb") as log_text:
+                log_text.seek(logged)
+                said = [line.strip() for line in log_text.read().decode(errors="replace").splitlines() if line.strip()]
+            last = said[-1][:300] if said else "nothing logged"
+            raise ConfigError(
+                f"the local {what} exited at start (exit {proc.returncode}): {last}; see {log_file}"
+                f" (a port another process holds: stop it or set {port_variable})"
+            )
         if time.monotonic() > deadline:
             raise ConfigError(f"the local {what} did not start; see {log_file}")
         time.sleep(0.1)
@@ -184,7 +196,7 @@ def with_local_cloud(settings: Settings, *, bigquery: bool = True) -> Settings:
         port = emulated_port(EMULATED_GCS_PORT)
         storage = f"http://127.0.0.1:{port}"
         _start(fake_gcs_command(gcs_root, port), root / "gcs.log", go_env(dict(os.environ)),
-               f"{storage}/storage/v1/b", "GCS emulator (fake-gcs-server)")  # fmt: skip
+               f"{storage}/storage/v1/b", "GCS emulator (fake-gcs-server)", EMULATED_GCS_PORT)  # fmt: skip
     warehouse = settings.bigquery_emulator
     if bigquery and not warehouse:
         (root / "bigquery").mkdir(parents=True, exist_ok=True)
@@ -196,6 +208,7 @@ def with_local_cloud(settings: Settings, *, bigquery: bool = True) -> Settings:
             {**os.environ, "BQEMU_GCS_LOCAL_ROOT": str(gcs_root)},
             f"{warehouse}/bigquery/v2/projects/{settings.gcp_project}/datasets",
             "BigQuery emulator (bqemulator)",
+            EMULATED_BIGQUERY_PORT,
         )
     return replace(settings, storage_emulator=storage, bigquery_emulator=warehouse)
 

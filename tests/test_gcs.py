@@ -6,7 +6,9 @@ import gzip
 import hashlib
 import json
 import logging
+import socket
 import threading
+import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -253,6 +255,27 @@ def test_the_embedded_emulators_are_recognized_and_nothing_else_is(fake_gcs, bq_
     assert _answers(f"{fake_gcs[0]}/storage/v1/b")
     assert _answers(f"{bq_emulator}/bigquery/v2/projects/taxi-assets-local/datasets")
     assert not _answers(f"{source_server.url}/storage/v1/b")  # another HTTP service on the port
+
+
+def test_an_embedded_emulator_whose_port_is_taken_fails_at_once_with_its_reason(tmp_path, monkeypatch):
+    """Another process on the port (another state folder's emulator left running, another
+    service): ours cannot bind and exits, and the step says so at once, not after a minute."""
+    from taxi_assets.config import EMULATED_GCS_PORT, Settings
+    from taxi_assets.emulators import running_emulators, with_local_cloud
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        monkeypatch.setenv(EMULATED_GCS_PORT, str(holder.getsockname()[1]))
+        settings = Settings(state_dir=tmp_path / "state", embedded=True)
+        started = time.monotonic()
+        with pytest.raises(ConfigError) as failed:
+            with_local_cloud(settings, bigquery=False)
+    assert time.monotonic() - started < 30
+    message = str(failed.value)
+    assert message.startswith("the local GCS emulator (fake-gcs-server) exited at start (exit 1): ")
+    assert "address already in use" in message and EMULATED_GCS_PORT in message
+    assert not running_emulators(settings)
 
 
 # Row ids computed once (issue 10); a conversion fast enough to be worth it.
