@@ -32,8 +32,8 @@
   {%- endif -%}
 {%- endmacro %}
 
-{#- Postgres: one build at a time replaces a schema's view (two months built at once would both
-    rename it), for the rest of the build's transaction. -#}
+{#- Postgres: one build at a time replaces a schema's view (`replaced_view`: two replacements at
+    once can fail on the catalog's row), for the rest of the build's transaction. -#}
 {% macro view_lock() -%}
   {%- if target.type == 'postgres' -%}
     select pg_advisory_xact_lock(hashtext('taxi_assets marts view {{ this }}'))

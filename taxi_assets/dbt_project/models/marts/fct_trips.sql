@@ -8,7 +8,7 @@
     description skips their joins: Postgres drops a left join on a unique key it does not read). `file_month` is the file's month;
     `pickup_in_month` is false for the rows a file holds from other months. -#}
 {{ config(
-    materialized='view',
+    materialized='replaced_view' if target.type == 'postgres' else 'view',
     tags=['monthly'],
     pre_hook=["{{ view_lock() }}", "{{ unique_key('dim_zones', 'location_id') }}",
               "{{ unique_key('payment_type_lookup', 'payment_type') }}"],
